@@ -1,0 +1,116 @@
+"""Training loop pieces: the in-memory tf.data pipeline, optimiser/schedule, callbacks."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from emotion_recognition.data import Split
+from emotion_recognition.labels import NUM_CLASSES
+from emotion_recognition.model import build_model
+from emotion_recognition.params import ModelParams, TrainParams
+
+
+def limit_per_class(split: Split, limit: int, seed: int) -> Split:
+    """At most ``limit`` images of each class (0: all), for quick smoke runs."""
+    if limit <= 0:
+        return split
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(split.labels == c))[:limit] for c in range(NUM_CLASSES)]
+    return split.subset(np.sort(np.concatenate(keep)))
+
+
+def make_dataset(split: Split, batch_size: int, training: bool, params: TrainParams) -> tf.data.Dataset:
+    """Decoded arrays in memory -> batches of ((N,48,48,1) float 0-255, one-hot labels).
+
+    Training batches get cheap random flips and shifts on the fly (on top of the offline
+    copies from the augment stage), so no two epochs see identical pixels.
+    """
+    images = split.images[..., np.newaxis]
+    labels = tf.one_hot(split.labels, NUM_CLASSES)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if training:
+        ds = ds.shuffle(len(split), seed=params.seed, reshuffle_each_iteration=True)
+    shift = int(round(params.online_shift * images.shape[1]))
+
+    def prepare(x, y):
+        x = tf.cast(x, tf.float32)
+        if training and params.online_flip:
+            x = tf.image.random_flip_left_right(x)
+        if training and shift > 0:
+            padded = tf.pad(x, [[shift, shift], [shift, shift], [0, 0]], mode="REFLECT")
+            x = tf.image.random_crop(padded, tf.shape(x))
+        return x, y
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Linear warm-up then cosine decay to zero over the whole run."""
+    total = max(1, params.epochs * steps_per_epoch)
+    warmup = min(total - 1, int(params.warmup_epochs * steps_per_epoch))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else params.learning_rate,
+        decay_steps=total - warmup,
+        warmup_target=params.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    if params.optimizer == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=params.weight_decay)
+    return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=params.weight_decay)
+
+
+def model_options(params: ModelParams) -> dict:
+    return params.model_dump(exclude={"architecture"})
+
+
+def float32_copy(model: keras.Model, model_params: ModelParams) -> keras.Model:
+    """Rebuild ``model`` under the float32 policy with the trained weights, so the saved file
+    runs at full speed on CPUs without bf16 support and loads with no policy set."""
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = build_model(model_params.architecture, **model_options(model_params))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds ``seconds`` and ``images_per_second`` of each epoch's training to the logs."""
+
+    def __init__(self, images_per_epoch: int):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.started
+        if logs is not None:
+            logs["epoch_seconds"] = seconds
+            logs["images_per_second"] = self.images_per_epoch / seconds
+
+
+class MLflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics (and the learning rate) to the active MLflow run."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        import mlflow
+
+        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(v)}
+        lr = self.model.optimizer.learning_rate
+        metrics["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+        mlflow.log_metrics(metrics, step=epoch + 1)
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    return math.ceil(n_images / batch_size)

@@ -1,0 +1,94 @@
+"""DVC stage `evaluate`: test-set metrics, confusion matrix, MLflow logging and registration.
+
+Registers the trained model as a new version of the registry's model and moves the alias
+`champion` to it only if it beats the current champion on this same test set.
+Outputs metrics/evaluate.json, plots/confusion.csv, plots/confusion_matrix.png, plots/per_class.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+
+from emotion_recognition.data import load_split
+from emotion_recognition.evaluation import classification_metrics, confusion_matrix, predict_probabilities
+from emotion_recognition.labels import EMOTIONS
+from emotion_recognition.model import load_model
+from emotion_recognition.params import load_params
+from emotion_recognition.registry import register_and_promote
+from emotion_recognition.stage_io import atomic_path, run_stage, write_json
+from emotion_recognition.tracking import configure_mlflow
+
+TEST_PATH = Path("data/split/test.npz")
+MODEL_PATH = Path("data/model/model.keras")
+RUN_PATH = Path("data/model/run.json")
+METRICS = Path("metrics/evaluate.json")
+CONFUSION_CSV = Path("plots/confusion.csv")
+CONFUSION_PNG = Path("plots/confusion_matrix.png")
+PER_CLASS_CSV = Path("plots/per_class.csv")
+
+
+def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
+    normalised = matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
+    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title)
+    for i in range(len(EMOTIONS)):
+        for j in range(len(EMOTIONS)):
+            ax.text(j, i, f"{matrix[i, j]}\n{normalised[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                    color="white" if normalised[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def main() -> None:
+    params = load_params().evaluate
+    test = load_split(TEST_PATH)
+    model = load_model(MODEL_PATH)
+    probabilities = predict_probabilities(model, test.images, flip_tta=params.flip_tta)
+    predictions = probabilities.argmax(axis=1)
+    result = classification_metrics(test.labels, predictions)
+    matrix = confusion_matrix(test.labels, predictions)
+
+    write_csv(CONFUSION_CSV, ["actual", "predicted"], [[EMOTIONS[a], EMOTIONS[b]] for a, b in zip(test.labels, predictions)])
+    write_csv(PER_CLASS_CSV, ["emotion", "precision", "recall", "f1", "support"],
+              [[name, *values.values()] for name, values in result["per_class"].items()])
+    plot_confusion(matrix, CONFUSION_PNG, f"FER2013 PublicTest, accuracy {result['accuracy']:.1%}")
+    metrics = {"test_set": "FER2013 PublicTest", "images": len(test), "flip_tta": params.flip_tta, **result}
+    write_json(METRICS, metrics)
+
+    run = json.loads(RUN_PATH.read_text())
+    configure_mlflow()
+    with mlflow.start_run(run_id=run["run_id"]):
+        mlflow.log_metrics({"test_accuracy": result["accuracy"], "test_macro_f1": result["macro_f1"]})
+        mlflow.log_metrics({f"test_f1_{name}": v["f1"] for name, v in result["per_class"].items()})
+        for path in (METRICS, CONFUSION_PNG, PER_CLASS_CSV):
+            mlflow.log_artifact(str(path), "evaluation")
+    print(f"evaluate: PublicTest accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}")
+    if params.register_model:
+        decision = register_and_promote(run["model_uri"], run["run_id"], result["accuracy"], test.images, test.labels, params.flip_tta)
+        print(f"evaluate: {decision}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,161 @@
+"""DVC stage `train`: build the model from params, train it, log the run to MLflow.
+
+Outputs data/model/model.keras (float32, raw 48x48 grayscale 0-255 in, 7 probabilities out),
+data/model/run.json (the MLflow run for `evaluate`), metrics/train.json,
+plots/train_history.csv and plots/train_curves.png. Checkpoints go to data/train/.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+
+from emotion_recognition.data import load_split
+from emotion_recognition.model import build_model
+from emotion_recognition.params import flat_params, load_params
+from emotion_recognition.stage_io import atomic_path, run_stage, write_json
+from emotion_recognition.tracking import configure_mlflow
+from emotion_recognition.training import (
+    EpochTimer,
+    MLflowEpochLogger,
+    float32_copy,
+    limit_per_class,
+    make_dataset,
+    make_optimizer,
+    model_options,
+    steps_per_epoch,
+)
+
+TRAIN_PATH = Path("data/augmented/train.npz")
+VAL_PATH = Path("data/split/val.npz")
+MODEL_PATH = Path("data/model/model.keras")
+RUN_PATH = Path("data/model/run.json")
+CHECKPOINT = Path("data/train/checkpoint.keras")
+METRICS = Path("metrics/train.json")
+HISTORY = Path("plots/train_history.csv")
+CURVES = Path("plots/train_curves.png")
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Rewrites plots/train_history.csv after every epoch (a DVC plot, readable mid-run)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.rows: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch + 1, **{k: round(float(v), 6) for k, v in (logs or {}).items()}})
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    epochs = [r["epoch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in ("loss", "val_loss"):
+        left.plot(epochs, [r[key] for r in rows], label=key)
+    for key in ("accuracy", "val_accuracy"):
+        right.plot(epochs, [r[key] for r in rows], label=key)
+    left.set_xlabel("epoch"), right.set_xlabel("epoch"), left.legend(), right.legend()
+    left.set_title("loss"), right.set_title("accuracy")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def main() -> None:
+    params = load_params()
+    p, m = params.train, params.model
+    keras.utils.set_random_seed(p.seed)
+    keras.mixed_precision.set_global_policy(p.precision)
+
+    train = limit_per_class(load_split(TRAIN_PATH), p.limit_per_class, p.seed)
+    val = load_split(VAL_PATH)
+    train_ds = make_dataset(train, p.batch_size, True, p)
+    val_ds = make_dataset(val, 256, False, p)
+
+    model = build_model(m.architecture, **model_options(m))
+    model.compile(
+        optimizer=make_optimizer(p, steps_per_epoch(len(train), p.batch_size)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing),
+        metrics=["accuracy"],
+    )
+    CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
+    history = HistoryWriter(HISTORY)
+    callbacks = [
+        EpochTimer(len(train)),
+        keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=p.early_stopping_patience, restore_best_weights=True
+        ),
+        keras.callbacks.ModelCheckpoint(CHECKPOINT, monitor="val_accuracy", mode="max", save_best_only=True),
+        MLflowEpochLogger(),
+        history,
+    ]
+
+    configure_mlflow()
+    with mlflow.start_run() as run:
+        mlflow.set_tags({"git_commit": git_commit(), "stage": "train"})
+        mlflow.log_params(flat_params(params))
+        mlflow.log_params({"train.images": len(train), "val.images": len(val), "model.parameters": model.count_params()})
+        started = time.perf_counter()
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=p.epochs,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+        seconds = time.perf_counter() - started
+
+        final = float32_copy(model, m)
+        with atomic_path(MODEL_PATH) as tmp:
+            final.save(tmp)
+        rows = history.rows
+        best = max(rows, key=lambda r: r["val_accuracy"])
+        metrics = {
+            "best_epoch": best["epoch"],
+            "epochs_run": len(rows),
+            "val_accuracy": best["val_accuracy"],
+            "val_loss": best["val_loss"],
+            "train_seconds": round(seconds, 1),
+            "images_per_second": round(float(np.median([r["images_per_second"] for r in rows])), 1),
+            "parameters": int(model.count_params()),
+        }
+        write_json(METRICS, metrics)
+        plot_curves(rows, CURVES)
+        mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if k != "parameters"})
+        mlflow.log_artifact(str(HISTORY), "plots")
+        mlflow.log_artifact(str(CURVES), "plots")
+
+        example = val.images[:4, ..., np.newaxis].astype(np.float32)
+        signature = infer_signature(example, final.predict(example, verbose=0))
+        info = mlflow.tensorflow.log_model(final, name="model", signature=signature, input_example=example)
+        write_json(RUN_PATH, {"run_id": run.info.run_id, "model_uri": info.model_uri})
+    print(f"train: best val_accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}, {seconds / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    run_stage(main)
