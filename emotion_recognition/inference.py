@@ -1,0 +1,162 @@
+"""Emotions of every face in an image (or in many frames): detection + one batched model call.
+
+``EmotionRecognizer`` is shared by the service, the CLI, the tests and the benchmarks::
+
+    recognizer = EmotionRecognizer.from_file("model.keras")
+    for face in recognizer.analyze(rgb_image):
+        print(face.box, face.emotion, face.probabilities)
+
+The service splits the same steps so that classification can be batched across requests:
+``locate_faces`` (detect + crop, per image) -> ``classify_faces`` (one model call) ->
+``build_results``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from emotion_recognition.detection import Box, DetectionConfig, locate_faces
+from emotion_recognition.labels import EMOTIONS, NUM_CLASSES
+from emotion_recognition.preprocessing import FACE_SIZE, to_model_batch
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    box: Box
+    emotion: str
+    probabilities: dict[str, float] = field(default_factory=dict)  # EMOTIONS order
+
+    @property
+    def confidence(self) -> float:
+        """The detector's confidence that this is a face (0-1)."""
+        return self.box.confidence
+
+    @property
+    def score(self) -> float:
+        """The model's probability of the top emotion."""
+        return self.probabilities[self.emotion]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": {"x": self.box.x, "y": self.box.y, "w": self.box.w, "h": self.box.h},
+            "confidence": round(self.box.confidence, 4),
+            "emotion": self.emotion,
+            "probabilities": {name: round(p, 6) for name, p in self.probabilities.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FaceResult":
+        box = data["box"]
+        return cls(
+            Box(int(box["x"]), int(box["y"]), int(box["w"]), int(box["h"]), float(data.get("confidence", 1.0))),
+            data["emotion"],
+            {name: float(data["probabilities"][name]) for name in EMOTIONS},
+        )
+
+
+def build_results(boxes: Sequence[Box], probabilities: np.ndarray) -> list[FaceResult]:
+    """Pair boxes with their (N, 7) probability rows."""
+    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1, NUM_CLASSES)
+    if len(boxes) != len(probabilities):
+        raise ValueError(f"{len(boxes)} boxes but {len(probabilities)} probability rows")
+    results = []
+    for box, row in zip(boxes, probabilities):
+        results.append(
+            FaceResult(box, EMOTIONS[int(np.argmax(row))], {name: float(p) for name, p in zip(EMOTIONS, row)})
+        )
+    return results
+
+
+def check_model_contract(model: Any) -> None:
+    """Fail early, with a readable message, on a model that does not follow the contract."""
+    input_shape = tuple(model.input_shape)
+    output_shape = tuple(model.output_shape)
+    if input_shape[1:] != (FACE_SIZE, FACE_SIZE, 1) or output_shape[1:] != (NUM_CLASSES,):
+        raise ValueError(
+            f"the model takes {input_shape} and returns {output_shape}; expected input "
+            f"(None, {FACE_SIZE}, {FACE_SIZE}, 1) and output (None, {NUM_CLASSES})"
+        )
+
+
+class EmotionRecognizer:
+    """A loaded model + a detection config."""
+
+    def __init__(self, model: Any, detection: DetectionConfig | None = None):
+        check_model_contract(model)
+        self.model = model
+        self.detection = detection or DetectionConfig()
+        self._predict = _make_predict(model)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_file(cls, path: str | Path, detection: DetectionConfig | None = None) -> "EmotionRecognizer":
+        from emotion_recognition.model import load_model
+
+        return cls(load_model(path), detection)
+
+    def classify_faces(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 48, 48) uint8 faces -> (N, 7) float32 probabilities in EMOTIONS order, one model call."""
+        faces = np.asarray(faces)
+        if len(faces) == 0:
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        batch = to_model_batch(faces)
+        with self._lock:  # one model call at a time; TF already uses every core for one call
+            probabilities = self._predict(batch)
+        return np.asarray(probabilities, dtype=np.float32)
+
+    def locate(self, image: np.ndarray) -> tuple[list[Box], np.ndarray]:
+        return locate_faces(image, self.detection)
+
+    def analyze(self, image: np.ndarray) -> list[FaceResult]:
+        """Every face in an RGB (or gray) image with its emotion; [] when there is none."""
+        boxes, faces = self.locate(image)
+        return build_results(boxes, self.classify_faces(faces))
+
+    def analyze_frames(self, images: Sequence[np.ndarray]) -> list[list[FaceResult]]:
+        """Per-image results; the faces of all images go through the model in one call."""
+        located = [self.locate(image) for image in images]
+        return classify_located(located, self.classify_faces)
+
+
+def classify_located(
+    located: Sequence[tuple[list[Box], np.ndarray]],
+    classify: Callable[[np.ndarray], np.ndarray],
+) -> list[list[FaceResult]]:
+    """Classify the faces of many images with one ``classify`` call and split the results back."""
+    counts = [len(boxes) for boxes, _ in located]
+    if sum(counts) == 0:
+        return [[] for _ in located]
+    faces = np.concatenate([faces for _, faces in located if len(faces)])
+    probabilities = np.asarray(classify(faces))
+    results, start = [], 0
+    for (boxes, _), count in zip(located, counts):
+        results.append(build_results(boxes, probabilities[start : start + count]))
+        start += count
+    return results
+
+
+def _make_predict(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """A fast forward pass: a tf.function with a batch-agnostic signature when TF is the backend.
+
+    ``model.predict`` has per-call overhead of several ms; a traced function with input
+    signature (None, 48, 48, 1) is traced once and reused for every batch size.
+    """
+    try:
+        import keras
+        import tensorflow as tf
+
+        if keras.backend.backend() == "tensorflow":
+            forward = tf.function(
+                lambda x: model(x, training=False),
+                input_signature=[tf.TensorSpec((None, FACE_SIZE, FACE_SIZE, 1), tf.float32)],
+                reduce_retracing=True,
+            )
+            return lambda batch: forward(tf.convert_to_tensor(batch)).numpy()
+    except ImportError:  # pragma: no cover - other Keras backends
+        pass
+    return lambda batch: np.asarray(model.predict_on_batch(batch))
