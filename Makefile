@@ -1,0 +1,34 @@
+# `make repro` sets everything up and rebuilds the model; `make test` sets everything up and runs the tests.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Where FER2013 comes from when data/fer2013.zip is missing (a development checkout has ../shared).
+FER2013 ?= ../shared/data/fer2013.zip
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup repro test serve clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/pip check
+	touch $@
+
+data/fer2013.zip:
+	@if [ -f "$(FER2013)" ]; then mkdir -p data && cp "$(FER2013)" $@; \
+	else echo "FER2013 not found: download the Kaggle zip (msambare/fer2013) to data/fer2013.zip, or run 'make repro FER2013=/path/to/fer2013.zip'"; exit 2; fi
+
+repro: setup data/fer2013.zip
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest
+
+serve: setup
+	$(BIN)/bentoml serve serving.service:EmotionService
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,109 @@
+"""Bundle the pipeline's latest model as the project's default model, with its model card.
+
+    python -m emotion_recognition.bundle
+
+Copies data/model/model.keras to emotion_recognition/default_model/model.keras and writes
+MODEL_CARD.md beside it from params.yaml and the metrics the DVC stages wrote, so every
+figure in the card comes from the run that produced the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from emotion_recognition.evaluation import confusion_matrix
+from emotion_recognition.labels import EMOTION_INDEX, EMOTIONS
+from emotion_recognition.stage_io import atomic_path
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+DEFAULT_MODEL_PATH = DEFAULT_MODEL_DIR / "model.keras"
+
+
+def default_model_path() -> Path | None:
+    """The bundled model file, or None when this install has none."""
+    return DEFAULT_MODEL_PATH if DEFAULT_MODEL_PATH.is_file() else None
+
+
+def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_rows: list[str]) -> str:
+    per_class = "\n".join(
+        f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+        for name, v in evaluation["per_class"].items()
+    )
+    m, t = params["model"], params["train"]
+    return f"""# Model card: bundled default emotion classifier
+
+## What it is
+- Architecture: `{m['architecture']}` (widths {m['widths']}, {m['convs_per_block']} convs per block, dense {m['dense_units']}, dropout {m['dropout']}), {train['parameters']:,} parameters, float32 Keras 3 file (`model.keras`).
+- Input: (N, 48, 48, 1) float32 grayscale faces, raw pixel values 0-255 (scaling is inside the model).
+- Output: (N, 7) softmax probabilities in this order: {', '.join(EMOTIONS)}.
+
+## Data
+FER2013 (Goodfellow et al., 2013), the image-folder release (train 28,709 / PublicTest 3,589).
+Exact pixel duplicates were removed from train ({split['duplicates_within_train']} repeated copies, {split['train_images_also_in_test']} train images whose pixels also appear in PublicTest), then a stratified {params['split']['val_fraction']:.0%} validation split:
+train {split['sizes']['train']}, validation {split['sizes']['val']}, test {split['sizes']['test']} images.
+Training set materialised with {params['augment']['copies']} augmented copy per image (flip, rotation ±{params['augment']['max_rotation']}°, shift, zoom, brightness/contrast), rarer classes topped up to {params['augment']['min_per_class']} images.
+
+## Training
+`dvc repro` with the committed `params.yaml`: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {t['precision']}, online flip + shift, {train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']}).
+Trained on a 2-core CPU (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s.
+
+## Results on FER2013 PublicTest ({evaluation['images']} images{', horizontal-flip test-time augmentation' if evaluation['flip_tta'] else ''})
+- Accuracy: **{evaluation['accuracy']:.4f}**
+- Macro-F1: **{evaluation['macro_f1']:.4f}**
+
+| emotion | precision | recall | F1 | support |
+| --- | --- | --- | --- | --- |
+{per_class}
+
+Confusion matrix (rows true, columns predicted, order as above):
+
+```
+{chr(10).join(matrix_rows)}
+```
+
+![confusion matrix](confusion_matrix.png)
+
+## Known limits
+- Disgust (few training images) and fear (often confused with sad and surprise) are the hardest classes; see their recall above.
+- FER2013 faces are 48x48, mostly frontal, tightly cropped, low-resolution web images: side views, small or occluded faces, strong lighting and faces framed differently from FER2013 crops degrade accuracy.
+- Labels are the seven FER2013 categories of posed/spontaneous expressions; they say what a face shows, not what a person feels.
+- Dataset biases of FER2013 (age, ethnicity, image sources) carry over to the model.
+
+## Retrain
+`make repro` (or `dvc repro`), then `python -m emotion_recognition.bundle` to make the new model the bundled default.
+Change knobs with e.g. `dvc exp run -S train.epochs=50`; every run is logged to MLflow and registered as `fer-emotion`.
+"""
+
+
+def main() -> None:
+    source = Path("data/model/model.keras")
+    if not source.is_file():
+        print("error: no data/model/model.keras: run `dvc repro` first", file=sys.stderr)
+        sys.exit(2)
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    metrics = {name: json.loads(Path(f"metrics/{name}.json").read_text()) for name in ("train", "evaluate", "split")}
+    with open("plots/confusion.csv") as f:
+        rows = list(csv.DictReader(f))
+    matrix = confusion_matrix(
+        np.array([EMOTION_INDEX[r["actual"]] for r in rows]), np.array([EMOTION_INDEX[r["predicted"]] for r in rows])
+    )
+    matrix_rows = [f"{name:>9} " + " ".join(f"{v:4d}" for v in row) for name, row in zip(EMOTIONS, matrix)]
+    DEFAULT_MODEL_DIR.mkdir(exist_ok=True)
+    with atomic_path(DEFAULT_MODEL_PATH) as tmp:
+        shutil.copyfile(source, tmp)
+    shutil.copyfile("plots/confusion_matrix.png", DEFAULT_MODEL_DIR / "confusion_matrix.png")
+    card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix_rows)
+    with atomic_path(DEFAULT_MODEL_DIR / "MODEL_CARD.md") as tmp:
+        tmp.write_text(card)
+    print(f"bundled {DEFAULT_MODEL_PATH} ({DEFAULT_MODEL_PATH.stat().st_size / 1e6:.1f} MB) and MODEL_CARD.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The BentoML model store side: which tag the service serves and the message when it is missing."""
+
+from __future__ import annotations
+
+import os
+
+MODEL_NAME = "fer-emotion"
+MODEL_FILE = "model.keras"
+IMPORT_HINT = (
+    "import one first, from the repository root:\n"
+    "  python -m serving.import_model                  # the MLflow registry's champion (default)\n"
+    "  python -m serving.import_model --model-file PATH/TO/model.keras\n"
+    "  python -m serving.import_model --bundled        # the default model shipped in the package"
+)
+
+
+def model_tag() -> str:
+    """The BentoML model the service loads: EMOTION_MODEL_TAG, default ``fer-emotion:latest``."""
+    return os.environ.get("EMOTION_MODEL_TAG", f"{MODEL_NAME}:latest")
+
+
+class NoModelError(RuntimeError):
+    """The BentoML model store has no emotion model."""
+
+
+def find_stored_model(tag: str | None = None):
+    """The stored BentoML model for ``tag``, or NoModelError naming the import command."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    tag = tag or model_tag()
+    try:
+        model = bentoml.models.get(tag)
+    except (NotFound, ValueError):
+        raise NoModelError(f"no model '{tag}' in the BentoML model store; {IMPORT_HINT}") from None
+    if not os.path.isfile(model.path_of(MODEL_FILE)):
+        raise NoModelError(f"the BentoML model {model.tag} has no {MODEL_FILE}; {IMPORT_HINT}")
+    return model

@@ -1,0 +1,344 @@
+"""BentoML service: faces and their emotions in photos, video frames and video files.
+
+Serve (from the repository root, after ``python -m serving.import_model``)::
+
+    bentoml serve serving.service:EmotionService --port 3000
+
+APIs (multipart uploads; see docs/serving.md for curl examples):
+
+- ``POST /analyze``            image -> JSON list, one entry per face ([] if none);
+- ``POST /annotate``           image (+ language en|es, format jpeg|png) -> annotated image;
+- ``POST /analyze_frames``     several images (video frames) -> one list of faces per frame;
+- ``POST /video_timeline``     video file (+ every, max_frames) -> per-frame timeline JSON;
+- ``POST /video_timeline_csv`` same as CSV;
+- ``POST /annotate_video``     video file -> annotated MP4;
+- ``POST /classify``           (N, 48, 48) grayscale faces -> (N, 7) probabilities. Every API above
+  sends its faces through this one, which BentoML batches adaptively across concurrent requests;
+- ``GET /ui/``                 the web page (upload a photo, or the live webcam mode);
+- BentoML's ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` (Prometheus).
+
+Bad input (empty, not an image, truncated, too many bytes or pixels, unsupported format) gets a
+4xx with a message; the server keeps serving. Limits and detection settings come from
+environment variables (``EMOTION_MAX_IMAGE_BYTES``, ``EMOTION_MAX_IMAGE_PIXELS``,
+``EMOTION_MAX_VIDEO_BYTES``, ``EMOTION_MAX_VIDEO_FRAMES``, ``EMOTION_MAX_REQUEST_BYTES``,
+``EMOTION_DETECTOR``, ``EMOTION_MIN_FACE_SIZE``, ``EMOTION_MIN_NEIGHBORS``, ``EMOTION_SCALE_FACTOR``,
+``EMOTION_FACE_MARGIN``).
+"""
+
+import csv
+import io
+import json
+import os
+import sys
+from http import HTTPStatus
+from pathlib import Path
+from typing import Annotated, Literal
+
+import serving  # noqa: F401  (BENTOML_DO_NOT_TRACK before bentoml is imported)
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException
+from bentoml.validators import ContentType
+from pydantic import Field
+from starlette.applications import Starlette
+from starlette.responses import RedirectResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from emotion_recognition.detection import DetectionConfig
+from emotion_recognition.inference import FaceResult, build_results, classify_located
+from emotion_recognition.labels import EMOTIONS, NUM_CLASSES, TRANSLATIONS
+from emotion_recognition.media import (
+    ImageLimits,
+    InputError,
+    InputTooLarge,
+    UnsupportedMedia,
+    check_size,
+    decode_image,
+    encode_image,
+    iter_video_frames,
+    open_video,
+)
+from emotion_recognition.preprocessing import FACE_SIZE
+from serving.limits import MaxBodySizeMiddleware, max_request_bytes
+from serving.model_store import MODEL_FILE, NoModelError, find_stored_model, model_tag
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_FRAMES_PER_REQUEST = int(os.environ.get("EMOTION_MAX_FRAMES_PER_REQUEST", "64"))
+
+
+class BadInput(BentoMLException):
+    """A 4xx answer; BentoML turns it into JSON ``[{"error": message}]`` with this status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message, error_code=HTTPStatus(status))
+
+
+def detection_config_from_env() -> DetectionConfig:
+    default = DetectionConfig()
+    return DetectionConfig(
+        detector=os.environ.get("EMOTION_DETECTOR", default.detector),
+        scale_factor=float(os.environ.get("EMOTION_SCALE_FACTOR", default.scale_factor)),
+        min_neighbors=int(os.environ.get("EMOTION_MIN_NEIGHBORS", default.min_neighbors)),
+        min_face_size=int(os.environ.get("EMOTION_MIN_FACE_SIZE", default.min_face_size)),
+        margin=float(os.environ.get("EMOTION_FACE_MARGIN", default.margin)),
+    )
+
+
+def video_limits() -> tuple[int, int]:
+    return (
+        int(os.environ.get("EMOTION_MAX_VIDEO_BYTES", str(200 * 1024 * 1024))),
+        int(os.environ.get("EMOTION_MAX_VIDEO_FRAMES", "2000")),
+    )
+
+
+# The web page: /ui/ serves serving/static (index.html + app.js); / stays BentoML's API docs.
+ui_app = Starlette(
+    routes=[
+        Route("/", lambda request: RedirectResponse(url=str(request.url).rstrip("/") + "/index.html")),
+        Mount("/", app=StaticFiles(directory=STATIC_DIR, html=True)),
+    ]
+)
+
+
+def _served_tag() -> str:
+    """The model version pinned in the Bento when serving a built Bento, else ``model_tag()``."""
+    bento = getattr(globals().get("EmotionService"), "bento", None)
+    if bento is not None:
+        for service in bento.info.services:
+            for model in service.models:
+                if model.tag.name == model_tag().split(":")[0]:
+                    return str(model.tag)
+    return model_tag()
+
+
+def _startup_check() -> None:
+    """Refuse to start, with the import command in the message, when no model was imported."""
+    try:
+        find_stored_model()
+    except NoModelError as error:
+        print(f"\nerror: {error}\n", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+@bentoml.asgi_app(ui_app, path="/ui")
+@bentoml.service(
+    name="emotion",
+    workers=1,
+    traffic={"timeout": 300, "max_concurrency": 64},
+    resources={"cpu": "2"},
+)
+class EmotionService:
+    model_ref = bentoml.models.BentoModel(model_tag())
+
+    def __init__(self) -> None:
+        stored = find_stored_model(_served_tag())
+        from emotion_recognition.inference import EmotionRecognizer
+
+        self.recognizer = EmotionRecognizer.from_file(stored.path_of(MODEL_FILE), detection_config_from_env())
+        self.model_info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()}}
+        self.limits = ImageLimits.from_env()
+        self.max_video_bytes, self.max_video_frames = video_limits()
+        self.recognizer.classify_faces(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))  # warm up (tracing)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _decode(self, upload: Path) -> np.ndarray:
+        try:
+            check_size(os.path.getsize(upload), self.limits)
+            return decode_image(Path(upload).read_bytes(), self.limits)
+        except InputError as error:
+            raise BadInput(str(error), error.http_status) from None
+
+    def _classify(self, faces: np.ndarray) -> np.ndarray:
+        if len(faces) == 0:
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        return np.asarray(self.classify(faces), dtype=np.float32).reshape(len(faces), NUM_CLASSES)
+
+    def _analyze_images(self, images: list[np.ndarray]) -> list[list[FaceResult]]:
+        located = [self.recognizer.locate(image) for image in images]
+        return classify_located(located, self._classify)
+
+    def _video_frames(self, video: Path, every: int, max_frames: int):
+        size = os.path.getsize(video)
+        if size == 0:
+            raise BadInput("the upload is empty (0 bytes): send a video file", 400)
+        if size > self.max_video_bytes:
+            raise BadInput(f"the video is {size:,} bytes, over the limit of {self.max_video_bytes:,}", 413)
+        if every < 1:
+            raise BadInput(f"every must be >= 1, got {every}", 400)
+        limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
+        try:
+            capture, info = open_video(video)
+            capture.release()
+        except InputError as error:
+            raise BadInput(str(error), error.http_status) from None
+        if info.frame_count and info.frame_count // every > self.max_video_frames and max_frames <= 0:
+            raise BadInput(
+                f"the video has {info.frame_count} frames; at every={every} that is over the limit of "
+                f"{self.max_video_frames} analysed frames: pass a larger 'every' or 'max_frames'",
+                413,
+            )
+        return info, iter_video_frames(video, every=every, max_frames=limit)
+
+    def _timeline(self, video: Path, every: int, max_frames: int, chunk: int = 16) -> dict:
+        info, frames = self._video_frames(video, every, max_frames)
+        timeline: list[dict] = []
+        try:
+            batch = []
+            for frame in frames:
+                batch.append(frame)
+                if len(batch) == chunk:
+                    timeline.extend(self._timeline_rows(batch))
+                    batch = []
+            if batch:
+                timeline.extend(self._timeline_rows(batch))
+        except InputError as error:
+            raise BadInput(str(error), error.http_status) from None
+        return {
+            "fps": info.fps,
+            "width": info.width,
+            "height": info.height,
+            "frame_count": info.frame_count,
+            "every": every,
+            "frames": timeline,
+        }
+
+    def _timeline_rows(self, frames) -> list[dict]:
+        results = self._analyze_images([f.rgb for f in frames])
+        return [
+            {"frame": f.index, "time_s": round(f.time_s, 4), "faces": [r.to_dict() for r in faces]}
+            for f, faces in zip(frames, results)
+        ]
+
+    # ------------------------------------------------------------------ APIs
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=128, max_latency_ms=200)
+    def classify(
+        self, faces: Annotated[np.ndarray, bentoml.validators.Shape((-1, FACE_SIZE, FACE_SIZE))]
+    ) -> np.ndarray:
+        """(N, 48, 48) grayscale faces, values 0-255 -> (N, 7) probabilities in label order."""
+        faces = np.asarray(faces)
+        if faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE):
+            raise BadInput(f"faces must have shape (N, {FACE_SIZE}, {FACE_SIZE}), got {faces.shape}", 400)
+        faces = np.clip(faces, 0, 255).astype(np.uint8)
+        return self.recognizer.classify_faces(faces)
+
+    @bentoml.api
+    def analyze(self, image: Path) -> list[dict]:
+        """Every face in the image: box (x, y, w, h), detector confidence, emotion, 7 probabilities."""
+        rgb = self._decode(image)
+        return [r.to_dict() for r in self._analyze_images([rgb])[0]]
+
+    @bentoml.api
+    def annotate(
+        self,
+        image: Path,
+        language: Literal["en", "es"] = "en",
+        format: Literal["jpeg", "png"] = "jpeg",
+        context: bentoml.Context = None,  # type: ignore[assignment]
+    ) -> Annotated[Path, ContentType("image/*")]:
+        """The image with every face's box and emotion label drawn (English or Spanish labels)."""
+        from emotion_recognition.drawing import draw_results
+
+        rgb = self._decode(image)
+        results = self._analyze_images([rgb])[0]
+        drawn = draw_results(rgb, results, language=language)
+        suffix = "jpg" if format == "jpeg" else "png"
+        out = Path(context.temp_dir) / f"annotated.{suffix}"
+        out.write_bytes(encode_image(drawn, suffix))
+        context.response.headers["X-Faces"] = str(len(results))
+        context.response.headers["X-Emotions"] = json.dumps([r.emotion for r in results])
+        return out
+
+    @bentoml.api
+    def analyze_frames(self, frames: list[Path]) -> list[list[dict]]:
+        """Several images (e.g. video frames): one list of faces per image, in order."""
+        if not frames:
+            raise BadInput("send at least one frame (multipart field 'frames')", 400)
+        if len(frames) > MAX_FRAMES_PER_REQUEST:
+            raise BadInput(f"{len(frames)} frames is over the limit of {MAX_FRAMES_PER_REQUEST} per request", 413)
+        images = []
+        for i, frame in enumerate(frames):
+            try:
+                images.append(self._decode(frame))
+            except BadInput as error:
+                raise BadInput(f"frame {i}: {error.message}", error.error_code.value) from None
+        return [[r.to_dict() for r in faces] for faces in self._analyze_images(images)]
+
+    @bentoml.api
+    def video_timeline(
+        self, video: Path, every: Annotated[int, Field(ge=1)] = 1, max_frames: int = 0
+    ) -> dict:
+        """Per-frame faces of a video file: every ``every``-th frame, at most ``max_frames`` (0: the limit)."""
+        return self._timeline(video, every, max_frames)
+
+    @bentoml.api
+    def video_timeline_csv(
+        self,
+        video: Path,
+        every: Annotated[int, Field(ge=1)] = 1,
+        max_frames: int = 0,
+        context: bentoml.Context = None,  # type: ignore[assignment]
+    ) -> Annotated[Path, ContentType("text/csv")]:
+        """The timeline as CSV: one row per face (frames without a face get one empty row)."""
+        timeline = self._timeline(video, every, max_frames)
+        out = Path(context.temp_dir) / "timeline.csv"
+        with open(out, "w", newline="") as f:
+            write_timeline_csv(timeline["frames"], f)
+        return out
+
+    @bentoml.api
+    def annotate_video(
+        self,
+        video: Path,
+        language: Literal["en", "es"] = "en",
+        every: Annotated[int, Field(ge=1)] = 1,
+        max_frames: int = 0,
+        context: bentoml.Context = None,  # type: ignore[assignment]
+    ) -> Annotated[Path, ContentType("video/mp4")]:
+        """The video with boxes and labels drawn on every analysed frame (MP4, mp4v codec)."""
+        from emotion_recognition.drawing import draw_results
+        from emotion_recognition.media import VideoWriter
+
+        info, frames = self._video_frames(video, every, max_frames)
+        out = Path(context.temp_dir) / "annotated.mp4"
+        with VideoWriter(out, info.fps / every, info.width, info.height) as writer:
+            batch = []
+            for frame in list(frames) + [None]:
+                if frame is not None:
+                    batch.append(frame)
+                if batch and (frame is None or len(batch) == 16):
+                    for f, faces in zip(batch, self._analyze_images([b.rgb for b in batch])):
+                        writer.write(draw_results(f.rgb, faces, language=language))
+                    batch = []
+        return out
+
+    @bentoml.api(route="/model_info")
+    def model_info_api(self) -> dict:
+        """Which model is served (BentoML tag, MLflow version/run id when imported from MLflow)."""
+        return {**self.model_info, "labels": list(EMOTIONS), "languages": sorted(TRANSLATIONS)}
+
+
+EmotionService.add_asgi_middleware(MaxBodySizeMiddleware, max_bytes=max_request_bytes())
+
+TIMELINE_COLUMNS = ["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS]
+
+
+def write_timeline_csv(frames: list[dict], f: io.TextIOBase) -> None:
+    writer = csv.writer(f)
+    writer.writerow(TIMELINE_COLUMNS)
+    for row in frames:
+        if not row["faces"]:
+            writer.writerow([row["frame"], row["time_s"], "", "", "", "", "", "", "", *[""] * len(EMOTIONS)])
+        for i, face in enumerate(row["faces"]):
+            box = face["box"]
+            writer.writerow(
+                [row["frame"], row["time_s"], i, box["x"], box["y"], box["w"], box["h"], face["confidence"],
+                 face["emotion"], *[face["probabilities"][e] for e in EMOTIONS]]
+            )
+
+
+if os.environ.get("EMOTION_SKIP_STARTUP_CHECK") != "1":
+    _startup_check()
