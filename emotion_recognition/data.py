@@ -70,6 +70,8 @@ def checked_member_path(name: str) -> PurePosixPath:
 
 def decode_gray(data: bytes, name: str) -> np.ndarray | None:
     """Decode image bytes to 48x48 uint8 grayscale; None if the bytes are not a readable image."""
+    if not data:  # cv2.imdecode raises on an empty buffer instead of returning None
+        return None
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if array is None or array.size == 0:
         return None
@@ -129,7 +131,7 @@ def read_fer2013_csv(path: Path, skip_bad_images: bool) -> tuple[dict[str, Split
     """Read the original ``fer2013.csv`` (emotion codes in its own order, 48x48 pixel strings)."""
     report = LoadReport()
     found: dict[str, dict[str, list]] = {s: {"images": [], "labels": [], "names": []} for s in SPLITS}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # tolerate a BOM, as read_fer2013 does
         reader = csv.DictReader(f)
         expected = {"emotion", "pixels", "Usage"}
         if reader.fieldnames is None or not expected <= set(reader.fieldnames):

@@ -30,6 +30,7 @@ from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.training import (
     EpochTimer,
     MLflowEpochLogger,
+    PreciseBatchNorm,
     float32_copy,
     limit_per_class,
     make_dataset,
@@ -107,6 +108,7 @@ def main() -> None:
     history = HistoryWriter(HISTORY)
     callbacks = [
         EpochTimer(len(train)),
+        PreciseBatchNorm(train.images, seed=p.seed),
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=p.early_stopping_patience, restore_best_weights=True
         ),

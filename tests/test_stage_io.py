@@ -1,0 +1,88 @@
+"""Atomic writes and the stages' one-line error exit."""
+
+import json
+
+import numpy as np
+import pytest
+
+from emotion_recognition.data import DatasetError, Split, save_split
+from emotion_recognition.params import ParamsError
+from emotion_recognition.stage_io import atomic_path, run_stage, write_json
+
+
+def test_atomic_path_publishes_the_file_only_when_the_block_succeeds(tmp_path):
+    target = tmp_path / "deep" / "out.json"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target
+        tmp.write_text("complete")
+        assert not target.exists()
+    assert target.read_text() == "complete"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]
+
+
+def test_a_failing_writer_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "out.csv"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half a fi")
+            raise RuntimeError("writer died")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_writer_keeps_the_previous_version(tmp_path):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"accuracy": 0.5})
+
+    class Unserialisable:
+        pass
+
+    with pytest.raises(TypeError):
+        write_json(target, {"accuracy": Unserialisable()})
+    assert json.loads(target.read_text()) == {"accuracy": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_save_split_failure_leaves_no_npz(tmp_path):
+    target = tmp_path / "train.npz"
+    broken = Split(np.zeros((2, 48, 48), np.uint8), np.zeros(2, np.int64), names=None)
+
+    class Boom:
+        def __array__(self, *args, **kwargs):
+            raise RuntimeError("cannot serialise")
+
+    broken.names = Boom()
+    with pytest.raises(RuntimeError):
+        save_split(broken, target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    """Outputs are read by the service, MLflow and other users: not the 0600 of a temp file."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    target = tmp_path / "model.bin"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"x")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("error", [DatasetError("bad data in x.zip"), ParamsError("params.yaml: train.epochs: ..."),
+                                   FileNotFoundError("no model file at data/model/model.keras")])
+def test_run_stage_turns_known_problems_into_a_message_and_exit_2(error, capsys):
+    def main():
+        raise error
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(main)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_run_stage_lets_bugs_raise():
+    def main():
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        run_stage(main)
