@@ -1,6 +1,8 @@
-"""Training throughput (images/s) of the 48x48 models on this machine, fp32 vs bf16.
+"""Training throughput (images/s) of the models on this machine, fp32 vs bf16.
 
-Usage: python bench/train_throughput.py [--widths 32,64,128,256] [--batch 128] [--steps 30]
+Usage:
+    python bench/train_throughput.py [--widths 32,64,128,256] [--batch 128] [--steps 30]
+    python bench/train_throughput.py --architecture mobilenetv2 --input-size 96 --batch 64 --steps 10
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import numpy as np
 from emotion_recognition.model import build_model
 
 
-def measure(widths: list[int], batch: int, steps: int, precision: str) -> float:
+def measure(architecture: str, widths: list[int], input_size: int, batch: int, steps: int, precision: str) -> float:
     keras.mixed_precision.set_global_policy(precision)
-    model = build_model("vgg", widths=widths)
+    model = build_model(architecture, widths=widths, input_size=input_size, weights="none")
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch * steps, 48, 48, 1)).astype(np.float32)
@@ -31,15 +33,18 @@ def measure(widths: list[int], batch: int, steps: int, precision: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--widths", default="32,64,128,256")
+    parser.add_argument("--architecture", default="vgg", choices=["vgg", "mobilenetv2"])
+    parser.add_argument("--input-size", type=int, default=96, help="mobilenetv2 only")
+    parser.add_argument("--widths", default="32,64,128,256", help="vgg only")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--precision", default="float32,mixed_bfloat16")
     args = parser.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
     for precision in args.precision.split(","):
-        rate = measure(widths, args.batch, args.steps, precision)
-        print(f"widths={widths} batch={args.batch} precision={precision}: {rate:.0f} images/s")
+        rate = measure(args.architecture, widths, args.input_size, args.batch, args.steps, precision)
+        shape = f"input_size={args.input_size}" if args.architecture == "mobilenetv2" else f"widths={widths}"
+        print(f"{args.architecture} {shape} batch={args.batch} precision={precision}: {rate:.0f} images/s")
 
 
 if __name__ == "__main__":

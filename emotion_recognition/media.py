@@ -90,7 +90,9 @@ def open_image_header(data: bytes, limits: ImageLimits) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise InputTooLarge(f"the image has too many pixels to decode safely ({error})") from None
+            raise InputTooLarge(
+                f"the image is too large to decode: {error} (this server's limit is {limits.max_pixels:,} pixels)"
+            ) from None
         except UnidentifiedImageError:
             raise UnsupportedMedia(
                 f"the upload ({len(data)} bytes) is not a recognisable image: send JPEG, PNG, WebP or BMP"

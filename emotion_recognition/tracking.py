@@ -43,11 +43,12 @@ def configure_mlflow(root: str | Path | None = None) -> str:
     """Point MLflow at the project's store and experiment; returns the tracking URI."""
     import mlflow
 
+    overridden = bool(os.environ.get("MLFLOW_TRACKING_URI"))  # read before set_tracking_uri sets it
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT_NAME) is None:
-        location = None if os.environ.get("MLFLOW_TRACKING_URI") else artifact_location(root)
+        location = None if overridden else artifact_location(root)
         mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=location)
     mlflow.set_experiment(EXPERIMENT_NAME)
     return uri

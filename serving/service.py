@@ -26,6 +26,7 @@ environment variables (``EMOTION_MAX_IMAGE_BYTES``, ``EMOTION_MAX_IMAGE_PIXELS``
 """
 
 import csv
+import functools
 import io
 import json
 import os
@@ -36,6 +37,7 @@ from typing import Annotated, Literal
 
 import serving  # noqa: F401  (BENTOML_DO_NOT_TRACK before bentoml is imported)
 
+import anyio
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
@@ -65,6 +67,7 @@ from serving.limits import MaxBodySizeMiddleware, max_request_bytes
 from serving.model_store import MODEL_FILE, NoModelError, find_stored_model, model_tag
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+CPU_THREADS = int(os.environ.get("EMOTION_CPU_THREADS", str(max(os.cpu_count() or 1, 1))))
 MAX_FRAMES_PER_REQUEST = int(os.environ.get("EMOTION_MAX_FRAMES_PER_REQUEST", "64"))
 
 
@@ -140,9 +143,20 @@ class EmotionService:
         self.model_info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()}}
         self.limits = ImageLimits.from_env()
         self.max_video_bytes, self.max_video_frames = video_limits()
+        self._cpu_limiter = None  # created on first use, inside the event loop
         self.recognizer.classify_faces(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))  # warm up (tracing)
 
     # ------------------------------------------------------------------ helpers
+    # The public APIs are async: CPU work (decoding, detection, drawing, video I/O) runs in a
+    # worker thread (at most CPU_THREADS at once) and classification goes through the batchable
+    # ``classify`` API via BentoML's own proxy, so faces of concurrent requests share model
+    # calls. (A sync API calling a batchable API of its own service would hold BentoML's only
+    # sync thread while the batch waits for it: a deadlock.)
+
+    async def _run(self, func, *args):
+        if self._cpu_limiter is None:
+            self._cpu_limiter = anyio.CapacityLimiter(CPU_THREADS)
+        return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self._cpu_limiter)
 
     def _decode(self, upload: Path) -> np.ndarray:
         try:
@@ -151,16 +165,25 @@ class EmotionService:
         except InputError as error:
             raise BadInput(str(error), error.http_status) from None
 
-    def _classify(self, faces: np.ndarray) -> np.ndarray:
+    async def _classify(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
-        return np.asarray(self.classify(faces), dtype=np.float32).reshape(len(faces), NUM_CLASSES)
+        to_async = getattr(self, "to_async", None)
+        if to_async is not None:  # served: through the adaptive batcher
+            probabilities = await to_async.classify(faces)
+        else:  # plain Python object (no server): call the model directly
+            probabilities = await self._run(self.recognizer.classify_faces, faces)
+        return np.asarray(probabilities, dtype=np.float32).reshape(len(faces), NUM_CLASSES)
 
-    def _analyze_images(self, images: list[np.ndarray]) -> list[list[FaceResult]]:
-        located = [self.recognizer.locate(image) for image in images]
-        return classify_located(located, self._classify)
+    async def _analyze_images(self, images: list[np.ndarray]) -> list[list[FaceResult]]:
+        located = await self._run(lambda: [self.recognizer.locate(image) for image in images])
+        counts = [len(boxes) for boxes, _ in located]
+        if sum(counts) == 0:
+            return [[] for _ in located]
+        probabilities = await self._classify(np.concatenate([faces for _, faces in located if len(faces)]))
+        return classify_located(located, lambda faces: probabilities)
 
-    def _video_frames(self, video: Path, every: int, max_frames: int):
+    def _open_video(self, video: Path, every: int, max_frames: int):
         size = os.path.getsize(video)
         if size == 0:
             raise BadInput("the upload is empty (0 bytes): send a video file", 400)
@@ -168,7 +191,6 @@ class EmotionService:
             raise BadInput(f"the video is {size:,} bytes, over the limit of {self.max_video_bytes:,}", 413)
         if every < 1:
             raise BadInput(f"every must be >= 1, got {every}", 400)
-        limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
         try:
             capture, info = open_video(video)
             capture.release()
@@ -180,22 +202,37 @@ class EmotionService:
                 f"{self.max_video_frames} analysed frames: pass a larger 'every' or 'max_frames'",
                 413,
             )
+        limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
         return info, iter_video_frames(video, every=every, max_frames=limit)
 
-    def _timeline(self, video: Path, every: int, max_frames: int, chunk: int = 16) -> dict:
-        info, frames = self._video_frames(video, every, max_frames)
-        timeline: list[dict] = []
-        try:
+    async def _video_chunks(self, frames, chunk: int = 16):
+        """Yield (frames, results) for successive chunks of a frame iterator."""
+
+        def next_chunk():
             batch = []
-            for frame in frames:
-                batch.append(frame)
-                if len(batch) == chunk:
-                    timeline.extend(self._timeline_rows(batch))
-                    batch = []
-            if batch:
-                timeline.extend(self._timeline_rows(batch))
-        except InputError as error:
-            raise BadInput(str(error), error.http_status) from None
+            try:
+                for frame in frames:
+                    batch.append(frame)
+                    if len(batch) == chunk:
+                        break
+            except InputError as error:
+                raise BadInput(str(error), error.http_status) from None
+            return batch
+
+        while True:
+            batch = await self._run(next_chunk)
+            if not batch:
+                return
+            yield batch, await self._analyze_images([f.rgb for f in batch])
+
+    async def _timeline(self, video: Path, every: int, max_frames: int) -> dict:
+        info, frames = await self._run(self._open_video, video, every, max_frames)
+        timeline: list[dict] = []
+        async for batch, results in self._video_chunks(frames):
+            timeline.extend(
+                {"frame": f.index, "time_s": round(f.time_s, 4), "faces": [r.to_dict() for r in faces]}
+                for f, faces in zip(batch, results)
+            )
         return {
             "fps": info.fps,
             "width": info.width,
@@ -204,13 +241,6 @@ class EmotionService:
             "every": every,
             "frames": timeline,
         }
-
-    def _timeline_rows(self, frames) -> list[dict]:
-        results = self._analyze_images([f.rgb for f in frames])
-        return [
-            {"frame": f.index, "time_s": round(f.time_s, 4), "faces": [r.to_dict() for r in faces]}
-            for f, faces in zip(frames, results)
-        ]
 
     # ------------------------------------------------------------------ APIs
 
@@ -226,13 +256,13 @@ class EmotionService:
         return self.recognizer.classify_faces(faces)
 
     @bentoml.api
-    def analyze(self, image: Path) -> list[dict]:
+    async def analyze(self, image: Path) -> list[dict]:
         """Every face in the image: box (x, y, w, h), detector confidence, emotion, 7 probabilities."""
-        rgb = self._decode(image)
-        return [r.to_dict() for r in self._analyze_images([rgb])[0]]
+        rgb = await self._run(self._decode, image)
+        return [r.to_dict() for r in (await self._analyze_images([rgb]))[0]]
 
     @bentoml.api
-    def annotate(
+    async def annotate(
         self,
         image: Path,
         language: Literal["en", "es"] = "en",
@@ -242,40 +272,48 @@ class EmotionService:
         """The image with every face's box and emotion label drawn (English or Spanish labels)."""
         from emotion_recognition.drawing import draw_results
 
-        rgb = self._decode(image)
-        results = self._analyze_images([rgb])[0]
-        drawn = draw_results(rgb, results, language=language)
+        rgb = await self._run(self._decode, image)
+        results = (await self._analyze_images([rgb]))[0]
         suffix = "jpg" if format == "jpeg" else "png"
         out = Path(context.temp_dir) / f"annotated.{suffix}"
-        out.write_bytes(encode_image(drawn, suffix))
+
+        def draw_and_write() -> None:
+            out.write_bytes(encode_image(draw_results(rgb, results, language=language), suffix))
+
+        await self._run(draw_and_write)
         context.response.headers["X-Faces"] = str(len(results))
         context.response.headers["X-Emotions"] = json.dumps([r.emotion for r in results])
         return out
 
     @bentoml.api
-    def analyze_frames(self, frames: list[Path]) -> list[list[dict]]:
+    async def analyze_frames(self, frames: list[Path]) -> list[list[dict]]:
         """Several images (e.g. video frames): one list of faces per image, in order."""
         if not frames:
             raise BadInput("send at least one frame (multipart field 'frames')", 400)
         if len(frames) > MAX_FRAMES_PER_REQUEST:
             raise BadInput(f"{len(frames)} frames is over the limit of {MAX_FRAMES_PER_REQUEST} per request", 413)
-        images = []
-        for i, frame in enumerate(frames):
-            try:
-                images.append(self._decode(frame))
-            except BadInput as error:
-                raise BadInput(f"frame {i}: {error.message}", error.error_code.value) from None
-        return [[r.to_dict() for r in faces] for faces in self._analyze_images(images)]
+
+        def decode_all() -> list[np.ndarray]:
+            images = []
+            for i, frame in enumerate(frames):
+                try:
+                    images.append(self._decode(frame))
+                except BadInput as error:
+                    raise BadInput(f"frame {i}: {error.message}", error.error_code.value) from None
+            return images
+
+        images = await self._run(decode_all)
+        return [[r.to_dict() for r in faces] for faces in await self._analyze_images(images)]
 
     @bentoml.api
-    def video_timeline(
+    async def video_timeline(
         self, video: Path, every: Annotated[int, Field(ge=1)] = 1, max_frames: int = 0
     ) -> dict:
         """Per-frame faces of a video file: every ``every``-th frame, at most ``max_frames`` (0: the limit)."""
-        return self._timeline(video, every, max_frames)
+        return await self._timeline(video, every, max_frames)
 
     @bentoml.api
-    def video_timeline_csv(
+    async def video_timeline_csv(
         self,
         video: Path,
         every: Annotated[int, Field(ge=1)] = 1,
@@ -283,14 +321,14 @@ class EmotionService:
         context: bentoml.Context = None,  # type: ignore[assignment]
     ) -> Annotated[Path, ContentType("text/csv")]:
         """The timeline as CSV: one row per face (frames without a face get one empty row)."""
-        timeline = self._timeline(video, every, max_frames)
+        timeline = await self._timeline(video, every, max_frames)
         out = Path(context.temp_dir) / "timeline.csv"
         with open(out, "w", newline="") as f:
             write_timeline_csv(timeline["frames"], f)
         return out
 
     @bentoml.api
-    def annotate_video(
+    async def annotate_video(
         self,
         video: Path,
         language: Literal["en", "es"] = "en",
@@ -302,23 +340,25 @@ class EmotionService:
         from emotion_recognition.drawing import draw_results
         from emotion_recognition.media import VideoWriter
 
-        info, frames = self._video_frames(video, every, max_frames)
+        info, frames = await self._run(self._open_video, video, every, max_frames)
         out = Path(context.temp_dir) / "annotated.mp4"
-        with VideoWriter(out, info.fps / every, info.width, info.height) as writer:
-            batch = []
-            for frame in list(frames) + [None]:
-                if frame is not None:
-                    batch.append(frame)
-                if batch and (frame is None or len(batch) == 16):
-                    for f, faces in zip(batch, self._analyze_images([b.rgb for b in batch])):
+        writer = VideoWriter(out, info.fps / every, info.width, info.height)
+        try:
+            async for batch, results in self._video_chunks(frames):
+
+                def draw_chunk(batch=batch, results=results) -> None:
+                    for f, faces in zip(batch, results):
                         writer.write(draw_results(f.rgb, faces, language=language))
-                    batch = []
+
+                await self._run(draw_chunk)
+        finally:
+            writer.close()
         return out
 
     @bentoml.api(route="/model_info")
-    def model_info_api(self) -> dict:
+    async def model_info_api(self) -> dict:
         """Which model is served (BentoML tag, MLflow version/run id when imported from MLflow)."""
-        return {**self.model_info, "labels": list(EMOTIONS), "languages": sorted(TRANSLATIONS)}
+        return {**self.model_info, "labels": list(EMOTIONS), "translations": TRANSLATIONS}
 
 
 EmotionService.add_asgi_middleware(MaxBodySizeMiddleware, max_bytes=max_request_bytes())

@@ -1,0 +1,54 @@
+"""Batched face classification throughput (faces/s) of a model file on this machine.
+
+Usage: python bench/classify_throughput.py [--model emotion_recognition/default_model/model.keras]
+       [--batch-sizes 1,8,32,128,512] [--seconds 5]
+
+Faces are real FER2013 PublicTest crops from data/split/test.npz when present, else random pixels
+(the cost does not depend on the pixel values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from emotion_recognition.bundle import DEFAULT_MODEL_PATH
+from emotion_recognition.data import load_split
+from emotion_recognition.model import load_model
+from emotion_recognition.preprocessing import to_model_batch
+
+
+def faces(n: int) -> np.ndarray:
+    path = Path("data/split/test.npz")
+    if path.is_file():
+        images = load_split(path).images
+        return images[np.arange(n) % len(images)]
+    return np.random.default_rng(0).integers(0, 256, (n, 48, 48), dtype=np.uint8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH))
+    parser.add_argument("--batch-sizes", default="1,8,32,128,512")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    model = load_model(args.model)
+    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    print(f"model {args.model}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads")
+    for size in (int(s) for s in args.batch_sizes.split(",")):
+        batch = tf.constant(to_model_batch(faces(size)))
+        infer(batch)  # trace + warm up
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < args.seconds:
+            infer(batch).numpy()
+            count += 1
+        seconds = time.perf_counter() - started
+        print(f"batch {size:4d}: {count * size / seconds:8.0f} faces/s, {1000 * seconds / count:7.2f} ms per batch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""``emotion``: faces and emotions in a photo, a video or the webcam, locally or via the service.
+
+    emotion photo IN.jpg -o OUT.jpg          # annotated image + OUT.json beside it
+    emotion video IN.mp4 -o OUT.mp4          # annotated video + OUT.csv timeline (progress bar)
+    emotion webcam [--camera 0]              # live window: every face labelled, FPS shown
+
+Options common to all: ``--model PATH`` (a .keras file; default: the bundled model),
+``--server URL`` (use a running ``bentoml serve`` instead of a local model), ``--language en|es``,
+``--detector haar|haar_alt2``, ``--min-face-size N``. Errors print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from emotion_recognition.detection import DetectionConfig, available_detectors
+from emotion_recognition.inference import FaceResult
+from emotion_recognition.labels import EMOTIONS, TRANSLATIONS
+from emotion_recognition.media import IMAGE_SUFFIXES, InputError, encode_image
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- analysers (local or remote)
+
+# analyze(images, encoded=None, names=None) -> one list of faces per image. ``encoded``: the
+# images' original file bytes, sent as they are to a server (no re-encoding).
+Analyzer = Callable[..., list[list[FaceResult]]]
+
+
+def local_analyzer(model_path: str | None, detection: DetectionConfig) -> Analyzer:
+    from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
+
+    try:
+        source = resolve_model_file(model_path)
+    except ModelNotFoundError as error:
+        raise CliError(str(error)) from None
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from emotion_recognition.inference import EmotionRecognizer
+
+    try:
+        recognizer = EmotionRecognizer.from_file(source.path, detection)
+    except (ValueError, OSError) as error:
+        raise CliError(f"could not load the model {source.path}: {error}") from None
+
+    def analyze(images: Sequence[np.ndarray], encoded=None, names=None) -> list[list[FaceResult]]:
+        return recognizer.analyze_frames(images)
+
+    return analyze
+
+
+class ServiceClient:
+    """Calls a running emotion service (``bentoml serve``) over HTTP."""
+
+    def __init__(self, url: str, timeout: float = 60.0):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def _post(self, path: str, files) -> list:
+        import httpx
+
+        try:
+            response = self._client.post(path, files=files)
+        except httpx.HTTPError as error:
+            raise CliError(f"could not reach the service at {self.url}: {error}") from None
+        if response.status_code != 200:
+            raise CliError(f"the service at {self.url} answered {response.status_code}: {_error_text(response)}")
+        return response.json()
+
+    def analyze(self, image_bytes: bytes, filename: str = "image.jpg") -> list[FaceResult]:
+        data = self._post("/analyze", {"image": (filename, image_bytes)})
+        return [FaceResult.from_dict(face) for face in data]
+
+    def analyze_frames(self, frames: Sequence[bytes], names: Sequence[str] | None = None) -> list[list[FaceResult]]:
+        names = names or [f"frame{i}.jpg" for i in range(len(frames))]
+        files = [("frames", (name, data)) for name, data in zip(names, frames)]
+        data = self._post("/analyze_frames", files)
+        return [[FaceResult.from_dict(face) for face in faces] for faces in data]
+
+    def check(self) -> None:
+        import httpx
+
+        try:
+            response = self._client.get("/readyz", timeout=10)
+        except httpx.HTTPError as error:
+            raise CliError(f"could not reach the service at {self.url}: {error}") from None
+        if response.status_code != 200:
+            raise CliError(f"the service at {self.url} is not ready ({response.status_code})")
+
+
+def _error_text(response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    item = body[0] if isinstance(body, list) and body else body
+    return str(item.get("error", body)) if isinstance(item, dict) else str(body)
+
+
+def remote_analyzer(url: str) -> Analyzer:
+    client = ServiceClient(url)
+    client.check()
+
+    def analyze(images: Sequence[np.ndarray], encoded=None, names=None) -> list[list[FaceResult]]:
+        frames = list(encoded) if encoded is not None else [encode_image(image, "jpg", 92) for image in images]
+        return client.analyze_frames(frames, names)
+
+    return analyze
+
+
+def make_analyzer(args: argparse.Namespace) -> Analyzer:
+    if args.server:
+        return remote_analyzer(args.server)
+    return local_analyzer(args.model, detection_config(args))
+
+
+def detection_config(args: argparse.Namespace) -> DetectionConfig:
+    try:
+        return DetectionConfig(detector=args.detector, min_face_size=args.min_face_size)
+    except ValueError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+
+
+# ---------------------------------------------------------------- commands
+
+
+def results_json(results: Sequence[FaceResult]) -> list[dict]:
+    return [r.to_dict() for r in results]
+
+
+def cmd_photo(args: argparse.Namespace) -> int:
+    from emotion_recognition.drawing import draw_results
+    from emotion_recognition.media import read_image, write_image
+
+    source = Path(args.input)
+    out = Path(args.output) if args.output else source.with_name(f"{source.stem}_emotions{source.suffix or '.png'}")
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise CliError(f"output {out} must end in one of {', '.join(IMAGE_SUFFIXES)}", EXIT_USAGE)
+    if not source.is_file():
+        raise CliError(f"no image file at {source}")
+    image = read_image(source)
+    analyze = make_analyzer(args)
+    results = analyze([image], [source.read_bytes()], [source.name])[0]
+    write_image(draw_results(image, results, language=args.language), out)
+    json_path = out.with_suffix(".json")
+    json_path.write_text(json.dumps({"image": str(source), "faces": results_json(results)}, indent=2) + "\n")
+    print(f"{len(results)} face(s): {', '.join(r.emotion for r in results) or 'none'}")
+    print(f"wrote {out} and {json_path}")
+    return 0
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from emotion_recognition.drawing import draw_results
+    from emotion_recognition.media import VideoWriter, iter_video_frames, open_video
+
+    source = Path(args.input)
+    out = Path(args.output) if args.output else source.with_name(f"{source.stem}_emotions.mp4")
+    if out.suffix.lower() not in VideoWriter.CODECS:
+        raise CliError(f"output {out} must end in .mp4 or .avi", EXIT_USAGE)
+    capture, info = open_video(source)
+    capture.release()
+    analyze = make_analyzer(args)
+    csv_path = out.with_suffix(".csv")
+    total = info.frame_count // args.every if info.frame_count else None
+    if args.max_frames and total:
+        total = min(total, args.max_frames)
+    n_frames = n_faces = 0
+    with VideoWriter(out, info.fps / args.every, info.width, info.height) as writer, open(
+        csv_path, "w", newline=""
+    ) as f:
+        table = csv.writer(f)
+        table.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS])
+        frames = iter_video_frames(source, every=args.every, max_frames=args.max_frames or None)
+        with tqdm(total=total, unit="frame", desc=source.name, disable=args.quiet) as progress:
+            for batch in _chunks(frames, args.batch):
+                for frame, results in zip(batch, analyze([b.rgb for b in batch])):
+                    writer.write(draw_results(frame.rgb, results, language=args.language))
+                    for i, r in enumerate(results):
+                        table.writerow(
+                            [frame.index, f"{frame.time_s:.4f}", i, r.box.x, r.box.y, r.box.w, r.box.h,
+                             f"{r.confidence:.4f}", r.emotion, *[f"{r.probabilities[e]:.6f}" for e in EMOTIONS]]
+                        )
+                    if not results:
+                        table.writerow([frame.index, f"{frame.time_s:.4f}", *[""] * (7 + len(EMOTIONS))])
+                    n_frames += 1
+                    n_faces += len(results)
+                progress.update(len(batch))
+    print(f"{n_frames} frame(s), {n_faces} face(s); wrote {out} and {csv_path}")
+    return 0
+
+
+def _chunks(iterable, size: int):
+    batch = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def gui_available() -> bool:
+    """False for opencv-python-headless (no highgui backend: cv2.imshow cannot open a window)."""
+    import cv2
+
+    try:
+        cv2.namedWindow("emotion-gui-check", cv2.WINDOW_AUTOSIZE)
+        cv2.destroyWindow("emotion-gui-check")
+        return True
+    except cv2.error:
+        return False
+
+
+def cmd_webcam(args: argparse.Namespace) -> int:
+    import cv2
+
+    from emotion_recognition.drawing import draw_results
+
+    if not gui_available():
+        raise CliError(
+            "this OpenCV build has no GUI (opencv-python-headless), so the live window cannot open. "
+            "Install the GUI build in this environment: pip uninstall opencv-python-headless && "
+            "pip install opencv-python==4.14.0.94 -- or use the web page's webcam mode "
+            "(bentoml serve serving.service:EmotionService, then open http://localhost:3000/ui/)"
+        )
+    camera = int(args.camera) if str(args.camera).isdigit() else args.camera
+    capture = cv2.VideoCapture(camera)
+    if not capture.isOpened():
+        raise CliError(f"camera {args.camera} could not be opened (is it connected and free?)")
+    analyze = make_analyzer(args)
+    window = "emotion (q or Esc to quit)"
+    fps, last = 0.0, time.perf_counter()
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            results = analyze([rgb])[0]
+            now = time.perf_counter()
+            fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if fps else 1.0 / max(now - last, 1e-6)
+            last = now
+            drawn = draw_results(rgb, results, language=args.language, fps=fps)
+            cv2.imshow(window, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                break
+    finally:
+        capture.release()
+        cv2.destroyAllWindows()
+    return 0
+
+
+# ---------------------------------------------------------------- argument parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", help="a .keras model file (default: the bundled model)")
+    common.add_argument("--server", metavar="URL", help="use a running service, e.g. http://localhost:3000")
+    common.add_argument("--language", choices=sorted(TRANSLATIONS), default="en", help="label language")
+    common.add_argument("--detector", choices=available_detectors(), default=DetectionConfig.detector)
+    common.add_argument("--min-face-size", type=int, default=DetectionConfig.min_face_size, metavar="PIXELS")
+
+    parser = argparse.ArgumentParser(prog="emotion", description="Faces and their emotions in photos, videos and the webcam.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    photo = commands.add_parser("photo", parents=[common], help="annotate a photo (+ JSON beside it)")
+    photo.add_argument("input")
+    photo.add_argument("-o", "--output", help="annotated image (default: IN_emotions.EXT); JSON goes beside it")
+    photo.set_defaults(func=cmd_photo)
+
+    video = commands.add_parser("video", parents=[common], help="annotate a video (+ CSV timeline)")
+    video.add_argument("input")
+    video.add_argument("-o", "--output", help="annotated .mp4/.avi (default: IN_emotions.mp4); CSV beside it")
+    video.add_argument("--every", type=int, default=1, help="analyse every N-th frame (default 1)")
+    video.add_argument("--max-frames", type=int, default=0, help="stop after N analysed frames (0: all)")
+    video.add_argument("--batch", type=int, default=16, help="frames per model call (default 16)")
+    video.add_argument("--quiet", action="store_true", help="no progress bar")
+    video.set_defaults(func=cmd_video)
+
+    webcam = commands.add_parser("webcam", parents=[common], help="live window with labelled faces and FPS")
+    webcam.add_argument("--camera", default="0", help="camera index (default 0) or a video file/URL")
+    webcam.set_defaults(func=cmd_webcam)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "every", 1) < 1 or getattr(args, "batch", 1) < 1:
+        print("error: --every and --batch must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.code
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Shared helpers and fixtures for the inference/serving tests (imported by those test modules).
+
+The tiny model follows the model contract (``build_model("vgg", widths=[8, 16], dense_units=16)``)
+with random weights plus a bias of +3 on "happy" in its last layer: every face comes out
+"happy" with probability about 0.77 and the other six probabilities still differ from face to
+face, so tests can check both the label order end to end and that batching keeps faces apart.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+MEDIA = SHARED / "media"
+FER_ZIP = SHARED / "data" / "fer2013.zip"
+HAPPY_BIAS = 3.0
+HAPPY_P = float(np.exp(HAPPY_BIAS) / (np.exp(HAPPY_BIAS) + 6))  # 0.770 with a zero kernel
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def require_shared(path: Path = SHARED) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not present (../shared beside the repository root holds the test media)")
+    return path
+
+
+def media(name: str) -> Path:
+    return require_shared(MEDIA / name)
+
+
+def make_tiny_model(path: Path, seed: int = 0) -> Path:
+    import keras
+
+    from emotion_recognition.labels import EMOTION_INDEX
+    from emotion_recognition.model import build_model
+
+    keras.utils.set_random_seed(seed)
+    model = build_model("vgg", widths=[8, 16], dense_units=16)
+    layer = model.get_layer("emotion")
+    kernel, bias = layer.get_weights()
+    bias = np.zeros_like(bias)
+    bias[EMOTION_INDEX["happy"]] = HAPPY_BIAS
+    layer.set_weights([kernel * 0.2, bias])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "model.keras")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120.0) -> float:
+    """Seconds until GET url/readyz answers 200; fails with the server's output if it dies."""
+    import httpx
+
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if process.poll() is not None:
+            out = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"server exited with {process.returncode}:\n{out[-4000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return time.perf_counter() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"{url} not ready after {timeout}s")
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGINT the server's process group (it was started with start_new_session), then SIGKILL."""
+    import signal
+
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGINT)
+            process.wait(timeout=timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+
+
+def serve_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        BENTOML_HOME=str(bentoml_home),
+        BENTOML_DO_NOT_TRACK="True",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def start_server(bentoml_home: Path, port: int, target: str = "serving.service:EmotionService", **extra):
+    bentoml = Path(sys.executable).parent / "bentoml"
+    return subprocess.Popen(
+        [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=serve_env(bentoml_home, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid 1-bit PNG of width x height black pixels: ~110 KB for 30,000 x 30,000."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" * (1 + (width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def copy_media_to(tmp: Path, *names: str) -> list[Path]:
+    out = []
+    for name in names:
+        target = tmp / name
+        shutil.copyfile(media(name), target)
+        out.append(target)
+    return out

@@ -1,0 +1,112 @@
+"""Stage `fetch`: FER2013 (either format) -> data/fer2013/{train,test}.npz + manifest.json."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from emotion_recognition.data import DatasetError, load_split
+from emotion_recognition.labels import EMOTIONS
+
+pytestmark = pytest.mark.usefixtures("project")
+
+
+@pytest.fixture
+def fetch(load_stage):
+    return load_stage("fetch").fetch
+
+
+def read_outputs(project):
+    out = project / "data" / "fer2013"
+    manifest = json.loads((out / "manifest.json").read_text())
+    return load_split(out / "train.npz"), load_split(out / "test.npz"), manifest
+
+
+def test_zip_source_gives_arrays_and_a_manifest(project, fer, load_stage):
+    source = fer.write_zip(project / "inputs" / "fer2013.zip")
+    load_stage("fetch").main()  # params.yaml: data.source is inputs/fer2013.zip
+    train, test, manifest = read_outputs(project)
+    assert len(train) == len(fer.select("train")) and len(test) == len(fer.select("test"))
+    np.testing.assert_array_equal(train.images, np.stack([f.pixels for f in fer.select("train")]))
+    assert manifest["source"] == "inputs/fer2013.zip"
+    assert manifest["format"] == "image-folder zip"
+    assert manifest["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert manifest["counts"] == {"train": {e: 6 for e in EMOTIONS}, "test": {e: 3 for e in EMOTIONS}}
+    assert manifest["totals"] == {"train": 42, "test": 21}
+    assert manifest["skipped_bad_images"] == 0
+
+
+def test_csv_source_gives_the_same_arrays_as_the_zip(project, fer, fetch):
+    fetch(str(fer.write_zip(project / "inputs" / "fer2013.zip")), None, False, out_dir=project / "from_zip")
+    csv_manifest = fetch(str(fer.write_csv(project / "inputs" / "fer2013.csv")), None, False, out_dir=project / "from_csv")
+    assert csv_manifest["format"] == "csv"
+    for split in ("train", "test"):
+        from_zip = load_split(project / "from_zip" / f"{split}.npz")
+        from_csv = load_split(project / "from_csv" / f"{split}.npz")
+        np.testing.assert_array_equal(from_csv.images, from_zip.images)
+        np.testing.assert_array_equal(from_csv.labels, from_zip.labels)
+
+
+def test_sha256_is_checked(project, fer, fetch):
+    source = fer.write_zip(project / "inputs" / "fer2013.zip")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    wrong = "0" * 64
+    with pytest.raises(DatasetError) as error:
+        fetch(str(source), wrong, False)
+    assert f"sha256 is {digest}, but data.sha256 expects {wrong}" in str(error.value)
+    assert not (project / "data" / "fer2013").exists()
+    assert fetch(str(source), digest.upper(), False)["sha256"] == digest
+
+
+def test_corrupt_image_is_named_or_skipped_and_counted(project, fer, fetch):
+    source = fer.write_zip(project / "inputs" / "fer2013.zip",
+                           extra={"train/fear/Training_bad.jpg": b"not an image", "test/fear/PublicTest_empty.jpg": b""})
+    with pytest.raises(DatasetError, match=r"'train/fear/Training_bad.jpg' is not a decodable image"):
+        fetch(str(source), None, False)
+    assert not (project / "data" / "fer2013").exists()
+    manifest = fetch(str(source), None, True)
+    assert manifest["skipped_bad_images"] == 2
+    assert manifest["skipped_examples"] == ["train/fear/Training_bad.jpg", "test/fear/PublicTest_empty.jpg"]
+    assert manifest["totals"] == {"train": 42, "test": 21}
+    assert json.loads((project / "data" / "fer2013" / "manifest.json").read_text()) == manifest
+
+
+def test_path_traversal_zip_is_refused_and_nothing_is_written(project, fer, fetch):
+    entry = "train/happy/../../../../x.jpg"
+    source = fer.write_zip(project / "inputs" / "fer2013.zip", extra={entry: fer.faces[0].jpeg})
+    before = set(project.parent.rglob("*"))
+    with pytest.raises(DatasetError, match=rf"unsafe entry '{entry}'"):
+        fetch(str(source), None, False)
+    assert set(project.parent.rglob("*")) == before
+
+
+def test_missing_label_folder_is_named(project, fer, fetch):
+    faces = [f for f in fer.faces if f.label != "disgust"]
+    source = fer.write_zip(project / "inputs" / "fer2013.zip", faces)
+    with pytest.raises(DatasetError, match=r"train/ has no folder for \['disgust'\]"):
+        fetch(str(source), None, False)
+
+
+def run_fetch(project):
+    return subprocess.run([sys.executable, "stages/fetch.py"], cwd=project, capture_output=True, text=True, timeout=120)
+
+
+def test_missing_source_says_where_to_get_fer2013_and_which_param_to_set(project):
+    result = run_fetch(project)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip()
+    assert message.startswith("error: data.source 'inputs/fer2013.zip': no file at ")
+    assert "https://www.kaggle.com/datasets/msambare/fer2013" in message
+    assert "fer2013.csv" in message and "set data.source in params.yaml" in message
+    assert not (project / "data" / "fer2013").exists()
+
+
+def test_invalid_params_exit_2_naming_the_field(project, set_params):
+    set_params(project, fetch={"skip_bad_images": "sometimes"})
+    result = run_fetch(project)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "fetch.skip_bad_images" in result.stderr

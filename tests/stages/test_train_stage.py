@@ -1,0 +1,95 @@
+"""Stage `train` on tiny data: the model file, the DVC metrics/plots and the MLflow run
+(params, per-epoch metrics, the model with its signature and input example)."""
+
+import csv
+import json
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from emotion_recognition.data import load_split
+from emotion_recognition.model import load_model
+
+EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fer, isolate, make_project, set_params, load_stage, mlflow_template):
+    """fetch -> split -> augment -> train in one project, run once for this module's tests."""
+    import shutil
+
+    project = make_project(tmp_path_factory.mktemp("train-stage"))
+    set_params(project, train={"epochs": EPOCHS, "batch_size": 16})
+    fer.write_zip(project / "inputs" / "fer2013.zip")
+    with isolate(project):
+        shutil.copy(mlflow_template, project / "mlflow.db")
+        for stage in ("fetch", "split", "augment", "train"):
+            load_stage(stage).main()
+        run = json.loads((project / "data/model/run.json").read_text())
+        client = MlflowClient()
+        yield project, run, client.get_run(run["run_id"]), client
+
+
+def test_model_file_takes_raw_faces_and_returns_probabilities(trained):
+    project, _, _, _ = trained
+    model = load_model(project / "data/model/model.keras")
+    assert all(layer.dtype_policy.name == "float32" for layer in model.layers)
+    val = load_split(project / "data/split/val.npz")
+    probabilities = model.predict(val.images[..., np.newaxis].astype(np.float32), verbose=0)
+    assert probabilities.shape == (len(val), 7)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert (project / "data/train/checkpoint.keras").is_file()
+
+
+def test_metrics_and_plots_for_dvc(trained):
+    project, _, _, _ = trained
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert set(metrics) == {"best_epoch", "epochs_run", "val_accuracy", "val_loss", "train_seconds",
+                            "images_per_second", "parameters"}
+    assert metrics["epochs_run"] == EPOCHS and 1 <= metrics["best_epoch"] <= EPOCHS
+    with open(project / "plots/train_history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+    assert {"accuracy", "loss", "val_accuracy", "val_loss", "images_per_second"} <= set(rows[0])
+    assert float(rows[metrics["best_epoch"] - 1]["val_accuracy"]) == metrics["val_accuracy"]
+    assert (project / "plots/train_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_logs_params_and_tags(trained):
+    _, _, run, _ = trained
+    params = run.data.params
+    assert params["train.epochs"] == str(EPOCHS)
+    assert params["model.widths"] == "[8, 16]"
+    assert params["train.precision"] == "float32"
+    assert params["data.source"] == "inputs/fer2013.zip"
+    assert int(params["train.images"]) > 0 and int(params["val.images"]) == 7
+    assert run.data.tags["stage"] == "train" and "git_commit" in run.data.tags
+    assert run.info.status == "FINISHED"
+
+
+def test_run_logs_every_epoch(trained):
+    _, run_json, run, client = trained
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        history = client.get_metric_history(run_json["run_id"], key)
+        assert [m.step for m in history] == list(range(1, EPOCHS + 1)), key
+    assert "best_val_accuracy" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run_json["run_id"], "plots")}
+    assert artifacts == {"plots/train_history.csv", "plots/train_curves.png"}
+
+
+def test_run_logs_the_model_with_signature_and_input_example(trained):
+    project, run_json, _, _ = trained
+    info = mlflow.models.get_model_info(run_json["model_uri"])
+    assert info.run_id == run_json["run_id"]
+    inputs = info.signature.inputs.to_dict()[0]
+    outputs = info.signature.outputs.to_dict()[0]
+    assert inputs["tensor-spec"]["dtype"] == "float32"
+    assert list(inputs["tensor-spec"]["shape"]) == [-1, 48, 48, 1]
+    assert list(outputs["tensor-spec"]["shape"]) == [-1, 7]
+    assert info.saved_input_example_info is not None
+    logged = mlflow.tensorflow.load_model(run_json["model_uri"])
+    faces = load_split(project / "data/split/val.npz").images[:3, ..., np.newaxis].astype(np.float32)
+    saved = load_model(project / "data/model/model.keras")
+    np.testing.assert_allclose(logged.predict(faces, verbose=0), saved.predict(faces, verbose=0), rtol=1e-5)

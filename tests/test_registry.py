@@ -1,0 +1,105 @@
+"""The champion rule on a real MLflow SQLite store: every evaluated model becomes a version;
+`champion` moves only to a version that beats the current champion on the same test images."""
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from emotion_recognition.evaluation import classification_metrics, predict_probabilities
+from emotion_recognition.labels import EMOTIONS
+from emotion_recognition.registry import current_champion, register_and_promote
+from emotion_recognition.registry import test_set_digest as digest_of
+from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
+
+HAPPY, SAD, ANGRY, FEAR = (EMOTIONS.index(e) for e in ("happy", "sad", "angry", "fear"))
+
+
+def make_test_set(majority: int, majority_count: int, seed: int):
+    """Random faces: ``majority_count`` of class ``majority`` and one of every other class."""
+    labels = np.array([majority] * majority_count + [c for c in range(7) if c != majority])
+    images = np.random.default_rng(seed).integers(0, 256, (len(labels), 48, 48)).astype(np.uint8)
+    return images, labels
+
+
+@pytest.fixture
+def registry(mlflow_store, make_constant_model, log_keras_model):
+    """Registers an always-predicts-``label`` model the way the evaluate stage does."""
+    configure_mlflow()
+    client = MlflowClient()
+
+    def register(label: int, images, labels, flip_tta: bool = False):
+        model = make_constant_model(label)
+        run_id, model_uri = log_keras_model(model)
+        accuracy = classification_metrics(labels, predict_probabilities(model, images, flip_tta).argmax(axis=1))["accuracy"]
+        decision = register_and_promote(model_uri, run_id, accuracy, images, labels, flip_tta)
+        versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
+        newest = max(versions, key=lambda v: int(v.version))
+        return newest, accuracy, decision
+
+    register.client = client
+    return register
+
+
+def champion_version(client) -> str:
+    return str(client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS).version)
+
+
+def test_first_version_becomes_champion_with_its_test_set_recorded(registry):
+    images, labels = make_test_set(HAPPY, 9, seed=0)
+    version, accuracy, decision = registry(ANGRY, images, labels)
+    assert accuracy == pytest.approx(1 / 15)
+    assert str(version.version) == "1" and champion_version(registry.client) == "1"
+    assert "first version" in decision
+    tags = registry.client.get_model_version(REGISTERED_MODEL_NAME, "1").tags
+    assert tags["test_accuracy"] == f"{1 / 15:.4f}"
+    assert tags["test_set_sha256"] == digest_of(images, labels)
+    assert registry.client.get_run(tags["run_id"]).info.run_id == version.run_id
+
+
+def test_champion_moves_only_to_a_strictly_better_model(registry):
+    images, labels = make_test_set(HAPPY, 9, seed=0)
+    client = registry.client
+    registry(ANGRY, images, labels)                       # v1: 1/15, first -> champion
+    _, better, decision = registry(HAPPY, images, labels)  # v2: 9/15
+    assert better == pytest.approx(9 / 15)
+    assert champion_version(client) == "2" and "beats champion v1" in decision
+    _, worse, decision = registry(SAD, images, labels)     # v3: 1/15
+    assert champion_version(client) == "2" and "champion stays v2" in decision
+    _, tie, decision = registry(HAPPY, images, labels)     # v4: 9/15, only as good
+    assert tie == better
+    assert champion_version(client) == "2" and "champion stays v2" in decision
+    assert len(client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")) == 4
+
+
+def test_champion_is_re_measured_on_the_new_test_set(registry):
+    """Not compared with the accuracy it had on an older test set."""
+    client = registry.client
+    old_images, old_labels = make_test_set(HAPPY, 9, seed=0)
+    registry(HAPPY, old_images, old_labels)  # v1, 9/15 = 0.6 on the old test set
+    new_images, new_labels = make_test_set(SAD, 3, seed=1)
+    _, accuracy, decision = registry(SAD, new_images, new_labels)  # v2, 3/9 on the new one
+    assert accuracy < 0.6  # worse than v1's recorded figure ...
+    assert champion_version(client) == "2"  # ... but v1 scores 1/9 on these same images
+    assert "v1 (0.1111)" in decision and "same test set" in decision
+
+
+def test_flip_tta_is_used_for_both_sides(registry):
+    images, labels = make_test_set(FEAR, 4, seed=2)
+    registry(ANGRY, images, labels, flip_tta=True)
+    _, _, decision = registry(FEAR, images, labels, flip_tta=True)
+    assert champion_version(registry.client) == "2" and "(0.1000)" in decision
+
+
+def test_no_champion_before_the_first_registration(mlflow_store):
+    configure_mlflow()
+    assert current_champion(MlflowClient()) is None
+
+
+def test_test_set_digest_depends_on_images_and_labels():
+    images, labels = make_test_set(HAPPY, 3, seed=0)
+    digest = digest_of(images, labels)
+    assert digest == digest_of(images.copy(), labels.copy())
+    assert digest != digest_of(images, np.roll(labels, 1))
+    changed = images.copy()
+    changed[0, 0, 0] ^= 1
+    assert digest != digest_of(changed, labels)

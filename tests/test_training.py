@@ -1,0 +1,171 @@
+"""Training pieces: the tf.data pipeline, the optimiser schedule and the callbacks."""
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from emotion_recognition.data import Split
+from emotion_recognition.labels import NUM_CLASSES
+from emotion_recognition.params import TrainParams
+from emotion_recognition.training import (
+    EpochTimer,
+    MLflowEpochLogger,
+    limit_per_class,
+    make_dataset,
+    make_optimizer,
+    steps_per_epoch,
+)
+
+
+@pytest.fixture
+def split():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(7), [5, 1, 4, 9, 3, 2, 6])
+    return Split(rng.integers(0, 256, (len(labels), 48, 48)).astype(np.uint8), labels,
+                 np.array([str(i) for i in range(len(labels))]))
+
+
+def test_limit_per_class_keeps_at_most_n_of_each_class_deterministically(split):
+    limited = limit_per_class(split, 3, seed=1)
+    assert np.bincount(limited.labels, minlength=7).tolist() == [3, 1, 3, 3, 3, 2, 3]
+    again = limit_per_class(split, 3, seed=1)
+    np.testing.assert_array_equal(limited.names, again.names)
+    assert limit_per_class(split, 0, seed=1) is split
+
+
+def test_validation_batches_are_the_raw_images_in_order(split):
+    params = TrainParams()
+    batches = list(make_dataset(split, 8, training=False, params=params))
+    x = np.concatenate([b[0].numpy() for b in batches])
+    y = np.concatenate([b[1].numpy() for b in batches])
+    assert batches[0][0].shape == (8, 48, 48, 1) and batches[0][0].dtype.name == "float32"
+    np.testing.assert_array_equal(x[..., 0], split.images.astype(np.float32))  # 0-255, not rescaled
+    np.testing.assert_array_equal(y, np.eye(NUM_CLASSES)[split.labels])
+
+
+def test_training_batches_are_shuffled_flipped_and_shifted_but_keep_labels(split):
+    params = TrainParams(seed=3, online_flip=True, online_shift=0.1)
+    x, y = next(iter(make_dataset(split, len(split), training=True, params=params)))
+    x, y = x.numpy()[..., 0], y.numpy()
+    assert x.shape == split.images.shape and x.min() >= 0 and x.max() <= 255
+    # images left unchanged by the random flip/shift still carry their own label
+    changed = 0
+    for image, onehot in zip(x, y):
+        exact = [i for i in range(len(split)) if np.array_equal(image, split.images[i])]
+        changed += not exact
+        if exact:
+            assert onehot.argmax() == split.labels[exact[0]]
+    assert changed > 0
+    assert y.sum() == len(split)
+    assert sorted(y.argmax(axis=1)) == sorted(split.labels)  # a shuffle of all the labels
+
+
+def test_optimizer_warms_up_then_decays_over_the_whole_run():
+    params = TrainParams(epochs=10, learning_rate=0.01, warmup_epochs=1.0, weight_decay=0.05)
+    optimizer = make_optimizer(params, steps_per_epoch=20)
+    schedule = optimizer._learning_rate
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    assert float(schedule(0)) == pytest.approx(0.0)
+    assert float(schedule(10)) == pytest.approx(0.005)
+    assert float(schedule(20)) == pytest.approx(0.01)
+    assert float(schedule(110)) == pytest.approx(0.005, rel=1e-3)  # half-way through the cosine
+    assert float(schedule(200)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_optimizer_without_warmup_and_sgd():
+    params = TrainParams(epochs=2, learning_rate=0.1, warmup_epochs=0, optimizer="sgd")
+    optimizer = make_optimizer(params, steps_per_epoch=5)
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert float(optimizer._learning_rate(0)) == pytest.approx(0.1)
+
+
+def test_steps_per_epoch_rounds_up():
+    assert steps_per_epoch(257, 128) == 3 and steps_per_epoch(256, 128) == 2
+
+
+def test_epoch_timer_adds_speed_to_the_logs():
+    timer = EpochTimer(images_per_epoch=1000)
+    logs = {"loss": 1.0}
+    timer.on_epoch_begin(0)
+    timer.on_epoch_end(0, logs)
+    assert logs["epoch_seconds"] > 0 and logs["images_per_second"] == pytest.approx(1000 / logs["epoch_seconds"])
+
+
+def test_epoch_logger_writes_each_epoch_to_the_active_run(mlflow_store):
+    from emotion_recognition.model import build_model
+    from emotion_recognition.tracking import configure_mlflow
+
+    configure_mlflow()
+    model = build_model("vgg", widths=[8], dense_units=8)
+    model.compile(optimizer=make_optimizer(TrainParams(epochs=2, learning_rate=0.01), 4), loss="categorical_crossentropy")
+    logger = MLflowEpochLogger()
+    logger.set_model(model)
+    with mlflow.start_run() as run:
+        logger.on_epoch_end(0, {"loss": 2.0, "val_accuracy": 0.25, "val_loss": float("nan")})
+        logger.on_epoch_end(1, {"loss": 1.5, "val_accuracy": 0.5})
+    client = MlflowClient()
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [(1, 2.0), (2, 1.5)]
+    assert "val_loss" not in client.get_run(run.info.run_id).data.metrics  # NaN is not logged
+    assert len(client.get_metric_history(run.info.run_id, "learning_rate")) == 2
+
+
+def batch_norm_model() -> keras.Model:
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1.0, name="identity")(inputs)
+    x = keras.layers.BatchNormalization(axis=-1, momentum=0.99, name="bn")(x)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+
+
+def test_recalibrate_batch_norm_sets_the_statistics_of_the_training_images():
+    from emotion_recognition.training import recalibrate_batch_norm
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 48, 48)).astype(np.uint8)
+    model = batch_norm_model()
+    bn = model.get_layer("bn")
+    # full batches: every step sees the same statistics, so their running mean is exactly them
+    recalibrate_batch_norm(model, images, batches=3, batch_size=len(images))
+    pixels = images.astype(np.float64)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), [pixels.mean()], rtol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), [pixels.var()], rtol=1e-3)
+    assert bn.momentum == 0.99
+
+
+def test_recalibrate_batch_norm_averages_batches_equally():
+    from emotion_recognition.training import recalibrate_batch_norm
+
+    dark = np.full((4, 48, 48), 10, np.uint8)
+    bright = np.full((4, 48, 48), 110, np.uint8)
+    model = batch_norm_model()
+    # batch size 4 of 8 images: each batch mean is in [10, 110]; the result is their plain average
+    images = np.concatenate([dark, bright])
+    recalibrate_batch_norm(model, images, batches=50, batch_size=4, seed=3)
+    rng = np.random.default_rng(3)
+    means = [images[rng.choice(8, size=4, replace=False)].mean() for _ in range(50)]
+    np.testing.assert_allclose(model.get_layer("bn").moving_mean.numpy(), [np.mean(means)], rtol=1e-4)
+
+
+def test_precise_batch_norm_recalibrates_before_each_validation_pass():
+    from emotion_recognition.training import PreciseBatchNorm
+
+    model = batch_norm_model()
+    images = np.full((6, 48, 48), 50, np.uint8)
+    callback = PreciseBatchNorm(images, batches=2)
+    callback.set_model(model)
+    callback.on_test_begin()
+    callback.on_test_begin()
+    assert callback.calls == 2
+    np.testing.assert_allclose(model.get_layer("bn").moving_mean.numpy(), [50.0], rtol=1e-5)
+
+
+def test_recalibrate_without_batch_norm_or_images_is_a_no_op():
+    from emotion_recognition.training import recalibrate_batch_norm
+
+    model = batch_norm_model()
+    before = [w.copy() for w in model.get_weights()]
+    recalibrate_batch_norm(model, np.zeros((0, 48, 48), np.uint8))
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    plain = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten()])
+    recalibrate_batch_norm(plain, np.zeros((2, 48, 48), np.uint8))
