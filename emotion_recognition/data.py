@@ -93,6 +93,8 @@ def read_image_folder_zip(path: Path, skip_bad_images: bool) -> tuple[dict[str, 
         for info in archive.infolist():
             member = checked_member_path(info.filename)
             parts = [p for p in member.parts if p not in ("", ".")]
+            if parts and (parts[0] == "__MACOSX" or parts[-1].startswith("._")):
+                continue  # macOS resource forks, not images
             # Accept an optional top folder (e.g. "fer2013/train/happy/x.jpg").
             while parts and parts[0] not in SPLITS and len(parts) > 3:
                 parts = parts[1:]

@@ -14,7 +14,7 @@ from emotion_recognition.evaluation import classification_metrics, predict_proba
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 
 
-def test_set_digest(images: np.ndarray, labels: np.ndarray) -> str:
+def digest_of_test_set(images: np.ndarray, labels: np.ndarray) -> str:
     return hashlib.sha256(images.tobytes() + labels.astype(np.int64).tobytes()).hexdigest()
 
 
@@ -42,7 +42,7 @@ def register_and_promote(model_uri: str, run_id: str, accuracy: float, images: n
     client = MlflowClient()
     previous = champion_accuracy(client, images, labels, flip_tta, name)
     version = mlflow.register_model(model_uri, name)
-    digest = test_set_digest(images, labels)
+    digest = digest_of_test_set(images, labels)
     client.set_model_version_tag(name, version.version, "test_accuracy", f"{accuracy:.4f}")
     client.set_model_version_tag(name, version.version, "test_set_sha256", digest)
     client.set_model_version_tag(name, version.version, "run_id", run_id)

@@ -30,23 +30,31 @@ import numpy as np
 import pytest
 import yaml
 
-from emotion_recognition.labels import EMOTIONS, FER2013_CSV_ORDER
+from emotion_recognition.labels import EMOTIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_FER2013 = REPO_ROOT.parent / "shared" / "data" / "fer2013.zip"
 TRAIN_PER_CLASS = 6
 TEST_PER_CLASS = 3
-CSV_CODE = {name: code for code, name in enumerate(FER2013_CSV_ORDER)}
+# fer2013.csv's own codes, written out here rather than taken from the package under test
+CSV_CODE = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "sad": 4, "surprise": 5, "neutral": 6}
 
 
 # %% Isolation
+
+
+def outside_repo(folder: Path) -> Path:
+    """Refuse to work in the project itself (a training run may be using data/, mlflow.db ...)."""
+    folder = Path(folder).resolve()
+    assert folder != REPO_ROOT and REPO_ROOT not in folder.parents, f"tests must not write in {REPO_ROOT}"
+    return folder
 
 
 @contextmanager
 def isolated_in(folder: Path) -> Iterator[Path]:
     """Work in ``folder`` with MLflow pointed at ``folder``/mlflow.db (never the project's store)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.chdir(folder)
+        monkeypatch.chdir(outside_repo(folder))
         # mlflow.set_tracking_uri/set_registry_uri/set_experiment also write these variables;
         # setting each through monkeypatch first makes the exit restore what was there before.
         for name in ("MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
@@ -219,6 +227,7 @@ PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore")
 
 def copy_project(target: Path) -> Path:
     """dvc.yaml, params.yaml, stages/ and the package's sources (the stages' DVC deps)."""
+    outside_repo(target)
     target.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         if (REPO_ROOT / name).is_file():
@@ -234,7 +243,7 @@ def copy_project(target: Path) -> Path:
 
 def update_params(project: Path, **groups: dict) -> dict:
     """Overwrite keys of ``project``/params.yaml, group by group; returns the new params."""
-    path = project / "params.yaml"
+    path = outside_repo(project) / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for group, values in groups.items():
         params.setdefault(group, {}).update(values)

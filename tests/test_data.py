@@ -238,3 +238,10 @@ def test_zip_readers_never_extract(fer, fer_zip, tmp_path):
     read_fer2013(fer_zip)
     assert {p for p in tmp_path.rglob("*")} == before
     assert zipfile.is_zipfile(fer_zip)
+
+
+def test_macos_resource_forks_in_a_zip_are_ignored(fer, tmp_path):
+    junk = b"\x00\x05\x16\x07 not an image"
+    path = fer.write_zip(tmp_path / "mac.zip", extra={"__MACOSX/train/happy/._a.jpg": junk, "train/happy/._b.jpg": junk})
+    splits, report = read_fer2013(path)
+    assert len(splits["train"]) == len(fer.select("train")) and report.skipped == []

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from emotion_recognition.evaluation import classification_metrics, predict_probabilities
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.registry import current_champion, register_and_promote
-from emotion_recognition.registry import test_set_digest as digest_of
+from emotion_recognition.registry import digest_of_test_set as digest_of
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
 
 HAPPY, SAD, ANGRY, FEAR = (EMOTIONS.index(e) for e in ("happy", "sad", "angry", "fear"))
@@ -83,7 +83,7 @@ def test_champion_is_re_measured_on_the_new_test_set(registry):
     assert "v1 (0.1111)" in decision and "same test set" in decision
 
 
-def test_flip_tta_is_used_for_both_sides(registry):
+def test_champion_rule_with_flip_tta(registry):
     images, labels = make_test_set(FEAR, 4, seed=2)
     registry(ANGRY, images, labels, flip_tta=True)
     _, _, decision = registry(FEAR, images, labels, flip_tta=True)

@@ -110,3 +110,48 @@ def test_invalid_params_exit_2_naming_the_field(project, set_params):
     result = run_fetch(project)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "fetch.skip_bad_images" in result.stderr
+
+
+@pytest.fixture
+def http_server(tmp_path, monkeypatch):
+    """Serves tmp_path/served/ on 127.0.0.1; yields the base URL."""
+    import functools
+    import http.server
+    import threading
+
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_source_is_downloaded_then_read(project, fer, fetch, http_server):
+    served, base = http_server
+    source = fer.write_zip(served / "fer2013.zip")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    manifest = fetch(f"{base}/fer2013.zip?download=1", digest, False)
+    assert manifest["sha256"] == digest and manifest["totals"] == {"train": 42, "test": 21}
+    downloaded = project / "data" / "download" / "fer2013.zip"
+    assert downloaded.read_bytes() == source.read_bytes()
+    assert [p.name for p in downloaded.parent.iterdir()] == ["fer2013.zip"]
+
+
+def test_failed_download_says_where_to_get_fer2013(project, fetch, http_server):
+    _, base = http_server
+    with pytest.raises(DatasetError) as error:
+        fetch(f"{base}/missing.zip", None, False)
+    message = str(error.value)
+    assert f"could not download data.source {base}/missing.zip" in message and "404" in message
+    assert "kaggle.com/datasets/msambare/fer2013" in message
+    assert list((project / "data" / "download").iterdir()) == []  # no partial download left

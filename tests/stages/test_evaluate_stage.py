@@ -1,0 +1,89 @@
+"""Stage `evaluate` with models whose predictions the test controls: the metrics JSON, the
+confusion CSV/PNG, logging to the train run, and registration under the champion rule."""
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from emotion_recognition.data import Split, save_split
+from emotion_recognition.labels import EMOTIONS
+from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
+
+HAPPY, SAD = EMOTIONS.index("happy"), EMOTIONS.index("sad")
+# PublicTest stand-in: 9 happy faces and one of every other class (15 images)
+LABELS = np.array([HAPPY] * 9 + [c for c in range(7) if c != HAPPY])
+
+
+@pytest.fixture
+def evaluate(project, mlflow_store, make_constant_model, log_keras_model, load_stage, capsys):
+    """Run the stage on a model that always predicts ``label`` (as if `train` had produced it)."""
+    images = np.random.default_rng(0).integers(0, 256, (len(LABELS), 48, 48)).astype(np.uint8)
+    save_split(Split(images, LABELS, np.array([f"test/{i}.jpg" for i in range(len(LABELS))])),
+               project / "data/split/test.npz")
+    configure_mlflow()
+
+    def evaluate(label: int) -> tuple[dict, str]:
+        model = make_constant_model(label)
+        (project / "data/model").mkdir(parents=True, exist_ok=True)
+        model.save(project / "data/model/model.keras")
+        run_id, model_uri = log_keras_model(model)
+        (project / "data/model/run.json").write_text(json.dumps({"run_id": run_id, "model_uri": model_uri}))
+        load_stage("evaluate").main()
+        return {"run_id": run_id, "model_uri": model_uri}, capsys.readouterr().out
+
+    return evaluate
+
+
+def test_metrics_json_confusion_csv_and_png(project, evaluate):
+    evaluate(HAPPY)
+    metrics = json.loads((project / "metrics/evaluate.json").read_text())
+    assert metrics["test_set"] == "FER2013 PublicTest" and metrics["images"] == 15 and metrics["flip_tta"] is True
+    assert metrics["accuracy"] == pytest.approx(9 / 15)
+    assert metrics["per_class"]["happy"] == {"precision": 0.6, "recall": 1.0, "f1": 0.75, "support": 9}
+    assert metrics["per_class"]["sad"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert metrics["macro_f1"] == pytest.approx(0.75 / 7)
+
+    with open(project / "plots/confusion.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 15 and {r["predicted"] for r in rows} == {"happy"}
+    assert [r["actual"] for r in rows] == [EMOTIONS[i] for i in LABELS]
+
+    with open(project / "plots/per_class.csv") as f:
+        per_class = list(csv.DictReader(f))
+    assert [r["emotion"] for r in per_class] == list(EMOTIONS)
+    assert per_class[HAPPY] == {"emotion": "happy", "precision": "0.6", "recall": "1.0", "f1": "0.75", "support": "9"}
+
+    image = cv2.imread(str(project / "plots/confusion_matrix.png"))
+    assert image is not None and image.shape[:2] == (550, 650)
+
+
+def test_results_are_logged_to_the_train_run_and_the_first_model_is_champion(project, evaluate):
+    run, output = evaluate(HAPPY)
+    client = MlflowClient()
+    metrics = client.get_run(run["run_id"]).data.metrics
+    assert metrics["test_accuracy"] == pytest.approx(0.6)
+    assert metrics["test_macro_f1"] == pytest.approx(0.75 / 7)
+    assert metrics["test_f1_happy"] == 0.75 and metrics["test_f1_sad"] == 0.0
+    logged = {a.path for a in client.list_artifacts(run["run_id"], "evaluation")}
+    assert logged == {"evaluation/evaluate.json", "evaluation/confusion_matrix.png", "evaluation/per_class.csv"}
+    champion = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
+    assert champion.run_id == run["run_id"] and str(champion.version) == "1"
+    assert "first version, now @champion" in output
+
+
+def test_a_worse_model_is_registered_but_does_not_take_champion(project, evaluate, set_params):
+    first, _ = evaluate(HAPPY)
+    second, output = evaluate(SAD)
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
+    assert sorted(v.run_id for v in versions) == sorted([first["run_id"], second["run_id"]])
+    assert client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS).run_id == first["run_id"]
+    assert "champion stays v1 (0.6000 on the same test set)" in output
+    # register_model: false -> no new version
+    set_params(project, evaluate={"register_model": False})
+    evaluate(HAPPY)
+    assert len(client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")) == 2
