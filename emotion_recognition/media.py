@@ -212,24 +212,28 @@ class Frame:
 
 
 def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """Open a video and check it has a decodable first frame; the capture is at frame 0."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no video file at {path}")
     if path.stat().st_size == 0:
         raise EmptyInput(f"{path.name} is empty (0 bytes)")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        capture.release()
-        raise UnsupportedMedia(f"{path.name} is not a video OpenCV can read (try MP4/H.264, AVI or MKV)")
-    fps = capture.get(cv2.CAP_PROP_FPS)
+    unreadable = UnsupportedMedia(f"{path.name} is not a video OpenCV can read (try MP4/H.264, AVI or MKV)")
+    probe = cv2.VideoCapture(str(path))
+    try:
+        ok, first = probe.read() if probe.isOpened() else (False, None)
+        if not ok or first is None or first.ndim != 3 or first.size == 0:
+            raise unreadable
+        fps = probe.get(cv2.CAP_PROP_FPS)
+        frame_count = max(int(probe.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+    finally:
+        probe.release()
     if not fps or fps != fps or fps <= 0 or fps > 1000:
         fps = 25.0
-    info = VideoInfo(
-        fps=float(fps),
-        frame_count=max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
-        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-    )
+    info = VideoInfo(fps=float(fps), frame_count=frame_count, width=first.shape[1], height=first.shape[0])
+    capture = cv2.VideoCapture(str(path))  # reopened: seeking back is unreliable for some codecs
+    if not capture.isOpened():
+        raise unreadable
     return capture, info
 
 
@@ -273,7 +277,7 @@ class VideoWriter:
         fourcc = cv2.VideoWriter_fourcc(*self.CODECS[suffix])
         self._writer = cv2.VideoWriter(str(self.path), fourcc, float(fps), (int(width), int(height)))
         if not self._writer.isOpened():
-            raise RuntimeError(f"OpenCV could not open {self.path} for writing")
+            raise OSError(f"OpenCV could not open {self.path} for writing")
 
     def write(self, rgb: np.ndarray) -> None:
         self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))

@@ -1,0 +1,92 @@
+"""``python -m serving.import_model``: from a .keras file, from the MLflow champion, and its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fixtures_serving import make_tiny_model
+
+NAME = "fer-emotion-import-test"  # not the served name: these imports must not change :latest
+
+
+def stored(tag: str):
+    import bentoml
+
+    return bentoml.models.get(tag)
+
+
+def test_import_keras_file(bentoml_home, tmp_path, capsys):
+    from serving.import_model import main
+
+    path = make_tiny_model(tmp_path / "model.keras", seed=3)
+    assert main(["--model-file", str(path), "--name", NAME]) == 0
+    assert f"imported {NAME}:" in capsys.readouterr().out
+    model = stored(f"{NAME}:latest")
+    assert model.info.metadata["source"] == "file"
+    assert model.info.metadata["labels"] == "angry,disgust,fear,happy,neutral,sad,surprise"
+    assert (tmp_path / "model.keras").read_bytes() == open(model.path_of("model.keras"), "rb").read()
+
+
+def test_import_from_mlflow_champion(bentoml_home, isolated, capsys):
+    """``isolated`` (tests/conftest.py): cwd and MLFLOW_TRACKING_URI in tmp_path, restored after."""
+    tmp_path = isolated
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from emotion_recognition.model import load_model
+    from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
+    from serving.import_model import main
+
+    configure_mlflow(tmp_path)
+    model = load_model(make_tiny_model(tmp_path / "m.keras", seed=4))
+    with mlflow.start_run() as run:
+        info = mlflow.tensorflow.log_model(model, name="model", registered_model_name=REGISTERED_MODEL_NAME)
+    client = MlflowClient()
+    version = client.get_registered_model(REGISTERED_MODEL_NAME).latest_versions[0].version
+    client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
+    assert info.registered_model_version == int(version)
+
+    assert main(["--from-mlflow", "--name", NAME]) == 0
+    assert f"from MLflow version {version}" in capsys.readouterr().out
+    bento_model = stored(f"{NAME}:latest")
+    metadata = bento_model.info.metadata
+    assert metadata["source"] == "mlflow" and metadata["mlflow_version"] == str(version)
+    assert metadata["mlflow_run_id"] == run.info.run_id
+    assert bento_model.info.labels["mlflow_version"] == str(version)
+    # the stored file is the registered model: same predictions
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
+    imported = load_model(bento_model.path_of("model.keras"))
+    assert np.allclose(imported.predict(faces, verbose=0), model.predict(faces, verbose=0), atol=1e-6)
+
+
+def test_import_from_mlflow_without_champion(bentoml_home, isolated, monkeypatch, capsys):
+    from serving.import_model import main
+
+    tmp_path = isolated
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}")
+    assert main(["--name", NAME]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no MLflow store at") and "--model-file" in err
+
+    from emotion_recognition.tracking import configure_mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    configure_mlflow(tmp_path)  # a store with no registered model
+    assert main(["--from-mlflow", "--name", NAME]) == 1
+    err = capsys.readouterr().err
+    assert "has no model 'fer-emotion' with alias 'champion'" in err and "dvc repro" in err
+
+
+def test_import_errors(bentoml_home, tmp_path, capsys, monkeypatch):
+    from serving import import_model
+
+    monkeypatch.setattr(import_model, "bundled_model_path", lambda: None)
+    assert import_model.main(["--bundled", "--name", NAME]) == 1
+    assert "no bundled default model" in capsys.readouterr().err
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    assert import_model.main(["--model-file", str(broken), "--name", NAME]) == 1
+    assert "could not be loaded as a Keras model" in capsys.readouterr().err
+    assert import_model.main(["--model-file", str(tmp_path / "none.keras"), "--name", NAME]) == 1
+    assert "no model file" in capsys.readouterr().err

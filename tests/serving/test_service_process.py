@@ -1,0 +1,122 @@
+"""``bentoml serve`` as a real process on a free port, talked to over HTTP (and by the CLI)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from emotion_recognition.detection import Box
+from emotion_recognition.media import encode_image
+from emotion_recognition.testing import face_canvas, iou
+from fixtures_serving import REPO_ROOT, media, png_bomb, serve_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_real_server_json_annotate_and_concurrency(live_server, fer_zip):
+    client = httpx.Client(base_url=live_server, timeout=60)
+    image, pasted = face_canvas(fer_zip, 3)
+    canvas_png = encode_image(image, "png")
+
+    response = client.post("/analyze", files={"image": ("canvas.png", canvas_png)})
+    assert response.status_code == 200, response.text
+    faces = response.json()
+    assert len(faces) == 3 and {f["emotion"] for f in faces} == {"happy"}
+    boxes = [Box(**f["box"]) for f in faces]
+    assert all(max(iou(p.box, b) for b in boxes) > 0.5 for p in pasted)
+
+    annotated = client.post("/annotate", files={"image": ("c.png", canvas_png)}, data={"language": "es"})
+    assert annotated.status_code == 200 and annotated.headers["content-type"] == "image/jpeg"
+    assert annotated.content[:2] == b"\xff\xd8" and json.loads(annotated.headers["x-emotions"]) == ["happy"] * 3
+
+    # concurrent requests (faces batched across requests by the classify API) all succeed
+    def one(_):
+        return client.post("/analyze", files={"image": ("canvas.png", canvas_png)})
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(16)))
+    assert [r.status_code for r in results] == [200] * 16
+    assert all(r.json() == faces for r in results)
+
+
+def test_real_server_bad_inputs_and_recovery(live_server):
+    """Needs no ../shared: generated inputs only."""
+    client = httpx.Client(base_url=live_server, timeout=60)
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    png = encode_image(noise, "png")
+    for data, status, words in [
+        (b"", 400, "empty"),
+        (b"plain text", 415, "not a recognisable image"),
+        (png[: len(png) // 2], 400, "could not be decoded"),
+        (png_bomb(), 413, "900000000 pixels"),
+    ]:
+        bad = client.post("/analyze", files={"image": ("x", data)})
+        assert bad.status_code == status, (status, bad.text)
+        assert words in bad.json()[0]["error"]
+        # the server keeps serving after every bad request
+        assert client.get("/readyz").status_code == 200
+        ok = client.post("/analyze", files={"image": ("noise.png", png)})
+        assert ok.status_code == 200 and ok.json() == []
+    huge = client.post("/analyze", content=b"0" * (9 * 1024 * 1024), headers={"content-type": "application/octet-stream"})
+    assert huge.status_code == 413 and "over the limit" in huge.json()["error"]
+    assert client.post("/analyze", files={"image": ("noise.png", png)}).status_code == 200
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and 'endpoint="/analyze"' in metrics.text
+    assert 'http_response_code="415"' in metrics.text and 'http_response_code="413"' in metrics.text
+
+
+def test_cli_against_server(live_server, tmp_path):
+    out = tmp_path / "girl.png"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "emotion"), "photo", str(media("angry_girl.jpg")), "-o", str(out),
+         "--server", live_server, "--language", "es"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert [f["emotion"] for f in data["faces"]] == ["happy"]
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_video_against_server(live_server, tmp_path):
+    out = tmp_path / "mm.avi"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "emotion"), "video", str(media("Megamind.avi")), "-o", str(out),
+         "--server", live_server, "--every", "30", "--max-frames", "4", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "4 frame(s)" in result.stdout
+    rows = out.with_suffix(".csv").read_text().splitlines()
+    assert rows[0].startswith("frame,time_s,face") and {r.split(",")[0] for r in rows[1:]} == {"0", "30", "60", "90"}
+    assert out.stat().st_size > 10_000
+
+
+def test_cli_unreachable_server(tmp_path):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "emotion"), "photo", str(media("fear.jpg")), "-o", str(tmp_path / "o.jpg"),
+         "--server", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "could not reach the service" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_without_model_says_how_to_import(tmp_path):
+    """An empty model store: `bentoml serve` stops with the import command, not a stack trace."""
+    process = subprocess.run(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:EmotionService", "--port", "0"],
+        cwd=REPO_ROOT, env=serve_env(tmp_path / "empty-home"), capture_output=True, text=True, timeout=120,
+    )
+    output = process.stdout + process.stderr
+    assert process.returncode != 0
+    assert "no model 'fer-emotion:latest' in the BentoML model store" in output
+    assert "python -m serving.import_model" in output
+    assert "Traceback" not in output

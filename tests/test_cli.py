@@ -1,0 +1,116 @@
+"""The ``emotion`` command: photo, video and webcam, and its errors (no traceback)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emotion_recognition import cli, model_files
+from emotion_recognition.labels import EMOTIONS
+from fixtures_serving import media, tiny_model_file  # noqa: F401
+
+
+@pytest.fixture
+def no_bundled_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_files, "BUNDLED_MODEL", tmp_path / "none" / "model.keras")
+
+
+def test_photo(tmp_path, capsys, tiny_model_file):  # noqa: F811
+    out = tmp_path / "out" / "girl.jpg"
+    code = cli.main(["photo", str(media("angry_girl.jpg")), "-o", str(out), "--model", str(tiny_model_file), "--language", "es"])
+    assert code == 0
+    assert out.read_bytes()[:2] == b"\xff\xd8"
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert len(data["faces"]) == 1 and data["faces"][0]["emotion"] == "happy"
+    assert list(data["faces"][0]["probabilities"]) == list(EMOTIONS)
+    assert "1 face(s): happy" in capsys.readouterr().out
+
+
+def test_video(tmp_path, capsys, tiny_model_file):  # noqa: F811
+    out = tmp_path / "mm.mp4"
+    code = cli.main(
+        ["video", str(media("Megamind.avi")), "-o", str(out), "--model", str(tiny_model_file), "--every", "30", "--batch", "4"]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "9 frame(s)" in captured.out
+    assert "frame/s" in captured.err or "9/9" in captured.err  # the tqdm progress bar
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert sorted({int(r["frame"]) for r in rows}) == list(range(0, 270, 30))
+    assert {r["emotion"] for r in rows if r["emotion"]} == {"happy"}
+    import cv2
+
+    capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 9
+
+
+def test_no_model_is_a_clear_error(tmp_path, capsys, no_bundled_model):
+    code = cli.main(["photo", str(media("fear.jpg")), "-o", str(tmp_path / "o.jpg")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no model given and no bundled default model") and "--model" in err
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, capsys, tiny_model_file):  # noqa: F811
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    assert cli.main(["photo", str(text), "--model", str(tiny_model_file)]) == 1
+    assert "not a recognisable image" in capsys.readouterr().err
+    assert cli.main(["photo", str(tmp_path / "missing.jpg"), "--model", str(tiny_model_file)]) == 1
+    assert "no image file" in capsys.readouterr().err
+    assert cli.main(["photo", str(media("fear.jpg")), "-o", str(tmp_path / "o.gif")]) == 2
+    assert cli.main(["video", str(text), "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_model_file)]) == 1
+    assert "not a video" in capsys.readouterr().err
+    assert cli.main(["photo", str(media("fear.jpg")), "--model", str(text)]) == 1
+    assert "not a Keras 3 model file" in capsys.readouterr().err
+
+
+def test_webcam_without_gui_says_so(capsys):
+    if cli.gui_available():
+        pytest.skip("this OpenCV has a GUI: the headless message does not apply")
+    assert cli.main(["webcam", "--camera", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "opencv-python-headless" in err and "/ui/" in err
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    emotion = Path(sys.executable).parent / "emotion"
+    result = subprocess.run(
+        [str(emotion), "photo", str(tmp_path / "missing.jpg"), "--model", str(tmp_path / "m.keras")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_webcam_loop_labels_frames_and_quits_on_q(monkeypatch, tiny_model_file):  # noqa: F811
+    """The live loop with the window calls replaced (no GUI here); a video file as the camera."""
+    import cv2
+    import numpy as np
+
+    shown = []
+    monkeypatch.setattr(cli, "gui_available", lambda: True)
+    monkeypatch.setattr(cv2, "imshow", lambda name, image: shown.append(image.copy()))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: ord("q") if len(shown) >= 6 else -1)
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
+    code = cli.main(["webcam", "--camera", str(media("Megamind.avi")), "--model", str(tiny_model_file)])
+    assert code == 0 and len(shown) == 6
+    capture = cv2.VideoCapture(str(media("Megamind.avi")))
+    for image in shown:
+        ok, raw = capture.read()
+        assert ok and image.shape == raw.shape
+        assert np.abs(image.astype(int) - raw.astype(int)).sum() > 0  # labels / FPS drawn on it
+    # the FPS counter sits at the top-left in green (BGR 0, 255, 0)
+    top_left = shown[-1][:40, :150]
+    assert ((top_left[..., 1] > 200) & (top_left[..., 0] < 60) & (top_left[..., 2] < 60)).sum() > 20
+
+
+def test_webcam_camera_that_cannot_open(monkeypatch, capsys, tiny_model_file):  # noqa: F811
+    monkeypatch.setattr(cli, "gui_available", lambda: True)
+    assert cli.main(["webcam", "--camera", "7", "--model", str(tiny_model_file)]) == 1
+    assert "camera 7 could not be opened" in capsys.readouterr().err
