@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from emotion_recognition.bundle import DEFAULT_MODEL_PATH
 from emotion_recognition.data import load_split
 from emotion_recognition.model import load_model
+from emotion_recognition.model_files import BUNDLED_MODEL
 from emotion_recognition.preprocessing import to_model_batch
 
 
@@ -32,7 +32,7 @@ def faces(n: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH))
+    parser.add_argument("--model", default=str(BUNDLED_MODEL))
     parser.add_argument("--batch-sizes", default="1,8,32,128,512")
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()

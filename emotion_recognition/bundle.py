@@ -20,15 +20,10 @@ import yaml
 
 from emotion_recognition.evaluation import confusion_matrix
 from emotion_recognition.labels import EMOTION_INDEX, EMOTIONS
+from emotion_recognition.model_files import BUNDLED_MODEL
 from emotion_recognition.stage_io import atomic_path
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
-DEFAULT_MODEL_PATH = DEFAULT_MODEL_DIR / "model.keras"
-
-
-def default_model_path() -> Path | None:
-    """The bundled model file, or None when this install has none."""
-    return DEFAULT_MODEL_PATH if DEFAULT_MODEL_PATH.is_file() else None
+DEFAULT_MODEL_DIR = BUNDLED_MODEL.parent
 
 
 def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_rows: list[str]) -> str:
@@ -96,13 +91,13 @@ def main() -> None:
     )
     matrix_rows = [f"{name:>9} " + " ".join(f"{v:4d}" for v in row) for name, row in zip(EMOTIONS, matrix)]
     DEFAULT_MODEL_DIR.mkdir(exist_ok=True)
-    with atomic_path(DEFAULT_MODEL_PATH) as tmp:
+    with atomic_path(BUNDLED_MODEL) as tmp:
         shutil.copyfile(source, tmp)
     shutil.copyfile("plots/confusion_matrix.png", DEFAULT_MODEL_DIR / "confusion_matrix.png")
     card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix_rows)
     with atomic_path(DEFAULT_MODEL_DIR / "MODEL_CARD.md") as tmp:
         tmp.write_text(card)
-    print(f"bundled {DEFAULT_MODEL_PATH} ({DEFAULT_MODEL_PATH.stat().st_size / 1e6:.1f} MB) and MODEL_CARD.md")
+    print(f"bundled {BUNDLED_MODEL} ({BUNDLED_MODEL.stat().st_size / 1e6:.1f} MB) and MODEL_CARD.md")
 
 
 if __name__ == "__main__":

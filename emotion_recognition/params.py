@@ -69,6 +69,9 @@ class TrainParams(Group):
     precision: Literal["float32", "mixed_bfloat16"] = "mixed_bfloat16"
     online_flip: bool = True
     online_shift: float = Field(0.1, ge=0, le=0.3)
+    online_rotation: float = Field(0.0, ge=0, le=45, description="degrees, drawn per image every epoch")
+    online_zoom: float = Field(0.0, ge=0, le=0.5)
+    online_contrast: float = Field(0.0, ge=0, le=1)
     early_stopping_patience: int = Field(10, ge=1)
     limit_per_class: int = Field(0, ge=0, description="use at most this many training images per class (0: all); for smoke runs")
 

@@ -46,8 +46,29 @@ def make_dataset(split: Split, batch_size: int, training: bool, params: TrainPar
             x = tf.image.random_crop(padded, tf.shape(x))
         return x, y
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    augment = online_augmentation(params) if training else None
+    if augment is not None:
+        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def online_augmentation(params: TrainParams) -> keras.Sequential | None:
+    """Per-batch random rotation, zoom and contrast, drawn afresh every epoch (None if all off).
+
+    Float32 on purpose: these layers run in tf.data, not in the (possibly bf16) model.
+    """
+    steps = []
+    if params.online_rotation > 0:
+        steps.append(keras.layers.RandomRotation(params.online_rotation / 360.0, fill_mode="reflect",
+                                                 seed=params.seed, dtype="float32"))
+    if params.online_zoom > 0:
+        steps.append(keras.layers.RandomZoom((-params.online_zoom, params.online_zoom), fill_mode="reflect",
+                                             seed=params.seed + 1, dtype="float32"))
+    if params.online_contrast > 0:
+        steps.append(keras.layers.RandomContrast(params.online_contrast, value_range=(0, 255),
+                                                 seed=params.seed + 2, dtype="float32"))
+    return keras.Sequential(steps, name="online_augmentation") if steps else None
 
 
 def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
