@@ -4,7 +4,7 @@ Serve (from the repository root, after ``python -m serving.import_model``)::
 
     bentoml serve serving.service:EmotionService --port 3000
 
-APIs (multipart uploads; see docs/serving.md for curl examples):
+APIs (multipart uploads; see README.md for curl examples):
 
 - ``POST /analyze``            image -> JSON list, one entry per face ([] if none);
 - ``POST /annotate``           image (+ language en|es, format jpeg|png) -> annotated image;

@@ -15,6 +15,7 @@ from emotion_recognition.training import (
     limit_per_class,
     make_dataset,
     make_optimizer,
+    online_augmentation,
     steps_per_epoch,
 )
 
@@ -60,6 +61,24 @@ def test_training_batches_are_shuffled_flipped_and_shifted_but_keep_labels(split
     assert changed > 0
     assert y.sum() == len(split)
     assert sorted(y.argmax(axis=1)) == sorted(split.labels)  # a shuffle of all the labels
+
+
+def test_online_augmentation_is_off_by_default_and_built_from_params():
+    assert online_augmentation(TrainParams()) is None
+    augment = online_augmentation(TrainParams(online_rotation=15, online_zoom=0.15, online_contrast=0.3))
+    assert [type(layer).__name__ for layer in augment.layers] == ["RandomRotation", "RandomZoom", "RandomContrast"]
+    assert all(layer.dtype_policy.name == "float32" for layer in augment.layers)
+
+
+def test_online_rotation_zoom_contrast_change_training_pixels_only(split):
+    params = TrainParams(online_flip=False, online_shift=0.0, online_rotation=15, online_zoom=0.15, online_contrast=0.3)
+    x, y = next(iter(make_dataset(split, len(split), training=True, params=params)))
+    x = x.numpy()
+    assert x.shape == (len(split), 48, 48, 1) and x.min() >= 0 and x.max() <= 255
+    assert not any(np.array_equal(image[..., 0], original) for image in x for original in split.images)
+    assert sorted(y.numpy().argmax(axis=1)) == sorted(split.labels)
+    val_x = np.concatenate([b[0].numpy() for b in make_dataset(split, 8, training=False, params=params)])
+    np.testing.assert_array_equal(val_x[..., 0], split.images.astype(np.float32))  # validation untouched
 
 
 def test_optimizer_warms_up_then_decays_over_the_whole_run():
