@@ -87,6 +87,12 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def run_name(m, p) -> str:
+    """e.g. 'vgg48-e70-20261125-0650' (architecture, width or input size, epochs, start time)."""
+    shape = f"vgg{m.widths[0]}" if m.architecture == "vgg" else f"{m.architecture}-{m.input_size}px"
+    return f"{shape}-e{p.epochs}-{time.strftime('%Y%m%d-%H%M')}"
+
+
 def main() -> None:
     params = load_params()
     p, m = params.train, params.model
@@ -118,7 +124,8 @@ def main() -> None:
     ]
 
     configure_mlflow()
-    with mlflow.start_run() as run:
+    # A descriptive name: MLflow's random names repeat here because the seed is fixed above.
+    with mlflow.start_run(run_name=run_name(m, p)) as run:
         mlflow.set_tags({"git_commit": git_commit(), "stage": "train"})
         mlflow.log_params(flat_params(params))
         mlflow.log_params({"train.images": len(train), "val.images": len(val), "model.parameters": model.count_params()})

@@ -3,6 +3,7 @@
 
 import csv
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -67,6 +68,8 @@ def test_run_logs_params_and_tags(trained):
     assert int(params["train.images"]) > 0 and int(params["val.images"]) == 7
     assert run.data.tags["stage"] == "train" and "git_commit" in run.data.tags
     assert run.info.status == "FINISHED"
+    # named after the model, not MLflow's random name (which repeats because the seed is fixed)
+    assert re.fullmatch(rf"vgg8-e{EPOCHS}-\d{{8}}-\d{{4}}", run.info.run_name)
 
 
 def test_run_logs_every_epoch(trained):

@@ -1,0 +1,74 @@
+"""bench/accuracy_vs_time.py on a real MLflow SQLite store holding runs logged the way train/evaluate do."""
+
+import importlib.util
+import sys
+
+import mlflow
+import pytest
+
+from emotion_recognition.tracking import EXPERIMENT_NAME, configure_mlflow
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+spec = importlib.util.spec_from_file_location("accuracy_vs_time", REPO_ROOT / "bench" / "accuracy_vs_time.py")
+report = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = report  # dataclasses look their module up there
+spec.loader.exec_module(report)
+
+
+def log_run(widths: str, epochs: int, seconds: list[float], val: list[float], test: float | None,
+            status: str = "FINISHED") -> str:
+    with mlflow.start_run() as run:
+        mlflow.log_params({"model.architecture": "vgg", "model.widths": widths, "model.convs_per_block": 2,
+                           "train.epochs": epochs})
+        for step, (s, v) in enumerate(zip(seconds, val), start=1):
+            mlflow.log_metrics({"epoch_seconds": s, "val_accuracy": v}, step=step)
+        if test is not None:
+            mlflow.log_metric("test_accuracy", test)
+    if status != "FINISHED":
+        mlflow.MlflowClient().set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+@pytest.fixture
+def store(mlflow_store):
+    configure_mlflow()
+    return mlflow_store
+
+
+def test_curves_accumulate_epoch_time_and_keep_only_finished_runs(store):
+    small = log_run("[32, 64]", 3, [60, 60, 60], [0.5, 0.6, 0.55], test=0.61)
+    log_run("[48, 96]", 2, [120, 120], [0.4, 0.7], test=None, status="FAILED")
+    wide = log_run("[48, 96]", 4, [120, 120], [0.45, 0.65], test=None)
+
+    curves = report.load_curves(store, EXPERIMENT_NAME)
+
+    assert [c.run_id for c in curves] == [small, wide]
+    assert curves[0].minutes.tolist() == [1.0, 2.0, 3.0]
+    assert curves[0].label == "vgg [32, 64] x2"
+    # best validation accuracy among epochs done by then, None before the first epoch ends
+    assert curves[0].val_accuracy_at(0.5) is None
+    assert curves[0].val_accuracy_at(2.0) == pytest.approx(0.6)
+    assert curves[0].val_accuracy_at(10) == pytest.approx(0.6)
+    assert curves[1].epochs_planned == 4 and curves[1].test_accuracy is None
+
+
+def test_table_has_one_row_per_run_with_checkpoints_and_test_accuracy(store, tmp_path):
+    log_run("[32, 64]", 3, [60, 60, 60], [0.5, 0.6, 0.55], test=0.61)
+    curves = report.load_curves(store, EXPERIMENT_NAME)
+
+    table = report.markdown_table(curves, [1.5, 60]).splitlines()
+
+    assert table[0] == ("| run | model | epochs run / planned | train min | val @ 1.5 min | val @ 60 min"
+                        " | best val | PublicTest |")
+    assert table[2].endswith("| vgg [32, 64] x2 | 3 / 3 | 3 | 50.0% | 60.0% | 60.0% | 61.0% |")
+    report.save_plot(curves, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+    assert not list(tmp_path.glob("*.tmp.png"))
+
+
+def test_an_empty_store_has_no_curves(store):
+    assert report.load_curves(store, EXPERIMENT_NAME) == []
+    assert report.load_curves(store, "no-such-experiment") == []
