@@ -6,8 +6,6 @@ Not a test: each bench script prints its own numbers. Run from the repository ro
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +17,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+from emotion_recognition.testing import free_port, start_bentoml_serve, stop_process_group, wait_ready  # noqa: E402,F401
 SHARED = REPO_ROOT.parent / "shared"
 FER_ZIP = SHARED / "data" / "fer2013.zip"
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
@@ -55,34 +54,12 @@ def model_file(path: str | None, workdir: Path) -> tuple[Path, str]:
     return out, f"untrained build_model('vgg') (default widths, {model.count_params():,} parameters)"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def import_into(home: Path, model: Path) -> None:
     env = {**os.environ, "BENTOML_HOME": str(home)}
     subprocess.run(
         [sys.executable, "-m", "serving.import_model", "--model-file", str(model)],
         cwd=REPO_ROOT, env=env, check=True, stdout=subprocess.DEVNULL,
     )
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180.0) -> float:
-    import httpx
-
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return time.perf_counter() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
 @contextmanager
@@ -93,23 +70,13 @@ def bentoml_server(home: Path, target: str = "serving.service:EmotionService", c
     log = open(log_path, "w")
     print(f"server log: {log_path}")
     start = time.perf_counter()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=cwd, env={**os.environ, "BENTOML_HOME": str(home), **(env or {})},
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    process = start_bentoml_serve(home, port, target, cwd=cwd, stdout=log, **(env or {}))
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process)
+        wait_ready(url, process, timeout=180.0)
         yield url, time.perf_counter() - start
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process, timeout=20.0)
         log.close()
 
 

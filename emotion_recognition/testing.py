@@ -1,4 +1,5 @@
-"""Test and benchmark helpers: images with several real faces at known places.
+"""Test and benchmark helpers: images with several real faces at known places, and a
+`bentoml serve` process on a free port (start, wait until ready, stop).
 
 ``face_canvas`` pastes FER2013 faces (read from the image-folder zip, upscaled) onto one
 canvas and returns the image and where each face went. Faces are picked, in a fixed order,
@@ -9,6 +10,12 @@ FER2013 (about 3 in 4 faces).
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,3 +100,64 @@ def iou(a: Box, b: Box) -> float:
     inter = max(0, x1 - x0) * max(0, y1 - y0)
     union = a.w * a.h + b.w * b.h - inter
     return inter / union if union else 0.0
+
+
+# %% A `bentoml serve` process (used by the serving tests and benchmarks)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
+    """The environment for a server with its own BentoML home (model store) and quiet logs."""
+    return {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "True",
+            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def start_bentoml_serve(bentoml_home: Path, port: int, target: str = "serving.service:EmotionService",
+                        cwd: Path | None = None, stdout=subprocess.PIPE, **extra: str) -> subprocess.Popen:
+    """`bentoml serve target` on 127.0.0.1:port in its own process group (so it can be stopped
+    with its workers). Output goes to ``stdout``: a pipe (text) by default, or an open file."""
+    bentoml = Path(sys.executable).parent / "bentoml"
+    return subprocess.Popen(
+        [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd or Path(__file__).resolve().parents[1],
+        env=serve_env(bentoml_home, **extra),
+        stdout=stdout, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120.0, poll: float = 0.05) -> float:
+    """Seconds until GET url/readyz answers 200; raises with the server's output if it exits."""
+    import httpx
+
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if process.poll() is not None:
+            out = process.stdout.read() if process.stdout and process.stdout.readable() else ""
+            raise RuntimeError(f"server exited with {process.returncode}:\n{out[-4000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return time.perf_counter() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGINT the server's process group, then SIGKILL if it has not exited within ``timeout``."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)

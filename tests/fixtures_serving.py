@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from emotion_recognition.testing import free_port, serve_env, start_bentoml_serve, stop_process_group, wait_ready  # noqa: F401 (re-exported to the serving tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -63,69 +61,8 @@ def tiny_model_file(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("model") / "model.keras")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120.0) -> float:
-    """Seconds until GET url/readyz answers 200; fails with the server's output if it dies."""
-    import httpx
-
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if process.poll() is not None:
-            out = process.stdout.read() if process.stdout else ""
-            raise AssertionError(f"server exited with {process.returncode}:\n{out[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return time.perf_counter() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"{url} not ready after {timeout}s")
-
-
-def stop_process_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGINT the server's process group (it was started with start_new_session), then SIGKILL."""
-    import signal
-
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGINT)
-            process.wait(timeout=timeout)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=10)
-
-
-def serve_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        BENTOML_HOME=str(bentoml_home),
-        BENTOML_DO_NOT_TRACK="True",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
-    return env
-
-
 def start_server(bentoml_home: Path, port: int, target: str = "serving.service:EmotionService", **extra):
-    bentoml = Path(sys.executable).parent / "bentoml"
-    return subprocess.Popen(
-        [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=serve_env(bentoml_home, **extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return start_bentoml_serve(bentoml_home, port, target, cwd=REPO_ROOT, **extra)
 
 
 def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
