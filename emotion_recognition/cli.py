@@ -178,7 +178,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     source = Path(args.input)
     out = Path(args.output) if args.output else source.with_name(f"{source.stem}_emotions.mp4")
     if out.suffix.lower() not in VideoWriter.CODECS:
-        raise CliError(f"output {out} must end in .mp4 or .avi", EXIT_USAGE)
+        raise CliError(f"output {out} must end in .mp4, .webm or .avi", EXIT_USAGE)
     capture, info = open_video(source)
     capture.release()
     analyze = make_analyzer(args)
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     video = commands.add_parser("video", parents=[common], help="annotate a video (+ CSV timeline)")
     video.add_argument("input")
-    video.add_argument("-o", "--output", help="annotated .mp4/.avi (default: IN_emotions.mp4); CSV beside it")
+    video.add_argument("-o", "--output", help="annotated .mp4/.webm/.avi (default: IN_emotions.mp4); CSV beside it")
     video.add_argument("--every", type=int, default=1, help="analyse every N-th frame (default 1)")
     video.add_argument("--max-frames", type=int, default=0, help="stop after N analysed frames (0: all)")
     video.add_argument("--batch", type=int, default=16, help="frames per model call (default 16)")

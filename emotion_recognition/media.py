@@ -264,15 +264,17 @@ def iter_video_frames(
 
 
 class VideoWriter:
-    """Write RGB frames to .mp4 (mp4v) or .avi (MJPG) with OpenCV."""
+    """Write RGB frames with OpenCV: .mp4 (mp4v), .webm (VP8, plays in browsers) or .avi (MJPG).
 
-    CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+    The pip OpenCV wheels have no H.264 encoder, so .webm is the format browsers can play."""
+
+    CODECS = {".mp4": "mp4v", ".webm": "VP80", ".avi": "MJPG", ".mkv": "MJPG"}
 
     def __init__(self, path: str | Path, fps: float, width: int, height: int):
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in self.CODECS:
-            raise ValueError(f"cannot write {suffix or 'extension-less'} video: use .mp4 or .avi")
+            raise ValueError(f"cannot write {suffix or 'extension-less'} video: use .mp4, .webm or .avi")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fourcc = cv2.VideoWriter_fourcc(*self.CODECS[suffix])
         self._writer = cv2.VideoWriter(str(self.path), fourcc, float(fps), (int(width), int(height)))

@@ -343,14 +343,16 @@ class EmotionService:
         language: Literal["en", "es"] = "en",
         every: Annotated[int, Field(ge=1)] = 1,
         max_frames: int = 0,
+        format: Literal["mp4", "webm"] = "mp4",
         context: bentoml.Context = None,  # type: ignore[assignment]
-    ) -> Annotated[Path, ContentType("video/mp4")]:
-        """The video with boxes and labels drawn on every analysed frame (MP4, mp4v codec)."""
+    ) -> Path:
+        """The video with boxes and labels drawn on every analysed frame: MP4 (mp4v codec) or
+        WebM (VP8, plays in browsers). The response's Content-Type follows the format."""
         from emotion_recognition.drawing import draw_results
         from emotion_recognition.media import VideoWriter
 
         info, frames = await self._run(self._open_video, video, every, max_frames)
-        out = Path(context.temp_dir) / "annotated.mp4"
+        out = Path(context.temp_dir) / f"annotated.{format}"
         writer = VideoWriter(out, info.fps / every, info.width, info.height)
         try:
             async for batch, results in self._video_chunks(frames):

@@ -160,7 +160,7 @@ def test_video_frames_every_nth_and_errors(tmp_path):
         list(iter_video_frames(empty))
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".avi"])
 def test_video_writer_round_trip(tmp_path, suffix):
     out = tmp_path / f"out{suffix}"
     with VideoWriter(out, 10, 64, 48) as writer:

@@ -132,13 +132,15 @@ def test_video_timeline_json_and_csv(service_client):
     assert list(rows[0]) == ["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS]
 
 
-def test_annotate_video(service_client, tmp_path):
+@pytest.mark.parametrize("format", ["mp4", "webm"])
+def test_annotate_video(service_client, tmp_path, format):
     video = media("Megamind.avi").read_bytes()
     response = service_client.post(
-        "/annotate_video", files={"video": ("m.avi", video)}, data={"every": "10", "max_frames": "5"}
+        "/annotate_video", files={"video": ("m.avi", video)}, data={"every": "10", "max_frames": "5", "format": format}
     )
     assert response.status_code == 200, response.text
-    out = tmp_path / "out.mp4"
+    assert response.headers["content-type"] == f"video/{format}"
+    out = tmp_path / f"out.{format}"
     out.write_bytes(response.content)
     capture = cv2.VideoCapture(str(out))
     frames = 0
