@@ -47,7 +47,7 @@ Augment stage: {params['augment']['copies']} stored augmented copies per image (
 Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t.get('online_rotation', 0)}°, zoom {t.get('online_zoom', 0)}, contrast {t.get('online_contrast', 0)}.
 
 ## Training
-`dvc repro` with the committed `params.yaml`: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {t['precision']}, online flip + shift, {train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']}).
+`dvc repro` with the committed `params.yaml`: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {t['precision']}, {train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']}).
 Trained on a 2-core CPU (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s.
 
 ## Results on FER2013 PublicTest ({evaluation['images']} images{', horizontal-flip test-time augmentation' if evaluation['flip_tta'] else ''})
