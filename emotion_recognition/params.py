@@ -72,6 +72,8 @@ class TrainParams(Group):
     online_rotation: float = Field(0.0, ge=0, le=45, description="degrees, drawn per image every epoch")
     online_zoom: float = Field(0.0, ge=0, le=0.5)
     online_contrast: float = Field(0.0, ge=0, le=1)
+    online_erasing: float = Field(0.0, ge=0, le=1, description="random erasing (Keras factor): a rectangle of "
+                                  "2-33% of the face replaced by noise with probability drawn in [0, factor]")
     early_stopping_patience: int = Field(10, ge=1)
     limit_per_class: int = Field(0, ge=0, description="use at most this many training images per class (0: all); for smoke runs")
 

@@ -54,7 +54,7 @@ def make_dataset(split: Split, batch_size: int, training: bool, params: TrainPar
 
 
 def online_augmentation(params: TrainParams) -> keras.Sequential | None:
-    """Per-batch random rotation, zoom and contrast, drawn afresh every epoch (None if all off).
+    """Per-batch random rotation, zoom, contrast and erasing, drawn afresh every epoch (None if all off).
 
     Float32 on purpose: these layers run in tf.data, not in the (possibly bf16) model.
     """
@@ -68,6 +68,9 @@ def online_augmentation(params: TrainParams) -> keras.Sequential | None:
     if params.online_contrast > 0:
         steps.append(keras.layers.RandomContrast(params.online_contrast, value_range=(0, 255),
                                                  seed=params.seed + 2, dtype="float32"))
+    if params.online_erasing > 0:  # occlusion-like noise patches: faces are often partly covered
+        steps.append(keras.layers.RandomErasing(params.online_erasing, value_range=(0, 255),
+                                                seed=params.seed + 3, dtype="float32"))
     return keras.Sequential(steps, name="online_augmentation") if steps else None
 
 

@@ -65,8 +65,10 @@ def test_training_batches_are_shuffled_flipped_and_shifted_but_keep_labels(split
 
 def test_online_augmentation_is_off_by_default_and_built_from_params():
     assert online_augmentation(TrainParams()) is None
-    augment = online_augmentation(TrainParams(online_rotation=15, online_zoom=0.15, online_contrast=0.3))
-    assert [type(layer).__name__ for layer in augment.layers] == ["RandomRotation", "RandomZoom", "RandomContrast"]
+    augment = online_augmentation(TrainParams(online_rotation=15, online_zoom=0.15, online_contrast=0.3,
+                                              online_erasing=1.0))
+    assert [type(layer).__name__ for layer in augment.layers] == ["RandomRotation", "RandomZoom", "RandomContrast",
+                                                                  "RandomErasing"]
     assert all(layer.dtype_policy.name == "float32" for layer in augment.layers)
 
 
@@ -79,6 +81,16 @@ def test_online_rotation_zoom_contrast_change_training_pixels_only(split):
     assert sorted(y.numpy().argmax(axis=1)) == sorted(split.labels)
     val_x = np.concatenate([b[0].numpy() for b in make_dataset(split, 8, training=False, params=params)])
     np.testing.assert_array_equal(val_x[..., 0], split.images.astype(np.float32))  # validation untouched
+
+
+def test_online_erasing_covers_part_of_some_faces_with_noise(split):
+    params = TrainParams(online_flip=False, online_shift=0.0, online_erasing=1.0)
+    faces = np.repeat(split.images[:1], 256, axis=0)
+    x, _ = next(iter(make_dataset(Split(faces, np.zeros(256, np.int64), np.arange(256).astype(str)), 256, training=True, params=params)))
+    changed = (x.numpy()[..., 0] != faces).reshape(256, -1).mean(axis=1)
+    assert 0.2 < (changed > 0).mean() < 0.8  # probability drawn in [0, 1]: about half the faces
+    assert changed.max() < 0.4  # at most a third of the face (plus noise equal to a pixel by chance)
+    assert x.numpy().min() >= 0 and x.numpy().max() <= 255
 
 
 def test_optimizer_warms_up_then_decays_over_the_whole_run():
