@@ -15,17 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from emotion_recognition.data import load_split
+from emotion_recognition.evaluation import predict_probabilities
 from emotion_recognition.model import load_model
 from emotion_recognition.model_files import BUNDLED_MODEL
-from emotion_recognition.preprocessing import to_model_batch
 
 TEST = Path("data/split/test.npz")
 
 
-def shifted(batch: np.ndarray, dy: int, dx: int) -> np.ndarray:
+def shifted(faces: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """(N, H, W) faces moved by (dy, dx) pixels, the uncovered border filled by edge replication."""
     pad = max(abs(dy), abs(dx))
-    padded = np.pad(batch, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
-    return padded[:, pad + dy : pad + dy + 48, pad + dx : pad + dx + 48]
+    height, width = faces.shape[1:3]
+    padded = np.pad(faces, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    return padded[:, pad + dy : pad + dy + height, pad + dx : pad + dx + width]
 
 
 def main() -> None:
@@ -37,24 +39,21 @@ def main() -> None:
         raise SystemExit(f"{TEST} is missing: run `dvc repro split` first")
     test = load_split(TEST)
     model = load_model(args.model)
-    x = to_model_batch(test.images)
+    faces = test.images
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return model.predict(batch, batch_size=256, verbose=0)
-
-    def with_flip(batch: np.ndarray) -> np.ndarray:
-        return predict(batch) + predict(batch[:, :, ::-1])
+    def with_flip(views: np.ndarray) -> np.ndarray:  # the evaluate stage's flip TTA
+        return predict_probabilities(model, views, flip_tta=True)
 
     def accuracy(probabilities: np.ndarray) -> str:
         return f"{100 * (probabilities.argmax(axis=1) == test.labels).mean():.2f}%"
 
-    plain = predict(x)
-    flip = plain + predict(x[:, :, ::-1])
+    plain = predict_probabilities(model, faces)
+    flip = with_flip(faces)
     print(f"{args.model} on {len(test)} PublicTest faces")
     print(f"no TTA: {accuracy(plain)}   flip (2 views): {accuracy(flip)}")
     for d in (int(v) for v in args.shifts.split(",")):
-        axis = flip + sum(with_flip(shifted(x, dy, dx)) for dy, dx in ((d, 0), (-d, 0), (0, d), (0, -d)))
-        diagonal = flip + sum(with_flip(shifted(x, dy, dx)) for dy, dx in ((d, d), (-d, -d), (-d, d), (d, -d)))
+        axis = flip + sum(with_flip(shifted(faces, dy, dx)) for dy, dx in ((d, 0), (-d, 0), (0, d), (0, -d)))
+        diagonal = flip + sum(with_flip(shifted(faces, dy, dx)) for dy, dx in ((d, d), (-d, -d), (-d, d), (d, -d)))
         print(f"shift {d}px: flip + axis moves (10 views) {accuracy(axis)}, flip + diagonal moves (10 views) {accuracy(diagonal)}")
 
 

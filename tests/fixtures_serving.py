@@ -61,10 +61,6 @@ def tiny_model_file(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("model") / "model.keras")
 
 
-def start_server(bentoml_home: Path, port: int, target: str = "serving.service:EmotionService", **extra):
-    return start_bentoml_serve(bentoml_home, port, target, cwd=REPO_ROOT, **extra)
-
-
 def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
     """A valid 1-bit PNG of width x height black pixels: ~110 KB for 30,000 x 30,000."""
     import struct

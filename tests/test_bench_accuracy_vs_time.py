@@ -66,7 +66,7 @@ def test_table_has_one_row_per_run_with_checkpoints_and_test_accuracy(store, tmp
     assert table[2].endswith("| vgg [32, 64] x2 | 3 / 3 | 3 | 50.0% | 60.0% | 60.0% | 61.0% |")
     report.save_plot(curves, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 1000
-    assert not list(tmp_path.glob("*.tmp.png"))
+    assert [p.name for p in tmp_path.iterdir() if "plot" in p.name] == ["plot.png"]  # no temporary file left
 
 
 def test_an_empty_store_has_no_curves(store):

@@ -29,7 +29,7 @@ from fixtures_serving import (  # noqa: E402
     free_port,
     make_tiny_model,
     require_shared,
-    start_server,
+    start_bentoml_serve,
     stop_process_group,
     wait_ready,
 )
@@ -67,7 +67,7 @@ def service_client(bentoml_home):
 def live_server(bentoml_home):
     """``bentoml serve`` as a real process on a free port; yields its base URL."""
     port = free_port()
-    process = start_server(bentoml_home, port, **{k: os.environ[k] for k in TEST_LIMITS})
+    process = start_bentoml_serve(bentoml_home, port, **{k: os.environ[k] for k in TEST_LIMITS})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
