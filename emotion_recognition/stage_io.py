@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -35,13 +36,41 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def stop_on_signal(signum: int, frame=None) -> None:
+    """SIGTERM/SIGINT handler: mark the active MLflow run KILLED, then exit 128+signum.
+
+    Without it a killed `dvc repro` (SIGTERM) left its MLflow run RUNNING forever. Exiting with
+    SystemExit unwinds the stage, so ``atomic_path`` still removes its half-written temp files.
+    """
+    name = signal.Signals(signum).name
+    mlflow = sys.modules.get("mlflow")  # only stages that imported MLflow have a run to close
+    run = mlflow.active_run() if mlflow is not None else None
+    if run is not None:
+        try:
+            mlflow.end_run("KILLED")
+            print(f"stopped by {name}: MLflow run {run.info.run_id} marked KILLED", file=sys.stderr)
+        except Exception as error:  # e.g. the store is locked mid-write: still stop promptly
+            print(f"stopped by {name}: could not mark MLflow run {run.info.run_id} KILLED ({error})",
+                  file=sys.stderr)
+    else:
+        print(f"stopped by {name}", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); known problems (bad params, bad data) exit with a one-line message."""
+    """Run a stage's main(); known problems (bad params, bad data) exit with a one-line message.
+
+    SIGTERM and SIGINT (Ctrl+C, `kill`, DVC stopping the stage) end the MLflow run as KILLED.
+    """
     from emotion_recognition.data import DatasetError
     from emotion_recognition.params import ParamsError
 
+    previous = {signum: signal.signal(signum, stop_on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         main()
     except (DatasetError, ParamsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    finally:  # stages also run inside tests and notebooks: leave their handlers as they were
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

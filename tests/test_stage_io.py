@@ -1,7 +1,11 @@
 """Atomic writes and the stages' one-line error exit."""
 
 import json
+import signal
+import subprocess
+import sys
 
+import mlflow
 import numpy as np
 import pytest
 
@@ -86,3 +90,43 @@ def test_run_stage_lets_bugs_raise():
 
     with pytest.raises(KeyError):
         run_stage(main)
+
+
+STOPPABLE_STAGE = """
+import sys, time
+import mlflow
+from emotion_recognition.stage_io import atomic_path, run_stage
+
+def main():
+    mlflow.set_tracking_uri(sys.argv[1])
+    with mlflow.start_run() as run, atomic_path("out.txt") as tmp:
+        tmp.write_text("half")
+        print(run.info.run_id, flush=True)
+        time.sleep(60)
+
+run_stage(main)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_stage_marks_its_mlflow_run_killed_and_leaves_no_partial_output(signum, mlflow_store, isolated):
+    """`kill` or Ctrl+C on `dvc repro` must not leave a run RUNNING in the store forever."""
+    script = isolated / "stage.py"
+    script.write_text(STOPPABLE_STAGE)
+    stage = subprocess.Popen([sys.executable, str(script), mlflow_store], cwd=isolated,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_id = stage.stdout.readline().strip()
+    assert run_id, stage.stderr.read()
+    stage.send_signal(signum)
+    _, err = stage.communicate(timeout=60)
+
+    assert stage.returncode == 128 + signum
+    assert f"MLflow run {run_id} marked KILLED" in err and "Traceback" not in err
+    assert mlflow.MlflowClient(mlflow_store).get_run(run_id).info.status == "KILLED"
+    assert sorted(p.name for p in isolated.iterdir() if not p.name.startswith("mlflow")) == ["stage.py"]
+
+
+def test_run_stage_restores_the_callers_signal_handlers():
+    before = signal.getsignal(signal.SIGTERM)
+    run_stage(lambda: None)
+    assert signal.getsignal(signal.SIGTERM) is before
