@@ -101,12 +101,13 @@ def main() -> None:
 
     train = limit_per_class(load_split(TRAIN_PATH), p.limit_per_class, p.seed)
     val = load_split(VAL_PATH)
-    train_ds = make_dataset(train, p.batch_size, True, p)
+    steps = steps_per_epoch(len(train), p.batch_size)
+    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True)  # one iterator: no per-epoch stalls
     val_ds = make_dataset(val, 256, False, p)
 
     model = build_model(m.architecture, **model_options(m))
     model.compile(
-        optimizer=make_optimizer(p, steps_per_epoch(len(train), p.batch_size)),
+        optimizer=make_optimizer(p, steps),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing),
         metrics=["accuracy"],
     )
@@ -134,6 +135,7 @@ def main() -> None:
             train_ds,
             validation_data=val_ds,
             epochs=p.epochs,
+            steps_per_epoch=steps,
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
         )

@@ -46,6 +46,18 @@ def test_validation_batches_are_the_raw_images_in_order(split):
     np.testing.assert_array_equal(y, np.eye(NUM_CLASSES)[split.labels])
 
 
+def test_repeated_training_data_gives_every_image_once_per_epoch_reshuffled(split):
+    """`repeat=True` (one iterator for the whole run) keeps epochs intact: each image once per epoch."""
+    split.images[:] = np.arange(len(split))[:, None, None]  # pixel value = image index
+    params = TrainParams(seed=3, online_flip=False, online_shift=0.0)
+    steps = steps_per_epoch(len(split), 8)
+    batches = list(make_dataset(split, 8, training=True, params=params, repeat=True).take(2 * steps))
+    epochs = [np.concatenate([b[0].numpy()[:, 0, 0, 0] for b in batches[e * steps:(e + 1) * steps]]) for e in (0, 1)]
+    for seen in epochs:
+        assert sorted(seen.astype(int)) == list(range(len(split)))
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled between epochs
+
+
 def test_training_batches_are_shuffled_flipped_and_shifted_but_keep_labels(split):
     params = TrainParams(seed=3, online_flip=True, online_shift=0.1)
     x, y = next(iter(make_dataset(split, len(split), training=True, params=params)))
