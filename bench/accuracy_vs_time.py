@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion_recognition.stage_io import atomic_path
+
 
 @dataclass
 class RunCurve:
@@ -99,8 +101,6 @@ def save_plot(curves: list[RunCurve], out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    from emotion_recognition.stage_io import atomic_path
-
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

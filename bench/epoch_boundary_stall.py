@@ -48,7 +48,7 @@ def epoch_boundaries(split: Split, params: TrainParams, repeat: bool, minutes: f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="per mode; stalls showed up every ~4 min")
-    parser.add_argument("--images", type=int, default=26000, help="training-set size (FER2013 train ~25,900)")
+    parser.add_argument("--images", type=int, default=26000, help="training-set size (the default pipeline trains on 25,653)")
     parser.add_argument("--step-ms", type=float, default=250.0, help="simulated training step")
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
