@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import platform
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,6 +15,46 @@ from emotion_recognition.data import Split
 from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.model import build_model
 from emotion_recognition.params import ModelParams, TrainParams
+
+
+# CPU instructions that make Keras' mixed_bfloat16 policy fast. Without them bf16 is emulated:
+# measured on a 2-core AMD EPYC (AVX2 only), 5 images/s against 73 in float32 (batch 32).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_info(path: str | Path = "/proc/cpuinfo") -> tuple[str, set[str] | None]:
+    """(CPU model name, feature flags) from ``/proc/cpuinfo``; flags are None where unreadable
+    (macOS, Windows, containers that hide it)."""
+    name, flags = platform.processor() or platform.machine(), None
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return name, flags
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            name = value.strip()
+        elif key.strip() == "flags" and flags is None:
+            flags = set(value.split())
+    return name, flags
+
+
+def resolve_precision(requested: str, flags: set[str] | None) -> tuple[str, str]:
+    """The Keras dtype policy to train with, and why (for the log).
+
+    'auto' picks mixed_bfloat16 only where the CPU has bf16 instructions, float32 everywhere else.
+    An explicit 'mixed_bfloat16' is kept, with a warning when the CPU is known to lack them.
+    """
+    has_bf16 = flags is not None and any(flag in flags for flag in BF16_CPU_FLAGS)
+    if requested == "auto":
+        if has_bf16:
+            return "mixed_bfloat16", "auto: the CPU has bf16 instructions"
+        return "float32", f"auto: the CPU has none of {', '.join(BF16_CPU_FLAGS)}, so bf16 would be emulated"
+    if requested == "mixed_bfloat16" and flags is not None and not has_bf16:
+        return requested, (f"WARNING: train.precision is mixed_bfloat16 but the CPU has none of "
+                           f"{', '.join(BF16_CPU_FLAGS)}: bf16 is emulated and trains about 14x slower "
+                           f"than float32; set train.precision to auto or float32")
+    return requested, "set in params.yaml"
 
 
 def limit_per_class(split: Split, limit: int, seed: int) -> Split:

@@ -31,11 +31,13 @@ from emotion_recognition.training import (
     EpochTimer,
     MLflowEpochLogger,
     PreciseBatchNorm,
+    cpu_info,
     float32_copy,
     limit_per_class,
     make_dataset,
     make_optimizer,
     model_options,
+    resolve_precision,
     steps_per_epoch,
 )
 
@@ -97,7 +99,11 @@ def main() -> None:
     params = load_params()
     p, m = params.train, params.model
     keras.utils.set_random_seed(p.seed)
-    keras.mixed_precision.set_global_policy(p.precision)
+    cpu, flags = cpu_info()
+    precision, why = resolve_precision(p.precision, flags)
+    print(f"train: precision {precision} ({why}); CPU {cpu}", file=sys.stderr if why.startswith("WARNING") else sys.stdout,
+          flush=True)
+    keras.mixed_precision.set_global_policy(precision)
 
     train = limit_per_class(load_split(TRAIN_PATH), p.limit_per_class, p.seed)
     val = load_split(VAL_PATH)
@@ -127,9 +133,10 @@ def main() -> None:
     configure_mlflow()
     # A descriptive name: MLflow's random names repeat here because the seed is fixed above.
     with mlflow.start_run(run_name=run_name(m, p)) as run:
-        mlflow.set_tags({"git_commit": git_commit(), "stage": "train"})
+        mlflow.set_tags({"git_commit": git_commit(), "stage": "train", "cpu": cpu})
         mlflow.log_params(flat_params(params))
-        mlflow.log_params({"train.images": len(train), "val.images": len(val), "model.parameters": model.count_params()})
+        mlflow.log_params({"train.images": len(train), "val.images": len(val), "model.parameters": model.count_params(),
+                           "train.precision_used": precision})
         started = time.perf_counter()
         model.fit(
             train_ds,

@@ -12,10 +12,12 @@ from emotion_recognition.params import TrainParams
 from emotion_recognition.training import (
     EpochTimer,
     MLflowEpochLogger,
+    cpu_info,
     limit_per_class,
     make_dataset,
     make_optimizer,
     online_augmentation,
+    resolve_precision,
     steps_per_epoch,
 )
 
@@ -212,3 +214,40 @@ def test_recalibrate_without_batch_norm_or_images_is_a_no_op():
         np.testing.assert_array_equal(a, b)
     plain = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten()])
     recalibrate_batch_norm(plain, np.zeros((2, 48, 48), np.uint8))
+
+
+AMD_EPYC_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC
+flags\t\t: fpu sse sse2 avx f16c avx2 fma
+processor\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu sse sse2 avx f16c avx2 fma
+"""
+
+
+def test_cpu_info_reads_model_name_and_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(AMD_EPYC_CPUINFO)
+    assert cpu_info(cpuinfo) == ("AMD EPYC", {"fpu", "sse", "sse2", "avx", "f16c", "avx2", "fma"})
+
+
+def test_cpu_info_without_proc_cpuinfo_has_a_name_and_unknown_flags(tmp_path):
+    name, flags = cpu_info(tmp_path / "missing")
+    assert flags is None and isinstance(name, str)
+
+
+def test_auto_precision_uses_bf16_only_where_the_cpu_has_bf16_instructions():
+    assert resolve_precision("auto", {"avx2", "avx512f", "avx512_bf16"})[0] == "mixed_bfloat16"
+    assert resolve_precision("auto", {"avx2", "amx_bf16", "amx_tile"})[0] == "mixed_bfloat16"
+    policy, why = resolve_precision("auto", {"avx2", "fma"})
+    assert policy == "float32" and "avx512_bf16" in why
+    assert resolve_precision("auto", None)[0] == "float32"  # unknown CPU: the safe choice
+
+
+def test_explicit_precision_is_kept_with_a_warning_when_bf16_would_be_emulated():
+    policy, why = resolve_precision("mixed_bfloat16", {"avx2", "fma"})
+    assert policy == "mixed_bfloat16" and why.startswith("WARNING") and "auto or float32" in why
+    assert resolve_precision("mixed_bfloat16", {"avx512_bf16"}) == ("mixed_bfloat16", "set in params.yaml")
+    assert resolve_precision("mixed_bfloat16", None) == ("mixed_bfloat16", "set in params.yaml")
+    assert resolve_precision("float32", {"avx512_bf16"}) == ("float32", "set in params.yaml")
