@@ -13,8 +13,9 @@ import tensorflow as tf
 
 from emotion_recognition.data import Split
 from emotion_recognition.labels import NUM_CLASSES
-from emotion_recognition.model import build_model
-from emotion_recognition.params import ModelParams, TrainParams
+from emotion_recognition.model import build_model, load_model
+from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
+from emotion_recognition.params import ModelParams, ParamsError, TrainParams
 
 
 # CPU instructions that make Keras' mixed_bfloat16 policy fast. Without them bf16 is emulated:
@@ -141,6 +142,32 @@ def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizer
 
 def model_options(params: ModelParams) -> dict:
     return params.model_dump(exclude={"architecture"})
+
+
+def initial_model_path(initial_model: str) -> Path | None:
+    """The ``train.initial_model`` param as a model file: None for 'none', the bundled default
+    model for 'default', else the given .keras path (errors name the param and the file)."""
+    if initial_model in ("none", ""):
+        return None
+    try:
+        return resolve_model_file(None if initial_model == "default" else initial_model).path
+    except ModelNotFoundError as error:
+        raise ParamsError(f"train.initial_model is {initial_model!r}: {error}") from None
+
+
+def load_initial_weights(model: keras.Model, path: Path) -> None:
+    """Copy a trained model's weights into ``model``, whose architecture (from params) must match."""
+    trained = load_model(path)
+    expected = [tuple(w.shape) for w in model.weights]
+    found = [tuple(w.shape) for w in trained.weights]
+    if expected != found:
+        raise ParamsError(
+            f"train.initial_model {path}: its weights do not fit the model built from params.yaml "
+            f"({len(found)} weight tensors, {trained.count_params():,} parameters; the params build "
+            f"{len(expected)} tensors, {model.count_params():,} parameters): set model.* to the "
+            f"architecture it was trained with"
+        )
+    model.set_weights(trained.get_weights())
 
 
 def float32_copy(model: keras.Model, model_params: ModelParams) -> keras.Model:

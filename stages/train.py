@@ -22,7 +22,7 @@ import mlflow
 import numpy as np
 from mlflow.models import infer_signature
 
-from emotion_recognition.data import load_split
+from emotion_recognition.data import load_split, sha256_file
 from emotion_recognition.model import build_model
 from emotion_recognition.params import flat_params, load_params
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
@@ -33,7 +33,9 @@ from emotion_recognition.training import (
     PreciseBatchNorm,
     cpu_info,
     float32_copy,
+    initial_model_path,
     limit_per_class,
+    load_initial_weights,
     make_dataset,
     make_optimizer,
     model_options,
@@ -112,6 +114,10 @@ def main() -> None:
     val_ds = make_dataset(val, 256, False, p)
 
     model = build_model(m.architecture, **model_options(m))
+    initial = initial_model_path(p.initial_model)
+    if initial is not None:
+        load_initial_weights(model, initial)
+        print(f"train: starting from the weights of {initial}", flush=True)
     model.compile(
         optimizer=make_optimizer(p, steps),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing),
@@ -137,6 +143,8 @@ def main() -> None:
         mlflow.log_params(flat_params(params))
         mlflow.log_params({"train.images": len(train), "val.images": len(val), "model.parameters": model.count_params(),
                            "train.precision_used": precision})
+        if initial is not None:  # DVC tracks the param, not the file: record which file it was
+            mlflow.log_params({"train.initial_model_sha256": sha256_file(initial)})
         started = time.perf_counter()
         model.fit(
             train_ds,

@@ -13,7 +13,9 @@ from emotion_recognition.training import (
     EpochTimer,
     MLflowEpochLogger,
     cpu_info,
+    initial_model_path,
     limit_per_class,
+    load_initial_weights,
     make_dataset,
     make_optimizer,
     online_augmentation,
@@ -251,3 +253,34 @@ def test_explicit_precision_is_kept_with_a_warning_when_bf16_would_be_emulated()
     assert resolve_precision("mixed_bfloat16", {"avx512_bf16"}) == ("mixed_bfloat16", "set in params.yaml")
     assert resolve_precision("mixed_bfloat16", None) == ("mixed_bfloat16", "set in params.yaml")
     assert resolve_precision("float32", {"avx512_bf16"}) == ("float32", "set in params.yaml")
+
+
+def test_initial_model_param_names_the_file_to_start_from(tmp_path):
+    from emotion_recognition.model_files import BUNDLED_MODEL
+    from emotion_recognition.params import ParamsError
+
+    assert initial_model_path("none") is None
+    if BUNDLED_MODEL.is_file():
+        assert initial_model_path("default") == BUNDLED_MODEL
+    with pytest.raises(ParamsError, match=r"train.initial_model is '.*missing.keras'.*no model file"):
+        initial_model_path(str(tmp_path / "missing.keras"))
+    (tmp_path / "weights.h5").write_bytes(b"x")
+    with pytest.raises(ParamsError, match="expected a .keras file"):
+        initial_model_path(str(tmp_path / "weights.h5"))
+
+
+def test_initial_weights_are_copied_only_into_the_same_architecture(tmp_path):
+    from emotion_recognition.model import build_model
+    from emotion_recognition.params import ParamsError
+
+    keras.utils.set_random_seed(0)
+    trained = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+    trained.save(tmp_path / "trained.keras")
+    fresh = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+    assert not np.allclose(fresh.get_weights()[0], trained.get_weights()[0])
+    load_initial_weights(fresh, tmp_path / "trained.keras")
+    for a, b in zip(fresh.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    wider = build_model("vgg", widths=[16, 32], convs_per_block=1, dense_units=16)
+    with pytest.raises(ParamsError, match=r"do not fit the model built from params.yaml.*set model\.\*"):
+        load_initial_weights(wider, tmp_path / "trained.keras")

@@ -98,3 +98,44 @@ def test_run_logs_the_model_with_signature_and_input_example(trained):
     faces = load_split(project / "data/split/val.npz").images[:3, ..., np.newaxis].astype(np.float32)
     saved = load_model(project / "data/model/model.keras")
     np.testing.assert_allclose(logged.predict(faces, verbose=0), saved.predict(faces, verbose=0), rtol=1e-5)
+
+
+def test_training_can_start_from_a_trained_model(trained, isolate, set_params, load_stage):
+    """train.initial_model: the run starts from that file's weights (here with a learning rate
+    too small to move them) and records which file it was."""
+    project, first_run, _, client = trained
+    first = project / "data/first_model.keras"
+    (project / "data/model/model.keras").rename(first)
+    start = load_model(first)
+    set_params(project, train={"epochs": 1, "batch_size": 16, "initial_model": "data/first_model.keras",
+                               "learning_rate": 1e-9, "warmup_epochs": 0.0})
+    try:
+        with isolate(project):
+            load_stage("train").main()
+            run_json = json.loads((project / "data/model/run.json").read_text())
+            params = client.get_run(run_json["run_id"]).data.params
+    finally:
+        set_params(project, train={"epochs": EPOCHS, "initial_model": "none"})
+    assert run_json["run_id"] != first_run["run_id"]
+    assert params["train.initial_model"] == "data/first_model.keras"
+    assert re.fullmatch(r"[0-9a-f]{64}", params["train.initial_model_sha256"])
+    continued = load_model(project / "data/model/model.keras")
+    for before, after in zip(start.weights, continued.weights):
+        if "kernel" in before.path:  # batch-norm statistics are recalibrated; kernels barely move
+            np.testing.assert_allclose(after.numpy(), before.numpy(), atol=1e-5)
+
+
+def test_initial_model_that_does_not_fit_the_architecture_is_refused(trained, isolate, set_params, load_stage,
+                                                                      capsys):
+    project, _, _, _ = trained
+    set_params(project, train={"initial_model": "default"})  # the bundled model is far wider than [8, 16]
+    try:
+        with isolate(project), pytest.raises(SystemExit) as stopped:
+            from emotion_recognition.stage_io import run_stage
+
+            run_stage(load_stage("train").main)
+    finally:
+        set_params(project, train={"initial_model": "none"})
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "train.initial_model" in error and "model.*" in error and "Traceback" not in error
