@@ -1,7 +1,7 @@
 """Training throughput (images/s) of the models on this machine, fp32 vs bf16.
 
 Usage:
-    python bench/train_throughput.py [--widths 32,64,128,256] [--batch 128] [--steps 30]
+    python bench/train_throughput.py [--widths 32,64,128,256] [--batch 128] [--steps 30] [--precision float32,auto]
     python bench/train_throughput.py --architecture mobilenetv2 --input-size 96 --batch 64 --steps 10
 """
 
@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from emotion_recognition.model import build_model
+from emotion_recognition.training import cpu_info, resolve_precision
 
 
 def measure(architecture: str, widths: list[int], input_size: int, batch: int, steps: int, precision: str) -> float:
@@ -38,10 +39,15 @@ def main() -> None:
     parser.add_argument("--widths", default="32,64,128,256", help="vgg only")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--precision", default="float32,mixed_bfloat16")
+    parser.add_argument("--precision", default="float32,auto",
+                        help="comma-separated policies; 'auto' is what training would use here (mixed_bfloat16 only "
+                             "on CPUs with bf16 instructions: emulated bf16 takes minutes for a few steps)")
     args = parser.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
-    for precision in args.precision.split(","):
+    cpu, flags = cpu_info()
+    print(f"CPU: {cpu}")
+    precisions = dict.fromkeys(resolve_precision(name, flags)[0] for name in args.precision.split(","))
+    for precision in precisions:
         rate = measure(args.architecture, widths, args.input_size, args.batch, args.steps, precision)
         shape = f"input_size={args.input_size}" if args.architecture == "mobilenetv2" else f"widths={widths}"
         print(f"{args.architecture} {shape} batch={args.batch} precision={precision}: {rate:.0f} images/s")
