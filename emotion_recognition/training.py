@@ -223,6 +223,35 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         recalibrate_batch_norm(self.model, self.images, self.batches, seed=self.seed + self.calls)
 
 
+class WeightAverage(keras.callbacks.Callback):
+    """Running mean of the weights at the end of each of the last ``epochs`` of ``total_epochs``
+    (stochastic weight averaging, Izmailov et al. 2018): the mean of points the optimiser visits
+    around a minimum often generalises better than any one of them. Batch-norm statistics of the
+    average must be recalibrated (``recalibrate_batch_norm``) before it is used."""
+
+    def __init__(self, epochs: int, total_epochs: int):
+        super().__init__()
+        self.first = max(0, total_epochs - epochs)  # 0-based index of the first averaged epoch
+        self.mean: list[np.ndarray] | None = None
+        self.count = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.first:
+            return
+        weights = self.model.get_weights()
+        self.count += 1
+        if self.mean is None:
+            self.mean = [w.astype(np.float64) for w in weights]
+        else:
+            for mean, w in zip(self.mean, weights):
+                mean += (w - mean) / self.count
+
+    def weights(self) -> list[np.ndarray]:
+        if self.mean is None:
+            raise RuntimeError("no epoch was averaged (training stopped before the averaging window)")
+        return [m.astype(np.float32) for m in self.mean]
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Adds ``seconds`` and ``images_per_second`` of each epoch's training to the logs."""
 

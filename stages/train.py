@@ -31,6 +31,7 @@ from emotion_recognition.training import (
     EpochTimer,
     MLflowEpochLogger,
     PreciseBatchNorm,
+    WeightAverage,
     cpu_info,
     float32_copy,
     initial_model_path,
@@ -39,6 +40,7 @@ from emotion_recognition.training import (
     make_dataset,
     make_optimizer,
     model_options,
+    recalibrate_batch_norm,
     resolve_precision,
     steps_per_epoch,
 )
@@ -97,6 +99,29 @@ def run_name(m, p) -> str:
     return f"{shape}-e{p.epochs}-{time.strftime('%Y%m%d-%H%M')}"
 
 
+def keep_better_average(model, averager, train, val_ds, seed: int) -> dict:
+    """Swap in the average of the last epochs' weights if it beats the best epoch on validation.
+
+    ``model`` holds the best epoch's weights (restored by early stopping) on entry and the
+    better of the two on exit."""
+    if averager.count == 0:  # early stopping ended the run before the averaging window
+        return {"averaged_epochs": 0, "averaged_val_accuracy": 0.0, "model_is_average": 0}
+    best = model.get_weights()
+    best_accuracy = model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]
+    model.set_weights(averager.weights())
+    recalibrate_batch_norm(model, train.images, batches=50, seed=seed)
+    average_accuracy = model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]
+    keep = average_accuracy > best_accuracy
+    if not keep:
+        model.set_weights(best)
+    print(f"train: average of the last {averager.count} epochs: val_accuracy {average_accuracy:.4f} "
+          f"against {best_accuracy:.4f} for the best epoch; keeping {'the average' if keep else 'the best epoch'}",
+          flush=True)
+    mlflow.log_metrics({"averaged_val_accuracy": average_accuracy, "model_is_average": int(keep)})
+    return {"averaged_epochs": averager.count, "averaged_val_accuracy": round(float(average_accuracy), 6),
+            "model_is_average": int(keep)}
+
+
 def main() -> None:
     params = load_params()
     p, m = params.train, params.model
@@ -125,6 +150,7 @@ def main() -> None:
     )
     CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
     history = HistoryWriter(HISTORY)
+    averager = WeightAverage(p.average_last_epochs, p.epochs) if p.average_last_epochs else None
     callbacks = [
         EpochTimer(len(train)),
         PreciseBatchNorm(train.images, seed=p.seed),
@@ -134,7 +160,7 @@ def main() -> None:
         keras.callbacks.ModelCheckpoint(CHECKPOINT, monitor="val_accuracy", mode="max", save_best_only=True),
         MLflowEpochLogger(),
         history,
-    ]
+    ] + ([averager] if averager else [])
 
     configure_mlflow()
     # A descriptive name: MLflow's random names repeat here because the seed is fixed above.
@@ -155,6 +181,7 @@ def main() -> None:
             verbose=1 if sys.stdout.isatty() else 2,
         )
         seconds = time.perf_counter() - started
+        averaged = keep_better_average(model, averager, train, val_ds, p.seed) if averager else None
 
         final = float32_copy(model, m)
         with atomic_path(MODEL_PATH) as tmp:
@@ -170,6 +197,8 @@ def main() -> None:
             "images_per_second": round(float(np.median([r["images_per_second"] for r in rows])), 1),
             "parameters": int(model.count_params()),
         }
+        if averaged is not None:
+            metrics.update(averaged)
         write_json(METRICS, metrics)
         plot_curves(rows, CURVES)
         mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if k != "parameters"})

@@ -12,6 +12,7 @@ from emotion_recognition.params import TrainParams
 from emotion_recognition.training import (
     EpochTimer,
     MLflowEpochLogger,
+    WeightAverage,
     cpu_info,
     initial_model_path,
     limit_per_class,
@@ -284,3 +285,20 @@ def test_initial_weights_are_copied_only_into_the_same_architecture(tmp_path):
     wider = build_model("vgg", widths=[16, 32], convs_per_block=1, dense_units=16)
     with pytest.raises(ParamsError, match=r"do not fit the model built from params.yaml.*set model\.\*"):
         load_initial_weights(wider, tmp_path / "trained.keras")
+
+
+def test_weight_average_is_the_mean_of_the_last_epochs_only():
+    from emotion_recognition.model import build_model
+
+    model = build_model("vgg", widths=[4], convs_per_block=1, dense_units=8)
+    averager = WeightAverage(epochs=2, total_epochs=3)
+    averager.set_model(model)
+    with pytest.raises(RuntimeError, match="no epoch was averaged"):
+        averager.weights()
+    shapes = [w.shape for w in model.get_weights()]
+    for epoch, value in enumerate([100.0, 1.0, 3.0]):  # epoch 0 is before the window
+        model.set_weights([np.full(shape, value, np.float32) for shape in shapes])
+        averager.on_epoch_end(epoch)
+    assert averager.count == 2
+    for mean, shape in zip(averager.weights(), shapes):
+        np.testing.assert_array_equal(mean, np.full(shape, 2.0, np.float32))

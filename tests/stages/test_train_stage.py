@@ -139,3 +139,41 @@ def test_initial_model_that_does_not_fit_the_architecture_is_refused(trained, is
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert "train.initial_model" in error and "model.*" in error and "Traceback" not in error
+
+
+def test_weight_average_replaces_the_best_epoch_only_when_validation_says_it_is_better(trained, isolate,
+                                                                                        load_stage):
+    """keep_better_average on real tiny data: a trained average beats all-zero weights (which
+    predict one class for every face), and all-zero weights as the average lose to a trained best epoch."""
+    from emotion_recognition.model import build_model
+    from emotion_recognition.params import TrainParams
+    from emotion_recognition.training import WeightAverage, make_dataset
+
+    project, _, _, _ = trained
+    train = load_split(project / "data/augmented/train.npz")
+    val = load_split(project / "data/split/val.npz")
+    val_ds = make_dataset(val, 64, False, TrainParams())
+    stage = load_stage("train")
+
+    def compiled(weights=None):
+        model = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+        model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+        if weights is not None:
+            model.set_weights(weights)
+        return model
+
+    trained_weights = load_model(project / "data/model/model.keras").get_weights()
+    zeros = [np.zeros_like(w) for w in trained_weights]
+    with isolate(project), mlflow.start_run():
+        for best, average, expect_average in ((zeros, trained_weights, 1), (trained_weights, zeros, 0)):
+            averager = WeightAverage(epochs=1, total_epochs=1)
+            averager.mean, averager.count = [np.asarray(w, np.float64) for w in average], 1
+            model = compiled(best)
+            before = model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]
+            result = stage.keep_better_average(model, averager, train, val_ds, seed=0)
+            after = model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]
+            assert result["averaged_epochs"] == 1 and result["model_is_average"] == expect_average
+            if expect_average:
+                assert after == pytest.approx(result["averaged_val_accuracy"], abs=1e-6) and after > before
+            else:
+                assert after == pytest.approx(before)
