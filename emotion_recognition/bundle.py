@@ -26,12 +26,18 @@ from emotion_recognition.stage_io import atomic_path
 DEFAULT_MODEL_DIR = BUNDLED_MODEL.parent
 
 
-def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_rows: list[str]) -> str:
+def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_rows: list[str],
+               run: dict | None = None) -> str:
     per_class = "\n".join(
         f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
         for name, v in evaluation["per_class"].items()
     )
     m, t = params["model"], params["train"]
+    run = run or {}
+    precision = run.get("precision", t["precision"])
+    where = f" ({run['cpu']})" if run.get("cpu") else ""
+    initial = t.get("initial_model", "none")
+    start = "" if initial == "none" else f" Training started from the weights of `{initial}` (train.initial_model), not from random ones."
     return f"""# Model card: bundled default emotion classifier
 
 ## What it is
@@ -47,8 +53,8 @@ Augment stage: {params['augment']['copies']} stored augmented copies per image (
 Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t.get('online_rotation', 0)}°, zoom {t.get('online_zoom', 0)}, contrast {t.get('online_contrast', 0)}, random erasing factor {t.get('online_erasing', 0)}.
 
 ## Training
-`dvc repro` with the committed `params.yaml`: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {t['precision']}, {train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']}).
-Trained on a 2-core CPU (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s.
+`dvc repro` with the committed `params.yaml`: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']}).
+Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s.{start}
 
 ## Results on FER2013 PublicTest ({evaluation['images']} images{', horizontal-flip test-time augmentation' if evaluation['flip_tta'] else ''})
 - Accuracy: **{evaluation['accuracy']:.4f}**
@@ -95,7 +101,9 @@ def main() -> None:
     with atomic_path(BUNDLED_MODEL) as tmp:
         shutil.copyfile(source, tmp)
     shutil.copyfile("plots/confusion_matrix.png", DEFAULT_MODEL_DIR / "confusion_matrix.png")
-    card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix_rows)
+    run_file = Path("data/model/run.json")
+    run = json.loads(run_file.read_text()) if run_file.is_file() else None
+    card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix_rows, run)
     with atomic_path(DEFAULT_MODEL_DIR / "MODEL_CARD.md") as tmp:
         tmp.write_text(card)
     print(f"bundled {BUNDLED_MODEL} ({BUNDLED_MODEL.stat().st_size / 1e6:.1f} MB) and MODEL_CARD.md")

@@ -208,7 +208,8 @@ def main() -> None:
         example = val.images[:4, ..., np.newaxis].astype(np.float32)
         signature = infer_signature(example, final.predict(example, verbose=0))
         info = mlflow.tensorflow.log_model(final, name="model", signature=signature, input_example=example)
-        write_json(RUN_PATH, {"run_id": run.info.run_id, "model_uri": info.model_uri})
+        write_json(RUN_PATH, {"run_id": run.info.run_id, "model_uri": info.model_uri,
+                              "precision": precision, "cpu": cpu})  # for the model card
     print(f"train: best val_accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}, {seconds / 60:.1f} min")
 
 
