@@ -197,11 +197,11 @@ def main() -> None:
             "images_per_second": round(float(np.median([r["images_per_second"] for r in rows])), 1),
             "parameters": int(model.count_params()),
         }
-        if averaged is not None:
+        mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if k != "parameters"})
+        if averaged is not None:  # already logged to MLflow by keep_better_average
             metrics.update(averaged)
         write_json(METRICS, metrics)
         plot_curves(rows, CURVES)
-        mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if k != "parameters"})
         mlflow.log_artifact(str(HISTORY), "plots")
         mlflow.log_artifact(str(CURVES), "plots")
 

@@ -177,3 +177,20 @@ def test_weight_average_replaces_the_best_epoch_only_when_validation_says_it_is_
                 assert after == pytest.approx(result["averaged_val_accuracy"], abs=1e-6) and after > before
             else:
                 assert after == pytest.approx(before)
+
+
+def test_averaging_the_last_epochs_is_reported_in_the_metrics(trained, isolate, set_params, load_stage):
+    project, _, _, client = trained
+    set_params(project, train={"epochs": 2, "batch_size": 16, "average_last_epochs": 2, "initial_model": "none"})
+    try:
+        with isolate(project):
+            load_stage("train").main()
+            run_json = json.loads((project / "data/model/run.json").read_text())
+            logged = client.get_run(run_json["run_id"]).data.metrics
+    finally:
+        set_params(project, train={"epochs": EPOCHS, "average_last_epochs": 0})
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert metrics["averaged_epochs"] == 2 and metrics["model_is_average"] in (0, 1)
+    assert 0.0 <= metrics["averaged_val_accuracy"] <= 1.0
+    assert logged["averaged_val_accuracy"] == pytest.approx(metrics["averaged_val_accuracy"], abs=1e-6)
+    assert "best_averaged_epochs" not in logged
