@@ -100,6 +100,21 @@ def test_run_logs_the_model_with_signature_and_input_example(trained):
     np.testing.assert_allclose(logged.predict(faces, verbose=0), saved.predict(faces, verbose=0), rtol=1e-5)
 
 
+def retrain(project, client, isolate, set_params, load_stage, **train):
+    """Run the train stage again in ``project`` with these train params (restored afterwards);
+    returns the new MLflow run."""
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    set_params(project, train=train)
+    try:
+        with isolate(project):
+            load_stage("train").main()
+            run_json = json.loads((project / "data/model/run.json").read_text())
+            return client.get_run(run_json["run_id"])
+    finally:
+        params_file.write_text(original)
+
+
 def test_training_can_start_from_a_trained_model(trained, isolate, set_params, load_stage):
     """train.initial_model: the run starts from that file's weights (here with a learning rate
     too small to move them) and records which file it was."""
@@ -107,16 +122,10 @@ def test_training_can_start_from_a_trained_model(trained, isolate, set_params, l
     first = project / "data/first_model.keras"
     (project / "data/model/model.keras").rename(first)
     start = load_model(first)
-    set_params(project, train={"epochs": 1, "batch_size": 16, "initial_model": "data/first_model.keras",
-                               "learning_rate": 1e-9, "warmup_epochs": 0.0})
-    try:
-        with isolate(project):
-            load_stage("train").main()
-            run_json = json.loads((project / "data/model/run.json").read_text())
-            params = client.get_run(run_json["run_id"]).data.params
-    finally:
-        set_params(project, train={"epochs": EPOCHS, "initial_model": "none"})
-    assert run_json["run_id"] != first_run["run_id"]
+    run = retrain(project, client, isolate, set_params, load_stage, epochs=1, batch_size=16,
+                  initial_model="data/first_model.keras", learning_rate=1e-9, warmup_epochs=0.0)
+    params = run.data.params
+    assert run.info.run_id != first_run["run_id"]
     assert params["train.initial_model"] == "data/first_model.keras"
     assert re.fullmatch(r"[0-9a-f]{64}", params["train.initial_model_sha256"])
     continued = load_model(project / "data/model/model.keras")
@@ -181,14 +190,8 @@ def test_weight_average_replaces_the_best_epoch_only_when_validation_says_it_is_
 
 def test_averaging_the_last_epochs_is_reported_in_the_metrics(trained, isolate, set_params, load_stage):
     project, _, _, client = trained
-    set_params(project, train={"epochs": 2, "batch_size": 16, "average_last_epochs": 2, "initial_model": "none"})
-    try:
-        with isolate(project):
-            load_stage("train").main()
-            run_json = json.loads((project / "data/model/run.json").read_text())
-            logged = client.get_run(run_json["run_id"]).data.metrics
-    finally:
-        set_params(project, train={"epochs": EPOCHS, "average_last_epochs": 0})
+    logged = retrain(project, client, isolate, set_params, load_stage, epochs=2, batch_size=16,
+                     average_last_epochs=2).data.metrics
     metrics = json.loads((project / "metrics/train.json").read_text())
     assert metrics["averaged_epochs"] == 2 and metrics["model_is_average"] in (0, 1)
     assert 0.0 <= metrics["averaged_val_accuracy"] <= 1.0
