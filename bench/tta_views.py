@@ -1,10 +1,13 @@
-"""Test-time augmentation views on PublicTest: none, flip, flip + small shifts.
+"""Test-time augmentation views on the validation split and PublicTest: which views pay off.
 
-Usage: python bench/tta_views.py [--model emotion_recognition/default_model/model.keras] [--shifts 1,2,3]
+Usage: python bench/tta_views.py [--model emotion_recognition/default_model/model.keras]
+       [--zooms 46,44,42,40,38] [--shift 3]
 
-Needs data/split/test.npz (run `dvc repro` up to the split stage). Each shifted view pads the face
-by edge replication and crops it back to 48x48, moved by d pixels (4 axis moves, or 4 diagonal
-moves), and is averaged with its mirror image; accuracy is printed for each set of views.
+Needs data/split/{val,test}.npz (`dvc repro split`). Every view of ``emotion_recognition.tta``
+(the face, centre zooms, shifts, and the mirror image of each) is classified once; accuracy is
+then printed for sets of those views, so a set can be chosen on validation and read on test.
+The `crops` preset (the evaluate stage's default and the service's ``EMOTION_TTA=crops``) was
+chosen this way.
 """
 
 from __future__ import annotations
@@ -15,46 +18,53 @@ from pathlib import Path
 import numpy as np
 
 from emotion_recognition.data import load_split
-from emotion_recognition.evaluation import predict_probabilities
+from emotion_recognition.evaluation import predict_view_probabilities
 from emotion_recognition.model import load_model
 from emotion_recognition.model_files import BUNDLED_MODEL
+from emotion_recognition.tta import PRESETS, TestTimeAugmentation
 
-TEST = Path("data/split/test.npz")
 
-
-def shifted(faces: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """(N, H, W) faces moved by (dy, dx) pixels, the uncovered border filled by edge replication."""
-    pad = max(abs(dy), abs(dx))
-    height, width = faces.shape[1:3]
-    padded = np.pad(faces, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
-    return padded[:, pad + dy : pad + dy + height, pad + dx : pad + dx + width]
+def view_sets(zooms: tuple[int, ...], shift: int) -> dict[str, list[int]]:
+    """Named sets of view indices into ``TestTimeAugmentation(True, zooms, shift).views`` (no flip half)."""
+    zoom_index = {crop: 1 + i for i, crop in enumerate(zooms)}
+    shifts = list(range(1 + len(zooms), 5 + len(zooms)))
+    sets = {"face only": [0], f"shift {shift}px x4": [0, *shifts]}
+    sets |= {f"zoom {crop}px": [0, index] for crop, index in zoom_index.items()}
+    sets["all zooms"] = [0, *zoom_index.values()]
+    sets[f"all zooms + shift {shift}px x4"] = [0, *zoom_index.values(), *shifts]
+    for name, preset in PRESETS.items():
+        if preset.zoom_crops and set(preset.zoom_crops) <= set(zooms) and preset.shift in (0, shift):
+            sets[f"preset {name!r}"] = [0, *(zoom_index[c] for c in preset.zoom_crops), *(shifts if preset.shift else [])]
+    return sets
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(BUNDLED_MODEL))
-    parser.add_argument("--shifts", default="1,2,3")
+    parser.add_argument("--zooms", default="46,44,42,40,38")
+    parser.add_argument("--shift", type=int, default=3)
     args = parser.parse_args()
-    if not TEST.is_file():
-        raise SystemExit(f"{TEST} is missing: run `dvc repro split` first")
-    test = load_split(TEST)
+    zooms = tuple(int(v) for v in args.zooms.split(","))
+    tta = TestTimeAugmentation(flip=True, zoom_crops=zooms, shift=args.shift)
     model = load_model(args.model)
-    faces = test.images
-
-    def with_flip(views: np.ndarray) -> np.ndarray:  # the evaluate stage's flip TTA
-        return predict_probabilities(model, views, flip_tta=True)
-
-    def accuracy(probabilities: np.ndarray) -> str:
-        return f"{100 * (probabilities.argmax(axis=1) == test.labels).mean():.2f}%"
-
-    plain = predict_probabilities(model, faces)
-    flip = with_flip(faces)
-    print(f"{args.model} on {len(test)} PublicTest faces")
-    print(f"no TTA: {accuracy(plain)}   flip (2 views): {accuracy(flip)}")
-    for d in (int(v) for v in args.shifts.split(",")):
-        axis = flip + sum(with_flip(shifted(faces, dy, dx)) for dy, dx in ((d, 0), (-d, 0), (0, d), (0, -d)))
-        diagonal = flip + sum(with_flip(shifted(faces, dy, dx)) for dy, dx in ((d, d), (-d, -d), (-d, d), (d, -d)))
-        print(f"shift {d}px: flip + axis moves (10 views) {accuracy(axis)}, flip + diagonal moves (10 views) {accuracy(diagonal)}")
+    half = tta.view_count // 2
+    results = {}
+    for split in ("val", "test"):
+        path = Path(f"data/split/{split}.npz")
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: run `dvc repro split` first")
+        data = load_split(path)
+        views = predict_view_probabilities(model, data.images, tta)
+        for name, indices in view_sets(zooms, args.shift).items():
+            for flip in (False, True):
+                chosen = indices + [half + i for i in indices] if flip else indices
+                accuracy = float((views[chosen].mean(axis=0).argmax(axis=1) == data.labels).mean())
+                results.setdefault((name, flip, len(chosen)), {})[split] = accuracy
+    print(f"{args.model}: accuracy by test-time views (validation {len(load_split('data/split/val.npz'))} faces, "
+          f"PublicTest {len(load_split('data/split/test.npz'))})")
+    print(f"{'views':<40} {'flip':<5} {'count':>5} {'validation':>10} {'PublicTest':>10}")
+    for (name, flip, count), accuracy in results.items():
+        print(f"{name:<40} {'yes' if flip else 'no':<5} {count:>5} {accuracy['val']:>10.2%} {accuracy['test']:>10.2%}")
 
 
 if __name__ == "__main__":

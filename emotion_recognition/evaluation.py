@@ -7,16 +7,27 @@ import numpy as np
 
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES
 from emotion_recognition.preprocessing import to_model_batch
+from emotion_recognition.tta import TestTimeAugmentation
+
+NO_TTA = TestTimeAugmentation()
 
 
-def predict_probabilities(model: keras.Model, images: np.ndarray, flip_tta: bool = False, batch_size: int = 256) -> np.ndarray:
-    """(N, 7) probabilities for (N, 48, 48) uint8 faces; with ``flip_tta`` the average over the
-    face and its mirror image."""
-    batch = to_model_batch(images)
-    probabilities = model.predict(batch, batch_size=batch_size, verbose=0)
-    if flip_tta:
-        probabilities = (probabilities + model.predict(batch[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
-    return probabilities
+def predict_view_probabilities(model: keras.Model, images: np.ndarray, tta: TestTimeAugmentation = NO_TTA,
+                               batch_size: int = 256, chunk: int = 1024) -> np.ndarray:
+    """(V, N, 7) probabilities for (N, 48, 48) uint8 faces, one slice per view of ``tta``
+    (view 0 is the faces as they are). Faces go through in chunks so that all views of a large
+    test set never sit in memory at once."""
+    images = np.asarray(images)
+    to_model_batch(images[:1])  # a wrong face size fails here, with the message of the one check
+    predict = lambda views: model.predict(to_model_batch(views), batch_size=batch_size, verbose=0)
+    parts = [tta.predict_views(predict, images[start : start + chunk]) for start in range(0, len(images), chunk)]
+    return np.concatenate(parts, axis=1) if parts else np.zeros((tta.view_count, 0, NUM_CLASSES), np.float32)
+
+
+def predict_probabilities(model: keras.Model, images: np.ndarray, tta: TestTimeAugmentation = NO_TTA,
+                          batch_size: int = 256) -> np.ndarray:
+    """(N, 7) probabilities for (N, 48, 48) uint8 faces: the mean over the views of ``tta``."""
+    return predict_view_probabilities(model, images, tta, batch_size).mean(axis=0)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 from emotion_recognition.detection import Box, DetectionConfig, locate_faces
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES
 from emotion_recognition.preprocessing import FACE_SIZE, to_model_batch
+from emotion_recognition.tta import TestTimeAugmentation
 
 
 @dataclass(frozen=True)
@@ -86,28 +87,34 @@ def check_model_contract(model: Any) -> None:
 class EmotionRecognizer:
     """A loaded model + a detection config."""
 
-    def __init__(self, model: Any, detection: DetectionConfig | None = None):
+    def __init__(self, model: Any, detection: DetectionConfig | None = None, tta: TestTimeAugmentation | None = None):
         check_model_contract(model)
         self.model = model
         self.detection = detection or DetectionConfig()
+        self.tta = tta or TestTimeAugmentation()
         self._predict = _make_predict(model)
         self._lock = threading.Lock()
 
     @classmethod
-    def from_file(cls, path: str | Path, detection: DetectionConfig | None = None) -> "EmotionRecognizer":
+    def from_file(cls, path: str | Path, detection: DetectionConfig | None = None,
+                  tta: TestTimeAugmentation | None = None) -> "EmotionRecognizer":
         from emotion_recognition.model import load_model
 
-        return cls(load_model(path), detection)
+        return cls(load_model(path), detection, tta)
 
     def classify_faces(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """(N, 48, 48) uint8 faces -> (N, 7) float32 probabilities in EMOTIONS order, one model call."""
+        """(N, 48, 48) uint8 faces -> (N, 7) float32 probabilities in EMOTIONS order: one model call
+        on every test-time view of every face (``self.tta``), averaged per face."""
         faces = np.asarray(faces)
         if len(faces) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
-        batch = to_model_batch(faces)
-        with self._lock:  # one model call at a time; TF already uses every core for one call
-            probabilities = self._predict(batch)
-        return np.asarray(probabilities, dtype=np.float32)
+        to_model_batch(faces[:1])  # refuse a wrong face size before building views of it
+
+        def predict(views: np.ndarray) -> np.ndarray:
+            with self._lock:  # one model call at a time; TF already uses every core for one call
+                return self._predict(to_model_batch(views))
+
+        return np.asarray(self.tta.predict(predict, faces), dtype=np.float32)
 
     def locate(self, image: np.ndarray) -> tuple[list[Box], np.ndarray]:
         return locate_faces(image, self.detection)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from emotion_recognition.tta import TestTimeAugmentation
 
 
 class Group(BaseModel):
@@ -93,8 +95,20 @@ class TrainParams(Group):
 
 
 class EvaluateParams(Group):
-    flip_tta: bool = True
+    flip_tta: bool = Field(True, description="test-time augmentation: also classify each face's mirror image")
+    tta_zoom_crops: list[int] = Field(default_factory=list, description="test-time augmentation: centre crops "
+                                      "(pixels, 24-47) of each face resized back to 48x48, one extra view each")
+    tta_shift: int = Field(0, description="test-time augmentation: also classify each face moved this many "
+                           "pixels left, right, up and down (0-8; 0: no shifted views)")
     register_model: bool = True
+
+    @model_validator(mode="after")
+    def _valid_tta(self) -> "EvaluateParams":
+        self.tta()  # a ValueError names the bad crop size or shift
+        return self
+
+    def tta(self) -> TestTimeAugmentation:
+        return TestTimeAugmentation(flip=self.flip_tta, zoom_crops=tuple(self.tta_zoom_crops), shift=self.tta_shift)
 
 
 class Params(Group):

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from emotion_recognition.evaluation import classification_metrics, predict_probabilities
+from emotion_recognition.tta import TestTimeAugmentation
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 
 
@@ -25,22 +26,22 @@ def current_champion(client: MlflowClient, name: str = REGISTERED_MODEL_NAME):
         return None
 
 
-def champion_accuracy(client: MlflowClient, images: np.ndarray, labels: np.ndarray, flip_tta: bool,
+def champion_accuracy(client: MlflowClient, images: np.ndarray, labels: np.ndarray, tta: TestTimeAugmentation,
                       name: str = REGISTERED_MODEL_NAME) -> tuple[object, float] | None:
     """(version, accuracy) of the current champion re-measured on these test images, or None."""
     champion = current_champion(client, name)
     if champion is None:
         return None
     model = mlflow.tensorflow.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
-    predictions = predict_probabilities(model, images, flip_tta=flip_tta).argmax(axis=1)
+    predictions = predict_probabilities(model, images, tta).argmax(axis=1)
     return champion, classification_metrics(labels, predictions)["accuracy"]
 
 
 def register_and_promote(model_uri: str, run_id: str, accuracy: float, images: np.ndarray, labels: np.ndarray,
-                         flip_tta: bool, name: str = REGISTERED_MODEL_NAME) -> str:
+                         tta: TestTimeAugmentation, name: str = REGISTERED_MODEL_NAME) -> str:
     """Register ``model_uri`` as a new version; make it champion if it is better. Returns a sentence."""
     client = MlflowClient()
-    previous = champion_accuracy(client, images, labels, flip_tta, name)
+    previous = champion_accuracy(client, images, labels, tta, name)
     version = mlflow.register_model(model_uri, name)
     digest = digest_of_test_set(images, labels)
     client.set_model_version_tag(name, version.version, "test_accuracy", f"{accuracy:.4f}")

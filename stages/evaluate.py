@@ -19,13 +19,14 @@ import mlflow
 import numpy as np
 
 from emotion_recognition.data import load_split
-from emotion_recognition.evaluation import classification_metrics, confusion_matrix, predict_probabilities
+from emotion_recognition.evaluation import classification_metrics, confusion_matrix, predict_view_probabilities
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model import load_model
 from emotion_recognition.params import load_params
 from emotion_recognition.registry import register_and_promote
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
+from emotion_recognition.tta import TestTimeAugmentation
 
 TEST_PATH = Path("data/split/test.npz")
 MODEL_PATH = Path("data/model/model.keras")
@@ -61,32 +62,47 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
+def accuracy_with_fewer_views(views: np.ndarray, labels: np.ndarray, tta: TestTimeAugmentation) -> dict[str, float]:
+    """Accuracy of the face alone and of the face with its mirror, read off the (V, N, 7) view
+    probabilities, so one evaluation reports what each level of test-time augmentation buys."""
+    accuracy = lambda probabilities: float((probabilities.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
+    fewer = {"accuracy_single_view": accuracy(views[0])}
+    if tta.flip:
+        fewer["accuracy_flip"] = accuracy(views[[0, tta.view_count // 2]].mean(axis=0))  # view V/2 mirrors view 0
+    return fewer
+
+
 def main() -> None:
     params = load_params().evaluate
     test = load_split(TEST_PATH)
     model = load_model(MODEL_PATH)
-    probabilities = predict_probabilities(model, test.images, flip_tta=params.flip_tta)
-    predictions = probabilities.argmax(axis=1)
+    tta = params.tta()
+    views = predict_view_probabilities(model, test.images, tta)
+    predictions = views.mean(axis=0).argmax(axis=1)
     result = classification_metrics(test.labels, predictions)
+    fewer_views = accuracy_with_fewer_views(views, test.labels, tta)
     matrix = confusion_matrix(test.labels, predictions)
 
     write_csv(CONFUSION_CSV, ["actual", "predicted"], [[EMOTIONS[a], EMOTIONS[b]] for a, b in zip(test.labels, predictions)])
     write_csv(PER_CLASS_CSV, ["emotion", "precision", "recall", "f1", "support"],
               [[name, *values.values()] for name, values in result["per_class"].items()])
     plot_confusion(matrix, CONFUSION_PNG, f"FER2013 PublicTest, accuracy {result['accuracy']:.1%}")
-    metrics = {"test_set": "FER2013 PublicTest", "images": len(test), "flip_tta": params.flip_tta, **result}
+    metrics = {"test_set": "FER2013 PublicTest", "images": len(test), "flip_tta": params.flip_tta,
+               "tta": tta.describe(), "tta_views": tta.view_count, **fewer_views, **result}
     write_json(METRICS, metrics)
 
     run = json.loads(RUN_PATH.read_text())
     configure_mlflow()
     with mlflow.start_run(run_id=run["run_id"]):
         mlflow.log_metrics({"test_accuracy": result["accuracy"], "test_macro_f1": result["macro_f1"]})
+        mlflow.log_metrics({f"test_{name}": value for name, value in fewer_views.items()})
         mlflow.log_metrics({f"test_f1_{name}": v["f1"] for name, v in result["per_class"].items()})
         for path in (METRICS, CONFUSION_PNG, PER_CLASS_CSV):
             mlflow.log_artifact(str(path), "evaluation")
-    print(f"evaluate: PublicTest accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}")
+    print(f"evaluate: PublicTest accuracy {result['accuracy']:.4f} with {tta.describe()}, macro-F1 {result['macro_f1']:.4f}; "
+          + ", ".join(f"{name} {value:.4f}" for name, value in fewer_views.items()))
     if params.register_model:
-        decision = register_and_promote(run["model_uri"], run["run_id"], result["accuracy"], test.images, test.labels, params.flip_tta)
+        decision = register_and_promote(run["model_uri"], run["run_id"], result["accuracy"], test.images, test.labels, tta)
         print(f"evaluate: {decision}")
 
 

@@ -6,6 +6,9 @@ import pytest
 
 from emotion_recognition.evaluation import classification_metrics, confusion_matrix, predict_probabilities
 from emotion_recognition.labels import EMOTIONS
+from emotion_recognition.tta import TestTimeAugmentation
+
+FLIP = TestTimeAugmentation(flip=True)
 
 
 def test_confusion_matrix_rows_are_true_columns_predicted():
@@ -59,14 +62,14 @@ def test_flip_tta_averages_the_face_and_its_mirror():
     assert plain.shape == (2, 7) and plain.argmax(axis=1).tolist() == [0, 1]
     np.testing.assert_allclose(plain.sum(axis=1), 1.0, rtol=1e-5)
     mirrored = predict_probabilities(model, faces[:, :, ::-1])
-    tta = predict_probabilities(model, faces, flip_tta=True)
+    tta = predict_probabilities(model, faces, tta=FLIP)
     np.testing.assert_allclose(tta, (plain + mirrored) / 2, rtol=1e-5)
     np.testing.assert_allclose(tta[:, 0], tta[:, 1], rtol=1e-5)  # symmetric after averaging
 
 
 def test_predictions_of_a_model_that_always_says_happy(make_constant_model):
     faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48)).astype(np.uint8)
-    probabilities = predict_probabilities(make_constant_model(EMOTIONS.index("happy")), faces, flip_tta=True)
+    probabilities = predict_probabilities(make_constant_model(EMOTIONS.index("happy")), faces, tta=FLIP)
     assert probabilities.argmax(axis=1).tolist() == [EMOTIONS.index("happy")] * 5
 
 

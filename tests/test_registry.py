@@ -6,6 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from emotion_recognition.evaluation import classification_metrics, predict_probabilities
+from emotion_recognition.tta import TestTimeAugmentation
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.registry import current_champion, register_and_promote
 from emotion_recognition.registry import digest_of_test_set as digest_of
@@ -27,11 +28,11 @@ def registry(mlflow_store, make_constant_model, log_keras_model):
     configure_mlflow()
     client = MlflowClient()
 
-    def register(label: int, images, labels, flip_tta: bool = False):
+    def register(label: int, images, labels, tta: TestTimeAugmentation = TestTimeAugmentation()):
         model = make_constant_model(label)
         run_id, model_uri = log_keras_model(model)
-        accuracy = classification_metrics(labels, predict_probabilities(model, images, flip_tta).argmax(axis=1))["accuracy"]
-        decision = register_and_promote(model_uri, run_id, accuracy, images, labels, flip_tta)
+        accuracy = classification_metrics(labels, predict_probabilities(model, images, tta).argmax(axis=1))["accuracy"]
+        decision = register_and_promote(model_uri, run_id, accuracy, images, labels, tta)
         versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
         newest = max(versions, key=lambda v: int(v.version))
         return newest, accuracy, decision
@@ -85,8 +86,8 @@ def test_champion_is_re_measured_on_the_new_test_set(registry):
 
 def test_champion_rule_with_flip_tta(registry):
     images, labels = make_test_set(FEAR, 4, seed=2)
-    registry(ANGRY, images, labels, flip_tta=True)
-    _, _, decision = registry(FEAR, images, labels, flip_tta=True)
+    registry(ANGRY, images, labels, tta=TestTimeAugmentation(flip=True))
+    _, _, decision = registry(FEAR, images, labels, tta=TestTimeAugmentation(flip=True))
     assert champion_version(registry.client) == "2" and "(0.1000)" in decision
 
 
