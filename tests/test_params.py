@@ -54,6 +54,9 @@ def test_the_repository_params_are_valid():
         ({"augment.copies": -1}, "augment.copies", "greater than or equal to 0"),
         ({"data.source": DELETE}, "data.source", "Field required"),
         ({"fetch.skip_bad_images": "sometimes"}, "fetch.skip_bad_images", "valid boolean"),
+        ({"evaluate.tta_zoom_crops": [44, 52]}, "evaluate", "zoom crop 52 px: expected 24-47"),
+        ({"evaluate.tta_shift": 12}, "evaluate", "shift 12 px: expected 0-8"),
+        ({"evaluate.tta_zoom_crops": 44}, "evaluate.tta_zoom_crops", "valid list"),
     ],
 )
 def test_invalid_params_are_refused_naming_the_field(write, changes, field, detail):

@@ -231,6 +231,7 @@ def test_model_info(service_client):
     assert info["tag"].startswith("fer-emotion:")
     assert info["source"] == "file" and info["labels"] == list(EMOTIONS)
     assert info["translations"] == TRANSLATIONS
+    assert info["test_time_augmentation"] == "2 views (flip)"  # EMOTION_TTA unset: the face and its mirror
 
 
 def test_web_page_is_served(service_client):

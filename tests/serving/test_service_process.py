@@ -120,3 +120,16 @@ def test_serve_without_model_says_how_to_import(tmp_path):
     assert "no model 'fer-emotion:latest' in the BentoML model store" in output
     assert "python -m serving.import_model" in output
     assert "Traceback" not in output
+
+
+def test_serve_with_unknown_tta_names_the_presets(bentoml_home):
+    """EMOTION_TTA naming no preset: `bentoml serve` stops with the accepted values, not a stack trace."""
+    env = {**serve_env(bentoml_home), "EMOTION_TTA": "ten-crop"}
+    process = subprocess.run(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:EmotionService", "--port", "0"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    output = process.stdout + process.stderr
+    assert process.returncode != 0
+    assert "EMOTION_TTA: unknown test-time augmentation 'ten-crop': expected one of none, flip, crops" in output
+    assert "Traceback" not in output

@@ -5,13 +5,16 @@ import csv
 import json
 
 import cv2
+import keras
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from emotion_recognition.data import Split, save_split
+from emotion_recognition.data import Split, load_split, save_split
+from emotion_recognition.evaluation import predict_probabilities
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
+from emotion_recognition.tta import TestTimeAugmentation
 
 HAPPY, SAD = EMOTIONS.index("happy"), EMOTIONS.index("sad")
 # PublicTest stand-in: 9 happy faces and one of every other class (15 images)
@@ -26,8 +29,8 @@ def evaluate(project, mlflow_store, make_constant_model, log_keras_model, load_s
                project / "data/split/test.npz")
     configure_mlflow()
 
-    def evaluate(label: int) -> tuple[dict, str]:
-        model = make_constant_model(label)
+    def evaluate(label: int | keras.Model) -> tuple[dict, str]:
+        model = label if isinstance(label, keras.Model) else make_constant_model(label)
         (project / "data/model").mkdir(parents=True, exist_ok=True)
         model.save(project / "data/model/model.keras")
         run_id, model_uri = log_keras_model(model)
@@ -87,3 +90,35 @@ def test_a_worse_model_is_registered_but_does_not_take_champion(project, evaluat
     set_params(project, evaluate={"register_model": False})
     evaluate(HAPPY)
     assert len(client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")) == 2
+
+
+def view_dependent_model() -> keras.Model:
+    """Random pixel weights per class (built-in layers only, so the saved file reloads safely):
+    mirrored, zoomed and shifted views of a face get different predictions."""
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
+
+
+def test_test_time_views_from_params_and_the_accuracy_of_fewer_views(project, evaluate, set_params):
+    set_params(project, evaluate={"flip_tta": True, "tta_zoom_crops": [44, 40], "tta_shift": 2})
+    model = view_dependent_model()
+    run, output = evaluate(model)
+    metrics = json.loads((project / "metrics/evaluate.json").read_text())
+    test = load_split(project / "data/split/test.npz")
+
+    def accuracy(tta: TestTimeAugmentation) -> float:
+        return float((predict_probabilities(model, test.images, tta).argmax(axis=1) == test.labels).mean())
+
+    assert metrics["tta"] == "14 views (flip, zoom 44px, zoom 40px, shift 2px x4)" and metrics["tta_views"] == 14
+    assert metrics["accuracy"] == pytest.approx(accuracy(TestTimeAugmentation(True, (44, 40), 2)))
+    assert metrics["accuracy_single_view"] == pytest.approx(accuracy(TestTimeAugmentation()))
+    assert metrics["accuracy_flip"] == pytest.approx(accuracy(TestTimeAugmentation(flip=True)))
+    logged = MlflowClient().get_run(run["run_id"]).data.metrics
+    assert logged["test_accuracy_single_view"] == pytest.approx(metrics["accuracy_single_view"])
+    assert "with 14 views (flip, zoom 44px, zoom 40px, shift 2px x4)" in output
+    set_params(project, evaluate={"flip_tta": False, "tta_zoom_crops": [], "tta_shift": 0})
+    evaluate(model)
+    metrics = json.loads((project / "metrics/evaluate.json").read_text())
+    assert "accuracy_flip" not in metrics and metrics["accuracy"] == metrics["accuracy_single_view"]
