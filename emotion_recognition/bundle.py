@@ -26,6 +26,15 @@ from emotion_recognition.stage_io import atomic_path
 DEFAULT_MODEL_DIR = BUNDLED_MODEL.parent
 
 
+def fewer_views(evaluation: dict) -> str:
+    """The accuracy of the face alone and with its mirror, when the evaluate stage measured them."""
+    lines = [f"- Accuracy of the face alone (one view, `EMOTION_TTA=none`): {evaluation['accuracy_single_view']:.4f}"
+             if "accuracy_single_view" in evaluation else "",
+             f"- Accuracy of the face and its mirror (`EMOTION_TTA=flip`, the service's default): {evaluation['accuracy_flip']:.4f}"
+             if "accuracy_flip" in evaluation else ""]
+    return "".join(line + "\n" for line in lines if line)
+
+
 def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_rows: list[str],
                run: dict | None = None) -> str:
     per_class = "\n".join(
@@ -56,10 +65,10 @@ Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t[
 `dvc repro` with the committed `params.yaml`: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']}).
 Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s.{start}
 
-## Results on FER2013 PublicTest ({evaluation['images']} images{', horizontal-flip test-time augmentation' if evaluation['flip_tta'] else ''})
+## Results on FER2013 PublicTest ({evaluation['images']} images, {evaluation.get('tta') or ('horizontal-flip test-time augmentation' if evaluation['flip_tta'] else 'no test-time augmentation')})
 - Accuracy: **{evaluation['accuracy']:.4f}**
 - Macro-F1: **{evaluation['macro_f1']:.4f}**
-
+{fewer_views(evaluation)}
 | emotion | precision | recall | F1 | support |
 | --- | --- | --- | --- | --- |
 {per_class}

@@ -26,6 +26,7 @@ from emotion_recognition.detection import DetectionConfig, available_detectors
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import EMOTIONS, TRANSLATIONS
 from emotion_recognition.media import IMAGE_SUFFIXES, InputError, encode_image
+from emotion_recognition.tta import PRESETS, from_preset
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -46,7 +47,7 @@ class CliError(Exception):
 Analyzer = Callable[..., list[list[FaceResult]]]
 
 
-def local_analyzer(model_path: str | None, detection: DetectionConfig) -> Analyzer:
+def local_analyzer(model_path: str | None, detection: DetectionConfig, tta: str = "flip") -> Analyzer:
     from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
 
     try:
@@ -57,7 +58,7 @@ def local_analyzer(model_path: str | None, detection: DetectionConfig) -> Analyz
     from emotion_recognition.inference import EmotionRecognizer
 
     try:
-        recognizer = EmotionRecognizer.from_file(source.path, detection)
+        recognizer = EmotionRecognizer.from_file(source.path, detection, from_preset(tta))
     except (ValueError, OSError) as error:
         raise CliError(f"could not load the model {source.path}: {error}") from None
 
@@ -131,7 +132,7 @@ def remote_analyzer(url: str) -> Analyzer:
 def make_analyzer(args: argparse.Namespace) -> Analyzer:
     if args.server:
         return remote_analyzer(args.server)
-    return local_analyzer(args.model, detection_config(args))
+    return local_analyzer(args.model, detection_config(args), args.tta)
 
 
 def detection_config(args: argparse.Namespace) -> DetectionConfig:
@@ -283,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--language", choices=sorted(TRANSLATIONS), default="en", help="label language")
     common.add_argument("--detector", choices=available_detectors(), default=DetectionConfig.detector)
     common.add_argument("--min-face-size", type=int, default=DetectionConfig.min_face_size, metavar="PIXELS")
+    common.add_argument("--tta", choices=list(PRESETS), default="flip",
+                        help="test-time views per face: flip (default: face + mirror), none (fastest), "
+                             "crops (16 views, most accurate); with --server the service's EMOTION_TTA applies")
 
     parser = argparse.ArgumentParser(prog="emotion", description="Faces and their emotions in photos, videos and the webcam.")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -30,3 +30,14 @@ def test_card_says_when_training_started_from_a_trained_model():
     assert "initial_model" not in model_card(params, train, evaluation, split, rows)
     params["train"]["initial_model"] = "default"
     assert "started from the weights of `default`" in model_card(params, train, evaluation, split, rows)
+
+
+def test_card_names_the_test_time_views_and_the_accuracy_of_fewer_views():
+    params, train, evaluation, split, rows = card_inputs()
+    old = model_card(params, train, {k: v for k, v in evaluation.items() if k not in ("tta", "accuracy_single_view", "accuracy_flip")}, split, rows)
+    assert "horizontal-flip test-time augmentation" in old and "face alone" not in old  # metrics of an older evaluate stage
+    evaluation = {**evaluation, "tta": "16 views (flip, zoom 44px, zoom 42px, zoom 40px, shift 3px x4)",
+                  "accuracy": 0.6771, "accuracy_single_view": 0.6506, "accuracy_flip": 0.6659}
+    card = model_card(params, train, evaluation, split, rows)
+    assert "(3589 images, 16 views (flip, zoom 44px, zoom 42px, zoom 40px, shift 3px x4))" in card
+    assert "**0.6771**" in card and "one view, `EMOTION_TTA=none`): 0.6506" in card and "the service's default): 0.6659" in card

@@ -114,3 +114,18 @@ def test_webcam_camera_that_cannot_open(monkeypatch, capsys, tiny_model_file):  
     monkeypatch.setattr(cli, "gui_available", lambda: True)
     assert cli.main(["webcam", "--camera", "7", "--model", str(tiny_model_file)]) == 1
     assert "camera 7 could not be opened" in capsys.readouterr().err
+
+
+def test_tta_option_changes_the_views_of_the_bundled_model(tmp_path, capsys):
+    """The real bundled model on a real photo: one view and 16 views give different probabilities."""
+    probabilities = {}
+    for tta in ("none", "crops"):
+        out = tmp_path / tta / "fear.jpg"
+        assert cli.main(["photo", str(media("fear.jpg")), "-o", str(out), "--tta", tta]) == 0
+        faces = json.loads(out.with_suffix(".json").read_text())["faces"]
+        assert len(faces) == 1 and sum(faces[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+        probabilities[tta] = list(faces[0]["probabilities"].values())
+    assert max(abs(a - b) for a, b in zip(probabilities["none"], probabilities["crops"])) > 1e-3
+    with pytest.raises(SystemExit) as error:
+        cli.main(["photo", str(media("fear.jpg")), "--tta", "ten-crop"])
+    assert error.value.code == 2 and "invalid choice: 'ten-crop'" in capsys.readouterr().err
