@@ -1,9 +1,10 @@
 """Latency of one 640x480 frame with 3 faces, detect + classify: in-process and over HTTP.
 
-    python bench/serving_latency.py [--model PATH] [--runs 100]
+    python bench/serving_latency.py [--model PATH] [--runs 100] [--tta none,flip,crops]
 
-In-process: ``EmotionRecognizer.analyze(frame)``. HTTP: ``POST /analyze`` (the frame as JPEG) to a
-``bentoml serve`` this script starts on a free port, one request at a time.
+In-process: ``EmotionRecognizer.analyze(frame)`` once per test-time augmentation preset. HTTP:
+``POST /analyze`` (the frame as JPEG) to a ``bentoml serve`` this script starts on a free port,
+one request at a time, with the service's default ``EMOTION_TTA`` (flip).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model")
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--tta", default="none,flip,crops", help="in-process presets to time")
     args = parser.parse_args()
     print(machine_note())
     frame = three_face_frame()
@@ -36,19 +38,24 @@ def main() -> None:
         from emotion_recognition.inference import EmotionRecognizer
         from emotion_recognition.media import encode_image
 
-        recognizer = EmotionRecognizer.from_file(model)
-        for _ in range(5):
-            assert len(recognizer.analyze(frame)) == 3
-        detect_only, full = [], []
+        from emotion_recognition.tta import from_preset
+
+        detect_only = []
         for _ in range(args.runs):
             start = time.perf_counter()
             detect_faces(frame)
             detect_only.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            recognizer.analyze(frame)
-            full.append(time.perf_counter() - start)
         print(f"in-process detect only:       {percentiles(detect_only)}")
-        print(f"in-process detect + classify: {percentiles(full)}")
+        for preset in args.tta.split(","):
+            recognizer = EmotionRecognizer.from_file(model, tta=from_preset(preset))
+            for _ in range(5):
+                assert len(recognizer.analyze(frame)) == 3
+            full = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                recognizer.analyze(frame)
+                full.append(time.perf_counter() - start)
+            print(f"in-process detect + classify, TTA {preset} ({recognizer.tta.describe()}): {percentiles(full)}")
 
         import httpx
 
