@@ -27,11 +27,12 @@ from emotion_recognition.tta import PRESETS, TestTimeAugmentation
 def view_sets(zooms: tuple[int, ...], shift: int) -> dict[str, list[int]]:
     """Named sets of view indices into ``TestTimeAugmentation(True, zooms, shift).views`` (no flip half)."""
     zoom_index = {crop: 1 + i for i, crop in enumerate(zooms)}
-    shifts = list(range(1 + len(zooms), 5 + len(zooms)))
-    sets = {"face only": [0], f"shift {shift}px x4": [0, *shifts]}
+    shifts = list(range(1 + len(zooms), 5 + len(zooms))) if shift else []
+    sets = {"face only": [0]} | ({f"shift {shift}px x4": [0, *shifts]} if shift else {})
     sets |= {f"zoom {crop}px": [0, index] for crop, index in zoom_index.items()}
     sets["all zooms"] = [0, *zoom_index.values()]
-    sets[f"all zooms + shift {shift}px x4"] = [0, *zoom_index.values(), *shifts]
+    if shift:
+        sets[f"all zooms + shift {shift}px x4"] = [0, *zoom_index.values(), *shifts]
     for name, preset in PRESETS.items():
         if preset.zoom_crops and set(preset.zoom_crops) <= set(zooms) and preset.shift in (0, shift):
             sets[f"preset {name!r}"] = [0, *(zoom_index[c] for c in preset.zoom_crops), *(shifts if preset.shift else [])]

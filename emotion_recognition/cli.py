@@ -54,11 +54,15 @@ def local_analyzer(model_path: str | None, detection: DetectionConfig, tta: str 
         source = resolve_model_file(model_path)
     except ModelNotFoundError as error:
         raise CliError(str(error)) from None
+    try:
+        views = from_preset(tta)
+    except ValueError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from emotion_recognition.inference import EmotionRecognizer
 
     try:
-        recognizer = EmotionRecognizer.from_file(source.path, detection, from_preset(tta))
+        recognizer = EmotionRecognizer.from_file(source.path, detection, views)
     except (ValueError, OSError) as error:
         raise CliError(f"could not load the model {source.path}: {error}") from None
 

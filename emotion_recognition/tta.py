@@ -19,6 +19,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.preprocessing import FACE_SIZE
 
 MIN_ZOOM_CROP = 24
@@ -54,6 +55,8 @@ class TestTimeAugmentation:
         """(V, N, 48, 48) uint8 views of (N, 48, 48) uint8 faces; view 0 is the faces themselves,
         and with ``flip`` the second half holds the mirror images of the first half, in order."""
         faces = np.asarray(faces)
+        if faces.dtype != np.uint8:
+            faces = faces.astype(np.float32)  # OpenCV resizes uint8 and float32, not int64
         views = [faces] + [zoom(faces, crop) for crop in self.zoom_crops]
         if self.shift:
             views += [shifted(faces, dy, dx) for dy, dx in ((self.shift, 0), (-self.shift, 0), (0, self.shift), (0, -self.shift))]
@@ -70,6 +73,8 @@ class TestTimeAugmentation:
         """(V, N, 7) probabilities, one slice per view in ``views`` order."""
         views = self.views(faces)
         count, n = views.shape[:2]
+        if n == 0:
+            return np.zeros((count, 0, NUM_CLASSES), np.float32)
         probabilities = np.asarray(predict_batch(views.reshape(count * n, FACE_SIZE, FACE_SIZE)))
         return probabilities.reshape(count, n, -1)
 
@@ -77,7 +82,7 @@ class TestTimeAugmentation:
 PRESETS = {
     "none": TestTimeAugmentation(),
     "flip": TestTimeAugmentation(flip=True),
-    # chosen on the validation split with the bundled model (bench/tta_views.py)
+    # the best validation accuracy among the view sets bench/tta_views.py compares (bundled model)
     "crops": TestTimeAugmentation(flip=True, zoom_crops=(44, 42, 40), shift=3),
 }
 

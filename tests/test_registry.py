@@ -104,3 +104,24 @@ def test_test_set_digest_depends_on_images_and_labels():
     changed = images.copy()
     changed[0, 0, 0] ^= 1
     assert digest != digest_of(changed, labels)
+
+
+def test_the_champion_is_re_measured_with_the_same_views(mlflow_store, make_constant_model, log_keras_model):
+    """A model whose predictions change with the mirror view: the champion's figure in the decision
+    is its accuracy with the flip, not the 1.0 it scores on the faces alone."""
+    import keras
+
+    configure_mlflow()
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((48, 48, 1))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))))
+    images = np.random.default_rng(4).integers(0, 256, (40, 48, 48)).astype(np.uint8)
+    labels = predict_probabilities(model, images).argmax(axis=1)  # the face alone: accuracy 1.0
+    flip = TestTimeAugmentation(flip=True)
+    with_flip = classification_metrics(labels, predict_probabilities(model, images, flip).argmax(axis=1))["accuracy"]
+    assert with_flip < 1.0  # precondition: the mirror view changes some predictions
+    run_id, model_uri = log_keras_model(model)
+    register_and_promote(model_uri, run_id, with_flip, images, labels, flip)
+    run_id, model_uri = log_keras_model(make_constant_model(HAPPY))
+    decision = register_and_promote(model_uri, run_id, 0.0, images, labels, flip)
+    assert f"v1 ({with_flip:.4f}" in decision and "1.0000" not in decision

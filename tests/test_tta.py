@@ -99,3 +99,36 @@ def test_presets():
     assert PRESETS["crops"].view_count == 16 and PRESETS["none"].view_count == 1
     with pytest.raises(ValueError, match="unknown test-time augmentation 'ten-crop': expected one of none, flip, crops"):
         from_preset("ten-crop")
+
+
+def test_known_values_of_the_crops_views():
+    """Class 0 = brightness of the left half: which view sees how much of a bright left half."""
+    def brightness_model(views: np.ndarray) -> np.ndarray:
+        left = views[:, :, :24].astype(float).mean(axis=(1, 2)) / 255
+        return np.stack([left, 1 - left, *np.zeros((5, len(views)))], axis=1)
+
+    faces = np.zeros((1, 48, 48), np.uint8)
+    faces[:, :, :24] = 255
+    per_view = from_preset("crops").predict_views(brightness_model, faces)[:, 0, 0]
+    assert per_view.shape == (16,)
+    np.testing.assert_allclose(per_view[:4], 1.0, atol=0.03)  # face and zooms 44/42/40: the left half stays bright
+    np.testing.assert_allclose(per_view[4:8], [1, 1, 1, 21 / 24])  # down, up, right, left by 3 px: left loses 3 columns
+    # mirrors: the left half of view 8 + i is the right half of view i, dark but for the 3 columns
+    # that the right shift (view 6) moved across the middle
+    np.testing.assert_allclose(per_view[8:], [0, 0, 0, 0, 0, 0, 3 / 24, 0], atol=0.03)
+
+
+def test_int_faces_and_no_faces():
+    faces = np.random.default_rng(1).integers(0, 256, (2, 48, 48))  # int64, as a JSON list of lists decodes
+    assert from_preset("crops").views(faces).shape == (16, 2, 48, 48)
+    empty = from_preset("crops").predict_views(lambda views: np.zeros((len(views), 7)), np.zeros((0, 48, 48), np.uint8))
+    assert empty.shape == (16, 0, 7)
+
+
+def test_the_evaluate_stage_default_is_the_crops_preset():
+    """params.yaml and PRESETS spell the 16 views out separately; README calls them the same."""
+    from pathlib import Path
+
+    from emotion_recognition.params import load_params
+
+    assert load_params(Path(__file__).resolve().parents[1] / "params.yaml").evaluate.tta() == PRESETS["crops"]

@@ -24,6 +24,7 @@ TEST_LIMITS = {
     "EMOTION_MAX_REQUEST_BYTES": str(8 * 1024 * 1024),
 }
 os.environ.update(TEST_LIMITS)
+os.environ.pop("EMOTION_TTA", None)  # the tests check the service's default views
 
 from fixtures_serving import (  # noqa: E402
     free_port,

@@ -122,3 +122,19 @@ def test_test_time_views_from_params_and_the_accuracy_of_fewer_views(project, ev
     evaluate(model)
     metrics = json.loads((project / "metrics/evaluate.json").read_text())
     assert "accuracy_flip" not in metrics and metrics["accuracy"] == metrics["accuracy_single_view"]
+
+
+def test_fewer_views_read_the_face_and_its_mirror(load_stage):
+    """Made-up view probabilities: only view 0 (the face) and view V/2 (its mirror) are right."""
+    tta = TestTimeAugmentation(flip=True, zoom_crops=(44,), shift=1)  # 12 views; view 6 mirrors view 0
+    labels = np.array([2, 5])
+    views = np.full((12, 2, 7), 0.1)
+    views[:, np.arange(2), 0] = 0.5  # every view says class 0 ...
+    views[0, np.arange(2), labels] = 0.9  # ... but the face itself ...
+    views[6, np.arange(2), labels] = 0.9  # ... and its mirror say the true class
+    views[1, 0, labels[0]] = 0.6
+    fewer = load_stage("evaluate").accuracy_with_fewer_views(views, labels, tta)
+    assert fewer == {"accuracy_single_view": 1.0, "accuracy_flip": 1.0}
+    views[6] = views[1]  # a wrong mirror: the average of view 0 and 6 now favours class 0 for face 1 only
+    views[6, 1, 0] = 2.0
+    assert load_stage("evaluate").accuracy_with_fewer_views(views, labels, tta)["accuracy_flip"] == 0.5
