@@ -180,6 +180,7 @@ fetch("/model_info", { method: "POST", headers: { "Content-Type": "application/j
   .then((r) => r.json())
   .then((info) => {
     translations = info.translations || translations;
-    $("model").textContent = `model ${info.tag}`;
+    const views = info.test_time_augmentation ? `, ${info.test_time_augmentation}` : "";
+    $("model").textContent = `model ${info.tag}${views}`;
   })
   .catch(() => {});

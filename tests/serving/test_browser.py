@@ -92,6 +92,7 @@ def test_upload_photo_shows_labels(live_server, tmp_path):
             items = page.locator("#results li").all_text_contents()
             assert len(items) == 1 and items[0].startswith("happy ")
             assert page.locator("#photo-status").text_content() == "1 face(s)"
+            page.wait_for_function("document.getElementById('model').textContent.includes('2 views (flip)')", timeout=10_000)
             assert canvas_has_colour(page, "photo-canvas", HAPPY_RGB)
             page.select_option("#language", "es")
             assert page.locator("#results li").first.text_content().startswith("felicidad ")
