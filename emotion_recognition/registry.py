@@ -11,8 +11,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from emotion_recognition.evaluation import classification_metrics, predict_probabilities
-from emotion_recognition.tta import TestTimeAugmentation
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
+from emotion_recognition.tta import TestTimeAugmentation
 
 
 def digest_of_test_set(images: np.ndarray, labels: np.ndarray) -> str:

@@ -52,8 +52,9 @@ class TestTimeAugmentation:
         return f"{self.view_count} views ({', '.join(parts)})" if parts else "1 view (no TTA)"
 
     def views(self, faces: np.ndarray) -> np.ndarray:
-        """(V, N, 48, 48) uint8 views of (N, 48, 48) uint8 faces; view 0 is the faces themselves,
-        and with ``flip`` the second half holds the mirror images of the first half, in order."""
+        """(V, N, 48, 48) views of (N, 48, 48) faces (uint8 stays uint8, other types become
+        float32); view 0 is the faces themselves, and with ``flip`` the second half holds the
+        mirror images of the first half, in order."""
         faces = np.asarray(faces)
         if faces.dtype != np.uint8:
             faces = faces.astype(np.float32)  # OpenCV resizes uint8 and float32, not int64

@@ -6,11 +6,11 @@ import pytest
 from mlflow import MlflowClient
 
 from emotion_recognition.evaluation import classification_metrics, predict_probabilities
-from emotion_recognition.tta import TestTimeAugmentation
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.registry import current_champion, register_and_promote
 from emotion_recognition.registry import digest_of_test_set as digest_of
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
+from emotion_recognition.tta import TestTimeAugmentation
 
 HAPPY, SAD, ANGRY, FEAR = (EMOTIONS.index(e) for e in ("happy", "sad", "angry", "fear"))
 
