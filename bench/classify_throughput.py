@@ -56,5 +56,6 @@ def main() -> None:
             seconds = time.perf_counter() - started
             print(f"batch {size:4d}: {count * size / seconds:8.0f} faces/s, {1000 * seconds / count:7.2f} ms per batch")
 
+
 if __name__ == "__main__":
     main()

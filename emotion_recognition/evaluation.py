@@ -7,9 +7,9 @@ import numpy as np
 
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES
 from emotion_recognition.preprocessing import to_model_batch
-from emotion_recognition.tta import TestTimeAugmentation
+from emotion_recognition.tta import PRESETS, TestTimeAugmentation
 
-NO_TTA = TestTimeAugmentation()
+NO_TTA = PRESETS["none"]
 
 
 def predict_view_probabilities(model: keras.Model, images: np.ndarray, tta: TestTimeAugmentation = NO_TTA,

@@ -65,7 +65,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 def accuracy_with_fewer_views(views: np.ndarray, labels: np.ndarray, tta: TestTimeAugmentation) -> dict[str, float]:
     """Accuracy of the face alone and of the face with its mirror, read off the (V, N, 7) view
     probabilities, so one evaluation reports what each level of test-time augmentation buys."""
-    accuracy = lambda probabilities: float((probabilities.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
+    accuracy = lambda probabilities: classification_metrics(labels, probabilities.argmax(axis=1))["accuracy"]
     fewer = {"accuracy_single_view": accuracy(views[0])}
     if tta.flip:
         fewer["accuracy_flip"] = accuracy(views[[0, tta.view_count // 2]].mean(axis=0))  # view V/2 mirrors view 0
