@@ -46,7 +46,16 @@ def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_
     precision = run.get("precision", t["precision"])
     where = f" ({run['cpu']})" if run.get("cpu") else ""
     initial = t.get("initial_model", "none")
-    start = "" if initial == "none" else f" Training started from the weights of `{initial}` (train.initial_model), not from random ones."
+    start = "" if initial == "none" else (f" Training started from the weights of `{initial}` (train.initial_model"
+                                          f"{'; the model bundled before this one' if initial == 'default' else ''}), not from random ones.")
+    teacher = t.get("teacher_model", "none")
+    if teacher != "none":
+        teacher_accuracy = (f", which scored {train['teacher_val_accuracy']:.4f} on validation"
+                            if "teacher_val_accuracy" in train else "")
+        start += (f" Knowledge distillation: each training target was {1 - t['teacher_weight']:.2g} x the one-hot label + "
+                  f"{t['teacher_weight']:.2g} x the probabilities of the teacher `{teacher}` (train.teacher_model"
+                  f"{'; the model bundled before this one' if teacher == 'default' else ''}) averaged over its "
+                  f"`{t['teacher_tta']}` test-time views{teacher_accuracy}.")
     return f"""# Model card: bundled default emotion classifier
 
 ## What it is

@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from emotion_recognition.tta import TestTimeAugmentation
+from emotion_recognition.tta import TestTimeAugmentation, from_preset
 
 
 class Group(BaseModel):
@@ -84,6 +84,12 @@ class TrainParams(Group):
     initial_model: str = Field("none", description="start from these weights instead of random ones: 'none', "
                                "'default' (the bundled default model) or the path of a .keras model "
                                "with the same architecture; for fine-tuning or continued training")
+    teacher_model: str = Field("none", description="knowledge distillation: 'none', 'default' (the bundled "
+                               "default model) or the path of a .keras model (any architecture) whose averaged "
+                               "test-time-augmented predictions on the training images become part of the targets")
+    teacher_tta: str = Field("crops", description="the teacher's test-time augmentation preset: none, flip or crops")
+    teacher_weight: float = Field(0.5, ge=0, le=1, description="share of each training target taken from the "
+                                  "teacher's probabilities; the rest is the one-hot label")
     limit_per_class: int = Field(0, ge=0, description="use at most this many training images per class (0: all); for smoke runs")
 
     @field_validator("batch_size")
@@ -92,6 +98,12 @@ class TrainParams(Group):
         if value > 4096:
             raise ValueError("batch_size above 4096 will not fit the training machine")
         return value
+
+    @field_validator("teacher_tta")
+    @classmethod
+    def _known_teacher_tta(cls, value: str) -> str:
+        from_preset(value)  # a ValueError lists the presets
+        return value.strip().lower()
 
 
 class EvaluateParams(Group):

@@ -12,10 +12,12 @@ import numpy as np
 import tensorflow as tf
 
 from emotion_recognition.data import Split
+from emotion_recognition.evaluation import predict_probabilities
 from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.model import build_model, load_model
 from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
 from emotion_recognition.params import ModelParams, ParamsError, TrainParams
+from emotion_recognition.tta import TestTimeAugmentation
 
 
 # CPU instructions that make Keras' mixed_bfloat16 policy fast. Without them bf16 is emulated:
@@ -68,8 +70,9 @@ def limit_per_class(split: Split, limit: int, seed: int) -> Split:
 
 
 def make_dataset(split: Split, batch_size: int, training: bool, params: TrainParams,
-                 repeat: bool = False) -> tf.data.Dataset:
-    """Decoded arrays in memory -> batches of ((N,48,48,1) float 0-255, one-hot labels).
+                 repeat: bool = False, targets: np.ndarray | None = None) -> tf.data.Dataset:
+    """Decoded arrays in memory -> batches of ((N,48,48,1) float 0-255, one-hot labels), or of
+    (faces, ``targets``) where given: (N, 7) soft targets, e.g. from ``distillation_targets``.
 
     Training batches get cheap random flips and shifts on the fly (on top of the offline
     copies from the augment stage), so no two epochs see identical pixels.
@@ -80,7 +83,9 @@ def make_dataset(split: Split, batch_size: int, training: bool, params: TrainPar
     training for about 30 s every 4-5 epochs.
     """
     images = split.images[..., np.newaxis]
-    labels = tf.one_hot(split.labels, NUM_CLASSES)
+    labels = tf.one_hot(split.labels, NUM_CLASSES) if targets is None else np.asarray(targets, np.float32)
+    if len(labels) != len(images):
+        raise ValueError(f"{len(labels)} targets for {len(images)} images")
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         ds = ds.shuffle(len(split), seed=params.seed, reshuffle_each_iteration=True)
@@ -144,15 +149,36 @@ def model_options(params: ModelParams) -> dict:
     return params.model_dump(exclude={"architecture"})
 
 
-def initial_model_path(initial_model: str) -> Path | None:
-    """The ``train.initial_model`` param as a model file: None for 'none', the bundled default
-    model for 'default', else the given .keras path (errors name the param and the file)."""
-    if initial_model in ("none", ""):
+def model_param_path(field: str, value: str) -> Path | None:
+    """A model-file param (``train.initial_model``, ``train.teacher_model``) as a path: None for
+    'none', the bundled default model for 'default', else the given .keras path (errors name the
+    param and the file)."""
+    if value in ("none", ""):
         return None
     try:
-        return resolve_model_file(None if initial_model == "default" else initial_model).path
+        return resolve_model_file(None if value == "default" else value).path
     except ModelNotFoundError as error:
-        raise ParamsError(f"train.initial_model is {initial_model!r}: {error}") from None
+        raise ParamsError(f"train.{field} is {value!r}: {error}") from None
+
+
+def initial_model_path(initial_model: str) -> Path | None:
+    return model_param_path("initial_model", initial_model)
+
+
+def distillation_targets(teacher_probabilities: np.ndarray, labels: np.ndarray, weight: float) -> np.ndarray:
+    """Training targets for knowledge distillation (Hinton et al. 2015, at temperature 1):
+    ``weight`` x the teacher's probabilities + (1 - ``weight``) x the one-hot label.
+
+    Cross-entropy against this mixture equals the weighted sum of the cross-entropies against the
+    label and against the teacher, so it needs no custom loss. The teacher here is a trained model
+    averaged over test-time views, which scores higher than the same model on one view: the
+    student learns that average, and FER2013's noisy labels are softened by what the teacher saw.
+    """
+    probabilities = np.asarray(teacher_probabilities, np.float64)
+    if probabilities.shape != (len(labels), NUM_CLASSES):
+        raise ValueError(f"teacher probabilities of shape {probabilities.shape}, expected ({len(labels)}, {NUM_CLASSES})")
+    one_hot = np.eye(NUM_CLASSES)[np.asarray(labels)]
+    return (weight * probabilities + (1.0 - weight) * one_hot).astype(np.float32)
 
 
 def load_initial_weights(model: keras.Model, path: Path) -> None:
@@ -284,3 +310,16 @@ class MLflowEpochLogger(keras.callbacks.Callback):
 
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
     return math.ceil(n_images / batch_size)
+
+
+def teacher_probabilities(teacher: keras.Model, images: np.ndarray, tta: TestTimeAugmentation,
+                          chunk: int = 2048, report=print) -> np.ndarray:
+    """(N, 7) probabilities of ``teacher`` for (N, 48, 48) uint8 faces, averaged over the views
+    of ``tta``, with a progress line per chunk (16 views of 25,000 faces take minutes on a CPU)."""
+    parts, started = [], time.perf_counter()
+    for start in range(0, len(images), chunk):
+        parts.append(predict_probabilities(teacher, images[start : start + chunk], tta))
+        done = min(len(images), start + chunk)
+        report(f"train: teacher {done:,}/{len(images):,} faces x {tta.view_count} views "
+               f"({time.perf_counter() - started:.0f} s)")
+    return np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES), np.float32)

@@ -23,7 +23,8 @@ import numpy as np
 from mlflow.models import infer_signature
 
 from emotion_recognition.data import load_split, sha256_file
-from emotion_recognition.model import build_model
+from emotion_recognition.evaluation import classification_metrics
+from emotion_recognition.model import build_model, load_model
 from emotion_recognition.params import flat_params, load_params
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
@@ -33,6 +34,7 @@ from emotion_recognition.training import (
     PreciseBatchNorm,
     WeightAverage,
     cpu_info,
+    distillation_targets,
     float32_copy,
     initial_model_path,
     limit_per_class,
@@ -40,10 +42,13 @@ from emotion_recognition.training import (
     make_dataset,
     make_optimizer,
     model_options,
+    model_param_path,
     recalibrate_batch_norm,
     resolve_precision,
     steps_per_epoch,
+    teacher_probabilities,
 )
+from emotion_recognition.tta import from_preset
 
 TRAIN_PATH = Path("data/augmented/train.npz")
 VAL_PATH = Path("data/split/val.npz")
@@ -122,6 +127,30 @@ def keep_better_average(model, averager, train, val_ds, seed: int) -> dict:
             "model_is_average": int(keep)}
 
 
+def distill_from_teacher(p, train, val) -> dict | None:
+    """With ``train.teacher_model`` set: the teacher's soft targets for every training image and
+    its accuracy (with ``train.teacher_tta``) on the training and validation images, for the log."""
+    path = model_param_path("teacher_model", p.teacher_model)
+    if path is None:
+        return None
+    tta = from_preset(p.teacher_tta)
+    teacher = load_model(path)
+    print(f"train: distilling from {path} with {tta.describe()}, teacher_weight {p.teacher_weight}", flush=True)
+    started = time.perf_counter()
+    probabilities = teacher_probabilities(teacher, train.images, tta)
+    val_probabilities = teacher_probabilities(teacher, val.images, tta)
+    metrics = {
+        "teacher_train_accuracy": classification_metrics(train.labels, probabilities.argmax(1))["accuracy"],
+        "teacher_val_accuracy": classification_metrics(val.labels, val_probabilities.argmax(1))["accuracy"],
+        "teacher_seconds": time.perf_counter() - started,
+    }
+    print(f"train: teacher accuracy {metrics['teacher_train_accuracy']:.4f} on the training images, "
+          f"{metrics['teacher_val_accuracy']:.4f} on validation ({metrics['teacher_seconds']:.0f} s)", flush=True)
+    metrics = {k: round(float(v), 6 if "accuracy" in k else 1) for k, v in metrics.items()}
+    return {"targets": distillation_targets(probabilities, train.labels, p.teacher_weight),
+            "sha256": sha256_file(path), "metrics": metrics}
+
+
 def main() -> None:
     params = load_params()
     p, m = params.train, params.model
@@ -135,7 +164,10 @@ def main() -> None:
     train = limit_per_class(load_split(TRAIN_PATH), p.limit_per_class, p.seed)
     val = load_split(VAL_PATH)
     steps = steps_per_epoch(len(train), p.batch_size)
-    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True)  # one iterator: no per-epoch stalls
+    teacher = distill_from_teacher(p, train, val)
+    targets = teacher["targets"] if teacher else None
+    # one iterator: no per-epoch stalls
+    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True, targets=targets)
     val_ds = make_dataset(val, 256, False, p)
 
     model = build_model(m.architecture, **model_options(m))
@@ -171,6 +203,9 @@ def main() -> None:
                            "train.precision_used": precision})
         if initial is not None:  # DVC tracks the param, not the file: record which file it was
             mlflow.log_params({"train.initial_model_sha256": sha256_file(initial)})
+        if teacher:
+            mlflow.log_params({"train.teacher_model_sha256": teacher["sha256"]})
+            mlflow.log_metrics({k: v for k, v in teacher["metrics"].items()})
         started = time.perf_counter()
         model.fit(
             train_ds,
@@ -200,6 +235,8 @@ def main() -> None:
         mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if k != "parameters"})
         if averaged is not None:  # already logged to MLflow by keep_better_average
             metrics.update(averaged)
+        if teacher:
+            metrics.update(teacher["metrics"])
         write_json(METRICS, metrics)
         plot_curves(rows, CURVES)
         mlflow.log_artifact(str(HISTORY), "plots")

@@ -32,6 +32,16 @@ def test_card_says_when_training_started_from_a_trained_model():
     assert "started from the weights of `default`" in model_card(params, train, evaluation, split, rows)
 
 
+def test_card_says_when_the_model_was_distilled_from_a_teacher():
+    params, train, evaluation, split, rows = card_inputs()
+    params["train"]["teacher_model"] = "none"
+    assert "distillation" not in model_card(params, train, evaluation, split, rows)
+    params["train"].update(teacher_model="default", teacher_tta="crops", teacher_weight=0.7)
+    card = model_card(params, {**train, "teacher_val_accuracy": 0.6733}, evaluation, split, rows)
+    assert ("0.3 x the one-hot label + 0.7 x the probabilities of the teacher `default` (train.teacher_model; "
+            "the model bundled before this one) averaged over its `crops` test-time views, which scored 0.6733") in card
+
+
 def test_card_names_the_test_time_views_and_the_accuracy_of_fewer_views():
     params, train, evaluation, split, rows = card_inputs()
     old = model_card(params, train, {k: v for k, v in evaluation.items() if k not in ("tta", "accuracy_single_view", "accuracy_flip")}, split, rows)

@@ -57,6 +57,8 @@ def test_the_repository_params_are_valid():
         ({"evaluate.tta_zoom_crops": [44, 52]}, "evaluate", "zoom crop 52 px: expected 24-47"),
         ({"evaluate.tta_shift": 12}, "evaluate", "shift 12 px: expected 0-8"),
         ({"evaluate.tta_zoom_crops": 44}, "evaluate.tta_zoom_crops", "valid list"),
+        ({"train.teacher_tta": "ten_crops"}, "train.teacher_tta", "expected one of none, flip, crops"),
+        ({"train.teacher_weight": 1.5}, "train.teacher_weight", "less than or equal to 1"),
     ],
 )
 def test_invalid_params_are_refused_naming_the_field(write, changes, field, detail):

@@ -14,14 +14,17 @@ from emotion_recognition.training import (
     MLflowEpochLogger,
     WeightAverage,
     cpu_info,
+    distillation_targets,
     initial_model_path,
     limit_per_class,
     load_initial_weights,
     make_dataset,
     make_optimizer,
+    model_param_path,
     online_augmentation,
     resolve_precision,
     steps_per_epoch,
+    teacher_probabilities,
 )
 
 
@@ -268,6 +271,8 @@ def test_initial_model_param_names_the_file_to_start_from(tmp_path):
     (tmp_path / "weights.h5").write_bytes(b"x")
     with pytest.raises(ParamsError, match="expected a .keras file"):
         initial_model_path(str(tmp_path / "weights.h5"))
+    with pytest.raises(ParamsError, match=r"train.teacher_model is '.*missing.keras'.*no model file"):
+        model_param_path("teacher_model", str(tmp_path / "missing.keras"))
 
 
 def test_initial_weights_are_copied_only_into_the_same_architecture(tmp_path):
@@ -302,3 +307,50 @@ def test_weight_average_is_the_mean_of_the_last_epochs_only():
     assert averager.count == 2
     for mean, shape in zip(averager.weights(), shapes):
         np.testing.assert_array_equal(mean, np.full(shape, 2.0, np.float32))
+
+
+def test_distillation_targets_mix_the_teacher_into_the_one_hot_labels():
+    labels = np.array([3, 0, 6])
+    teacher = np.full((3, NUM_CLASSES), 1 / NUM_CLASSES)
+    teacher[0] = np.eye(NUM_CLASSES)[5]
+    one_hot = np.eye(NUM_CLASSES)[labels]
+    np.testing.assert_allclose(distillation_targets(teacher, labels, 0.0), one_hot)
+    np.testing.assert_allclose(distillation_targets(teacher, labels, 1.0), teacher, rtol=1e-6)
+    mixed = distillation_targets(teacher, labels, 0.7)
+    assert mixed.dtype == np.float32
+    np.testing.assert_allclose(mixed.sum(axis=1), 1.0, rtol=1e-6)
+    assert mixed[0, 5] == pytest.approx(0.7) and mixed[0, 3] == pytest.approx(0.3)
+    assert mixed[1, 0] == pytest.approx(0.3 + 0.7 / NUM_CLASSES)
+    with pytest.raises(ValueError, match=r"teacher probabilities of shape \(2, 7\), expected \(3, 7\)"):
+        distillation_targets(teacher[:2], labels, 0.5)
+
+
+def test_datasets_carry_soft_targets_in_place_of_one_hot_labels(split):
+    targets = np.random.default_rng(1).dirichlet(np.ones(NUM_CLASSES), len(split)).astype(np.float32)
+    val = make_dataset(split, 8, False, TrainParams(), targets=targets)
+    np.testing.assert_allclose(np.concatenate([y for _, y in val]), targets)
+    # training: shuffled and augmented, but every face keeps its own target
+    params = TrainParams(online_flip=False, online_shift=0.0, seed=3)
+    batches = list(make_dataset(split, 8, True, params, targets=targets))
+    faces, seen = np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
+    assert not np.allclose(seen, targets)
+    order = [int(np.flatnonzero(np.all(np.isclose(targets, row), axis=1))[0]) for row in seen]
+    assert sorted(order) == list(range(len(split)))
+    np.testing.assert_array_equal(faces[..., 0], split.images[order])
+    with pytest.raises(ValueError, match="3 targets for 30 images"):
+        make_dataset(split, 8, False, TrainParams(), targets=targets[:3])
+
+
+def test_teacher_probabilities_average_the_views_and_report_progress(split):
+    from emotion_recognition.evaluation import predict_probabilities
+    from emotion_recognition.model import build_model
+    from emotion_recognition.tta import PRESETS
+
+    keras.utils.set_random_seed(0)
+    teacher = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+    lines = []
+    probabilities = teacher_probabilities(teacher, split.images, PRESETS["crops"], chunk=16, report=lines.append)
+    np.testing.assert_allclose(probabilities, predict_probabilities(teacher, split.images, PRESETS["crops"]),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(probabilities, predict_probabilities(teacher, split.images), atol=1e-4)
+    assert len(lines) == 2 and lines[-1].startswith(f"train: teacher {len(split)}/{len(split)} faces x 16 views")

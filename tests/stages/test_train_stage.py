@@ -197,3 +197,42 @@ def test_averaging_the_last_epochs_is_reported_in_the_metrics(trained, isolate, 
     assert 0.0 <= metrics["averaged_val_accuracy"] <= 1.0
     assert logged["averaged_val_accuracy"] == pytest.approx(metrics["averaged_val_accuracy"], abs=1e-6)
     assert "best_averaged_epochs" not in logged
+
+
+def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate, set_params, load_stage):
+    """train.teacher_model: the teacher's averaged view probabilities become the targets. A
+    teacher that calls every face 'happy' pulls the student's predictions towards 'happy'
+    compared with the same run (same seed, same start) with teacher_weight 0."""
+    from emotion_recognition.evaluation import classification_metrics, predict_probabilities
+    from emotion_recognition.labels import EMOTIONS
+    from emotion_recognition.model import build_model
+
+    project, _, _, client = trained
+    happy = EMOTIONS.index("happy")
+    teacher = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+    weights = [np.zeros_like(w) for w in teacher.get_weights()]
+    weights[-1][happy] = 5.0  # the output bias: 'happy' for every face, whatever the pixels
+    teacher.set_weights(weights)
+    teacher.save(project / "data/teacher.keras")
+    start = project / "data/student_start.keras"
+    load_model(project / "data/train/checkpoint.keras").save(start)
+    val = load_split(project / "data/split/val.npz")
+
+    def happy_share(weight):
+        run = retrain(project, client, isolate, set_params, load_stage, epochs=3, batch_size=16, seed=5,
+                      initial_model="data/student_start.keras", learning_rate=0.05, warmup_epochs=0.0,
+                      label_smoothing=0.0, teacher_model="data/teacher.keras", teacher_tta="flip",
+                      teacher_weight=weight)
+        student = load_model(project / "data/model/model.keras")
+        return run, float(predict_probabilities(student, val.images)[:, happy].mean())
+
+    run, distilled = happy_share(1.0)
+    _, undistilled = happy_share(0.0)
+    assert distilled > 0.4 and distilled > undistilled + 0.2, (distilled, undistilled)  # seen: 0.65 vs 0.15
+    train = load_split(project / "data/augmented/train.npz")
+    expected = classification_metrics(train.labels, np.full(len(train), happy))["accuracy"]
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert metrics["teacher_train_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert run.data.metrics["teacher_train_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert run.data.params["train.teacher_tta"] == "flip"
+    assert re.fullmatch(r"[0-9a-f]{64}", run.data.params["train.teacher_model_sha256"])
