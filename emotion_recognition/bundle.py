@@ -52,10 +52,10 @@ def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_
     if teacher != "none":
         teacher_accuracy = (f", which scored {train['teacher_val_accuracy']:.4f} on validation"
                             if "teacher_val_accuracy" in train else "")
-        start += (f" Knowledge distillation: each training target was {1 - t['teacher_weight']:.2g} x the one-hot label + "
-                  f"{t['teacher_weight']:.2g} x the probabilities of the teacher `{teacher}` (train.teacher_model"
+        start += (f" Knowledge distillation: each training target was {1 - t['teacher_weight']:g} x the one-hot label + "
+                  f"{t['teacher_weight']:g} x the probabilities of the teacher `{teacher}` (train.teacher_model"
                   f"{'; the model bundled before this one' if teacher == 'default' else ''}) averaged over its "
-                  f"`{t['teacher_tta']}` test-time views{teacher_accuracy}.")
+                  f"`{t['teacher_tta']}` test-time views{teacher_accuracy}, before label smoothing {t['label_smoothing']}.")
     return f"""# Model card: bundled default emotion classifier
 
 ## What it is

@@ -17,6 +17,7 @@ from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.model import build_model, load_model
 from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
 from emotion_recognition.params import ModelParams, ParamsError, TrainParams
+from emotion_recognition.preprocessing import FACE_SIZE
 from emotion_recognition.tta import TestTimeAugmentation
 
 
@@ -162,19 +163,31 @@ def model_param_path(field: str, value: str) -> Path | None:
 
 
 def initial_model_path(initial_model: str) -> Path | None:
+    """The ``train.initial_model`` param as a model file (None for 'none'); see ``model_param_path``."""
     return model_param_path("initial_model", initial_model)
 
 
-def distillation_targets(teacher_probabilities: np.ndarray, labels: np.ndarray, weight: float) -> np.ndarray:
+def check_teacher_shapes(teacher: keras.Model, path: Path) -> None:
+    """A teacher must take this project's faces, (N, 48, 48, 1) raw 0-255 grayscale, and return
+    the 7 probabilities in EMOTIONS order (the shapes are what can be checked)."""
+    inputs, outputs = tuple(teacher.input_shape[1:]), teacher.output_shape[-1]
+    if inputs != (FACE_SIZE, FACE_SIZE, 1) or outputs != NUM_CLASSES:
+        raise ParamsError(
+            f"train.teacher_model {path}: takes {inputs} and returns {outputs} values per face; a teacher must "
+            f"take ({FACE_SIZE}, {FACE_SIZE}, 1) grayscale faces (0-255) and return {NUM_CLASSES} probabilities"
+        )
+
+
+def distillation_targets(probabilities: np.ndarray, labels: np.ndarray, weight: float) -> np.ndarray:
     """Training targets for knowledge distillation (Hinton et al. 2015, at temperature 1):
-    ``weight`` x the teacher's probabilities + (1 - ``weight``) x the one-hot label.
+    ``weight`` x the teacher's ``probabilities`` + (1 - ``weight``) x the one-hot label.
 
     Cross-entropy against this mixture equals the weighted sum of the cross-entropies against the
-    label and against the teacher, so it needs no custom loss. The teacher here is a trained model
-    averaged over test-time views, which scores higher than the same model on one view: the
-    student learns that average, and FER2013's noisy labels are softened by what the teacher saw.
+    label and against the teacher, so it needs no custom loss (the loss's label smoothing then
+    applies to the mixture as it would to one-hot labels). The teacher here is a trained model
+    averaged over test-time views, which scores higher than the same model on one view.
     """
-    probabilities = np.asarray(teacher_probabilities, np.float64)
+    probabilities = np.asarray(probabilities, np.float64)
     if probabilities.shape != (len(labels), NUM_CLASSES):
         raise ValueError(f"teacher probabilities of shape {probabilities.shape}, expected ({len(labels)}, {NUM_CLASSES})")
     one_hot = np.eye(NUM_CLASSES)[np.asarray(labels)]

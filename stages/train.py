@@ -22,10 +22,10 @@ import mlflow
 import numpy as np
 from mlflow.models import infer_signature
 
-from emotion_recognition.data import load_split, sha256_file
+from emotion_recognition.data import Split, load_split, sha256_file
 from emotion_recognition.evaluation import classification_metrics
 from emotion_recognition.model import build_model, load_model
-from emotion_recognition.params import flat_params, load_params
+from emotion_recognition.params import TrainParams, flat_params, load_params
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.training import (
@@ -33,6 +33,7 @@ from emotion_recognition.training import (
     MLflowEpochLogger,
     PreciseBatchNorm,
     WeightAverage,
+    check_teacher_shapes,
     cpu_info,
     distillation_targets,
     float32_copy,
@@ -127,7 +128,7 @@ def keep_better_average(model, averager, train, val_ds, seed: int) -> dict:
             "model_is_average": int(keep)}
 
 
-def distill_from_teacher(p, train, val) -> dict | None:
+def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | None:
     """With ``train.teacher_model`` set: the teacher's soft targets for every training image and
     its accuracy (with ``train.teacher_tta``) on the training and validation images, for the log."""
     path = model_param_path("teacher_model", p.teacher_model)
@@ -135,6 +136,7 @@ def distill_from_teacher(p, train, val) -> dict | None:
         return None
     tta = from_preset(p.teacher_tta)
     teacher = load_model(path)
+    check_teacher_shapes(teacher, path)
     print(f"train: distilling from {path} with {tta.describe()}, teacher_weight {p.teacher_weight}", flush=True)
     started = time.perf_counter()
     probabilities = teacher_probabilities(teacher, train.images, tta)
@@ -164,17 +166,19 @@ def main() -> None:
     train = limit_per_class(load_split(TRAIN_PATH), p.limit_per_class, p.seed)
     val = load_split(VAL_PATH)
     steps = steps_per_epoch(len(train), p.batch_size)
-    teacher = distill_from_teacher(p, train, val)
-    targets = teacher["targets"] if teacher else None
-    # one iterator: no per-epoch stalls
-    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True, targets=targets)
-    val_ds = make_dataset(val, 256, False, p)
 
+    # The student first: its bad settings fail before the long teacher pass, and loading the
+    # teacher (which draws from the seeded RNG) cannot change the student's initial weights.
     model = build_model(m.architecture, **model_options(m))
     initial = initial_model_path(p.initial_model)
     if initial is not None:
         load_initial_weights(model, initial)
         print(f"train: starting from the weights of {initial}", flush=True)
+    distillation = distill_from_teacher(p, train, val)
+    targets = distillation["targets"] if distillation else None
+    # one iterator: no per-epoch stalls
+    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True, targets=targets)
+    val_ds = make_dataset(val, 256, False, p)
     model.compile(
         optimizer=make_optimizer(p, steps),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing),
@@ -203,9 +207,9 @@ def main() -> None:
                            "train.precision_used": precision})
         if initial is not None:  # DVC tracks the param, not the file: record which file it was
             mlflow.log_params({"train.initial_model_sha256": sha256_file(initial)})
-        if teacher:
-            mlflow.log_params({"train.teacher_model_sha256": teacher["sha256"]})
-            mlflow.log_metrics({k: v for k, v in teacher["metrics"].items()})
+        if distillation:
+            mlflow.log_params({"train.teacher_model_sha256": distillation["sha256"]})
+            mlflow.log_metrics(distillation["metrics"])
         started = time.perf_counter()
         model.fit(
             train_ds,
@@ -235,8 +239,8 @@ def main() -> None:
         mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if k != "parameters"})
         if averaged is not None:  # already logged to MLflow by keep_better_average
             metrics.update(averaged)
-        if teacher:
-            metrics.update(teacher["metrics"])
+        if distillation:
+            metrics.update(distillation["metrics"])
         write_json(METRICS, metrics)
         plot_curves(rows, CURVES)
         mlflow.log_artifact(str(HISTORY), "plots")

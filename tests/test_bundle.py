@@ -36,10 +36,11 @@ def test_card_says_when_the_model_was_distilled_from_a_teacher():
     params, train, evaluation, split, rows = card_inputs()
     params["train"]["teacher_model"] = "none"
     assert "distillation" not in model_card(params, train, evaluation, split, rows)
-    params["train"].update(teacher_model="default", teacher_tta="crops", teacher_weight=0.7)
+    params["train"].update(teacher_model="default", teacher_tta="crops", teacher_weight=0.75, label_smoothing=0.1)
     card = model_card(params, {**train, "teacher_val_accuracy": 0.6733}, evaluation, split, rows)
-    assert ("0.3 x the one-hot label + 0.7 x the probabilities of the teacher `default` (train.teacher_model; "
-            "the model bundled before this one) averaged over its `crops` test-time views, which scored 0.6733") in card
+    assert ("0.25 x the one-hot label + 0.75 x the probabilities of the teacher `default` (train.teacher_model; "
+            "the model bundled before this one) averaged over its `crops` test-time views, which scored 0.6733 "
+            "on validation, before label smoothing 0.1.") in card
 
 
 def test_card_names_the_test_time_views_and_the_accuracy_of_fewer_views():

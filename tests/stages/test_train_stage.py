@@ -5,12 +5,13 @@ import csv
 import json
 import re
 
+import keras
 import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from emotion_recognition.data import load_split
+from emotion_recognition.data import load_split, sha256_file
 from emotion_recognition.model import load_model
 
 EPOCHS = 2
@@ -229,10 +230,29 @@ def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate
     run, distilled = happy_share(1.0)
     _, undistilled = happy_share(0.0)
     assert distilled > 0.4 and distilled > undistilled + 0.2, (distilled, undistilled)  # seen: 0.65 vs 0.15
-    train = load_split(project / "data/augmented/train.npz")
-    expected = classification_metrics(train.labels, np.full(len(train), happy))["accuracy"]
     metrics = json.loads((project / "metrics/train.json").read_text())
-    assert metrics["teacher_train_accuracy"] == pytest.approx(expected, abs=1e-6)
-    assert run.data.metrics["teacher_train_accuracy"] == pytest.approx(expected, abs=1e-6)
+    for split, name in (("augmented/train", "teacher_train_accuracy"), ("split/val", "teacher_val_accuracy")):
+        labels = load_split(project / f"data/{split}.npz").labels
+        expected = classification_metrics(labels, np.full(len(labels), happy))["accuracy"]
+        assert metrics[name] == pytest.approx(expected, abs=1e-6)
+        assert run.data.metrics[name] == pytest.approx(expected, abs=1e-6)
     assert run.data.params["train.teacher_tta"] == "flip"
-    assert re.fullmatch(r"[0-9a-f]{64}", run.data.params["train.teacher_model_sha256"])
+    assert run.data.params["train.teacher_model_sha256"] == sha256_file(project / "data/teacher.keras")
+
+
+def test_a_teacher_of_the_wrong_shape_is_refused_naming_the_param(trained, isolate, set_params, load_stage, capsys):
+    from emotion_recognition.stage_io import run_stage
+
+    project, _, _, _ = trained
+    inputs = keras.Input((48, 48, 1))
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))).save(
+        project / "data/three_classes.keras")
+    set_params(project, train={"teacher_model": "data/three_classes.keras"})
+    try:
+        with isolate(project), pytest.raises(SystemExit) as stopped:
+            run_stage(load_stage("train").main)
+    finally:
+        set_params(project, train={"teacher_model": "none"})
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "train.teacher_model" in error and "returns 3 values per face" in error and "Traceback" not in error
