@@ -8,6 +8,7 @@ plots/train_history.csv and plots/train_curves.png. Checkpoints go to data/train
 from __future__ import annotations
 
 import csv
+import hashlib
 import subprocess
 import sys
 import time
@@ -49,13 +50,14 @@ from emotion_recognition.training import (
     steps_per_epoch,
     teacher_probabilities,
 )
-from emotion_recognition.tta import from_preset
+from emotion_recognition.tta import TestTimeAugmentation, from_preset
 
 TRAIN_PATH = Path("data/augmented/train.npz")
 VAL_PATH = Path("data/split/val.npz")
 MODEL_PATH = Path("data/model/model.keras")
 RUN_PATH = Path("data/model/run.json")
 CHECKPOINT = Path("data/train/checkpoint.keras")
+TEACHER_CACHE = Path("data/cache/teacher")  # not a DVC output: `dvc repro` would delete it before each run
 METRICS = Path("metrics/train.json")
 HISTORY = Path("plots/train_history.csv")
 CURVES = Path("plots/train_curves.png")
@@ -128,6 +130,16 @@ def keep_better_average(model, averager, train, val_ds, seed: int) -> dict:
             "model_is_average": int(keep)}
 
 
+def teacher_cache_path(teacher_sha256: str, tta: TestTimeAugmentation, train: Split, val: Split) -> Path:
+    """Where the teacher's probabilities for these exact images and views are kept between runs:
+    a sweep over ``train.teacher_weight`` or the student's params should not repeat a pass that
+    takes 23 minutes with 16 views on a 2-core AVX2 CPU."""
+    digest = hashlib.sha256(f"{teacher_sha256}\n{tta.describe()}\n".encode())
+    for images in (train.images, val.images):
+        digest.update(np.ascontiguousarray(images).tobytes())
+    return TEACHER_CACHE / f"{digest.hexdigest()[:32]}.npz"
+
+
 def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | None:
     """With ``train.teacher_model`` set: the teacher's soft targets for every training image and
     its accuracy (with ``train.teacher_tta``) on the training and validation images, for the log."""
@@ -137,10 +149,19 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | Non
     tta = from_preset(p.teacher_tta)
     teacher = load_model(path)
     check_teacher_shapes(teacher, path)
+    sha256 = sha256_file(path)
     print(f"train: distilling from {path} with {tta.describe()}, teacher_weight {p.teacher_weight}", flush=True)
     started = time.perf_counter()
-    probabilities = teacher_probabilities(teacher, train.images, tta)
-    val_probabilities = teacher_probabilities(teacher, val.images, tta)
+    cache = teacher_cache_path(sha256, tta, train, val)
+    if cache.is_file():
+        with np.load(cache) as stored:
+            probabilities, val_probabilities = stored["train"], stored["val"]
+        print(f"train: teacher probabilities read from {cache} (delete it to recompute)", flush=True)
+    else:
+        probabilities = teacher_probabilities(teacher, train.images, tta)
+        val_probabilities = teacher_probabilities(teacher, val.images, tta)
+        with atomic_path(cache, suffix=".npz") as tmp:
+            np.savez(tmp, train=probabilities, val=val_probabilities)
     metrics = {
         "teacher_train_accuracy": classification_metrics(train.labels, probabilities.argmax(1))["accuracy"],
         "teacher_val_accuracy": classification_metrics(val.labels, val_probabilities.argmax(1))["accuracy"],
@@ -150,7 +171,7 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | Non
           f"{metrics['teacher_val_accuracy']:.4f} on validation ({metrics['teacher_seconds']:.0f} s)", flush=True)
     metrics = {k: round(float(v), 6 if "accuracy" in k else 1) for k, v in metrics.items()}
     return {"targets": distillation_targets(probabilities, train.labels, p.teacher_weight),
-            "sha256": sha256_file(path), "metrics": metrics}
+            "sha256": sha256, "metrics": metrics}
 
 
 def main() -> None:

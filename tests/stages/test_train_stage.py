@@ -200,13 +200,14 @@ def test_averaging_the_last_epochs_is_reported_in_the_metrics(trained, isolate, 
     assert "best_averaged_epochs" not in logged
 
 
-def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate, set_params, load_stage):
+def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate, set_params, load_stage, capsys):
     """train.teacher_model: the teacher's averaged view probabilities become the targets. A
     teacher that calls every face 'happy' pulls the student's predictions towards 'happy'
     compared with the same run (same seed, same start) with teacher_weight 0."""
     from emotion_recognition.evaluation import classification_metrics, predict_probabilities
     from emotion_recognition.labels import EMOTIONS
     from emotion_recognition.model import build_model
+    from emotion_recognition.tta import PRESETS
 
     project, _, _, client = trained
     happy = EMOTIONS.index("happy")
@@ -228,7 +229,14 @@ def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate
         return run, float(predict_probabilities(student, val.images)[:, happy].mean())
 
     run, distilled = happy_share(1.0)
-    _, undistilled = happy_share(0.0)
+    cached = sorted((project / "data/cache/teacher").glob("*.npz"))
+    assert len(cached) == 1  # the teacher's probabilities, kept for the next run
+    with np.load(cached[0]) as stored:
+        np.testing.assert_allclose(stored["val"], predict_probabilities(load_model(project / "data/teacher.keras"),
+                                                                        val.images, PRESETS["flip"]), rtol=1e-5)
+    _, undistilled = happy_share(0.0)  # same teacher, views and images: read back, not recomputed
+    assert "teacher probabilities read from data/cache/teacher/" in capsys.readouterr().out
+    assert sorted((project / "data/cache/teacher").glob("*.npz")) == cached
     assert distilled > 0.4 and distilled > undistilled + 0.2, (distilled, undistilled)  # seen: 0.65 vs 0.15
     metrics = json.loads((project / "metrics/train.json").read_text())
     for split, name in (("augmented/train", "teacher_train_accuracy"), ("split/val", "teacher_val_accuracy")):
