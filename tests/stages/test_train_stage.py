@@ -135,20 +135,30 @@ def test_training_can_start_from_a_trained_model(trained, isolate, set_params, l
             np.testing.assert_allclose(after.numpy(), before.numpy(), atol=1e-5)
 
 
+def refused_run(project, isolate, set_params, load_stage, capsys, **train) -> str:
+    """Run the train stage as DVC does with these train params (restored afterwards); it must stop
+    with exit code 2 and a message, not a traceback. Returns what it printed to stderr."""
+    from emotion_recognition.stage_io import run_stage
+
+    original = (project / "params.yaml").read_text()
+    set_params(project, train=train)
+    try:
+        with isolate(project), pytest.raises(SystemExit) as stopped:
+            run_stage(load_stage("train").main)
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    return error
+
+
 def test_initial_model_that_does_not_fit_the_architecture_is_refused(trained, isolate, set_params, load_stage,
                                                                       capsys):
     project, _, _, _ = trained
-    set_params(project, train={"initial_model": "default"})  # the bundled model is far wider than [8, 16]
-    try:
-        with isolate(project), pytest.raises(SystemExit) as stopped:
-            from emotion_recognition.stage_io import run_stage
-
-            run_stage(load_stage("train").main)
-    finally:
-        set_params(project, train={"initial_model": "none"})
-    assert stopped.value.code == 2
-    error = capsys.readouterr().err
-    assert "train.initial_model" in error and "model.*" in error and "Traceback" not in error
+    # the bundled model is far wider than [8, 16]
+    error = refused_run(project, isolate, set_params, load_stage, capsys, initial_model="default")
+    assert "train.initial_model" in error and "model.*" in error
 
 
 def test_weight_average_replaces_the_best_epoch_only_when_validation_says_it_is_better(trained, isolate,
@@ -249,18 +259,9 @@ def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate
 
 
 def test_a_teacher_of_the_wrong_shape_is_refused_naming_the_param(trained, isolate, set_params, load_stage, capsys):
-    from emotion_recognition.stage_io import run_stage
-
     project, _, _, _ = trained
     inputs = keras.Input((48, 48, 1))
     keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))).save(
         project / "data/three_classes.keras")
-    set_params(project, train={"teacher_model": "data/three_classes.keras"})
-    try:
-        with isolate(project), pytest.raises(SystemExit) as stopped:
-            run_stage(load_stage("train").main)
-    finally:
-        set_params(project, train={"teacher_model": "none"})
-    assert stopped.value.code == 2
-    error = capsys.readouterr().err
-    assert "train.teacher_model" in error and "returns 3 values per face" in error and "Traceback" not in error
+    error = refused_run(project, isolate, set_params, load_stage, capsys, teacher_model="data/three_classes.keras")
+    assert "train.teacher_model" in error and "returns 3 values per face" in error
