@@ -85,7 +85,8 @@ class TrainParams(Group):
                                "'default' (the bundled default model) or the path of a .keras model "
                                "with the same architecture; for fine-tuning or continued training")
     teacher_model: str = Field("none", description="knowledge distillation: 'none', 'default' (the bundled "
-                               "default model) or the path of a .keras model (any architecture) whose averaged "
+                               "default model) or the path of a .keras model (any architecture taking 48x48x1 faces and returning "
+                               "the 7 probabilities) whose averaged "
                                "test-time-augmented predictions on the training images become part of the targets")
     teacher_tta: str = Field("crops", description="the teacher's test-time augmentation preset: none, flip or crops")
     teacher_weight: float = Field(0.5, ge=0, le=1, description="share of each training target taken from the "
