@@ -131,19 +131,84 @@ def online_augmentation(params: TrainParams) -> keras.Sequential | None:
     return keras.Sequential(steps, name="online_augmentation") if steps else None
 
 
+@keras.saving.register_keras_serializable(package="emotion_recognition")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to 0 at
+    ``total_steps``. Unlike Keras' ``CosineDecay`` (the same curve), the length is a variable:
+    ``TimeBudget`` shortens the run after its first epoch and the decay still ends at zero."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = tf.Variable(float(total_steps), trainable=False, dtype=tf.float32, name="total_steps")
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = float(self.warmup_steps)
+        rising = self.peak * step / max(warmup, 1.0)
+        progress = tf.clip_by_value((step - warmup) / tf.maximum(self.total_steps - warmup, 1.0), 0.0, 1.0)
+        decaying = 0.5 * self.peak * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(step < warmup, rising, decaying)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        self.total_steps.assign(float(max(total_steps, self.warmup_steps + 1)))
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": int(self.total_steps.numpy())}
+
+
 def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """Linear warm-up then cosine decay to zero over the whole run."""
     total = max(1, params.epochs * steps_per_epoch)
     warmup = min(total - 1, int(params.warmup_epochs * steps_per_epoch))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else params.learning_rate,
-        decay_steps=total - warmup,
-        warmup_target=params.learning_rate if warmup else None,
-        warmup_steps=warmup,
-    )
+    schedule = WarmupCosine(params.learning_rate, warmup, total)
     if params.optimizer == "adamw":
         return keras.optimizers.AdamW(schedule, weight_decay=params.weight_decay)
     return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=params.weight_decay)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Fits the run into ``seconds`` counted from ``started`` (a ``time.perf_counter()`` value,
+    e.g. the start of the stage, so loading data and a teacher's pass count too).
+
+    After the first epoch it plans as many epochs as fit at that epoch's pace (at most the
+    ``fit(epochs=...)`` asked for, at least 1), shortens the learning-rate schedule and the
+    weight-averaging window to them, and stops training there. The first epoch includes graph
+    tracing, so the plan errs short; should later epochs run slower (a busy CPU), training also
+    stops as soon as another epoch of the slowest pace so far would overrun the budget.
+    """
+
+    def __init__(self, seconds: float, started: float, steps_per_epoch: int, averager: WeightAverage | None = None,
+                 clock=time.perf_counter):
+        super().__init__()
+        self.seconds = seconds
+        self.started = started
+        self.steps_per_epoch = steps_per_epoch
+        self.averager = averager
+        self.clock = clock
+        self.planned_epochs: int | None = None
+        self.slowest = 0.0
+        self.epoch_started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        self.slowest = max(self.slowest, now - self.epoch_started)
+        remaining = self.seconds - (now - self.started)
+        if self.planned_epochs is None:
+            asked = self.params.get("epochs") or epoch + 1
+            self.planned_epochs = max(1, min(asked, epoch + 1 + int(max(remaining, 0) // self.slowest)))
+            schedule = self.model.optimizer._learning_rate
+            if isinstance(schedule, WarmupCosine):
+                schedule.set_total_steps(self.planned_epochs * self.steps_per_epoch)
+            if self.averager is not None:
+                self.averager.plan(self.planned_epochs)
+            print(f"train: time budget {self.seconds / 60:g} min: planning {self.planned_epochs} of {asked} epochs "
+                  f"(first epoch {self.slowest:.0f} s, {remaining / 60:.1f} min left)", flush=True)
+        if epoch + 1 >= self.planned_epochs or remaining < self.slowest:
+            self.model.stop_training = True
 
 
 def model_options(params: ModelParams) -> dict:
@@ -270,9 +335,14 @@ class WeightAverage(keras.callbacks.Callback):
 
     def __init__(self, epochs: int, total_epochs: int):
         super().__init__()
-        self.first = max(0, total_epochs - epochs)  # 0-based index of the first averaged epoch
+        self.epochs = epochs
+        self.plan(total_epochs)
         self.mean: list[np.ndarray] | None = None
         self.count = 0
+
+    def plan(self, total_epochs: int) -> None:
+        """Average the last ``epochs`` of ``total_epochs`` (``TimeBudget`` may shorten the run)."""
+        self.first = max(0, total_epochs - self.epochs)  # 0-based index of the first averaged epoch
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch < self.first:

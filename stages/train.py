@@ -33,6 +33,7 @@ from emotion_recognition.training import (
     EpochTimer,
     MLflowEpochLogger,
     PreciseBatchNorm,
+    TimeBudget,
     WeightAverage,
     check_teacher_shapes,
     cpu_info,
@@ -175,6 +176,7 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | Non
 
 
 def main() -> None:
+    stage_started = time.perf_counter()  # a time budget counts data loading and a teacher's pass too
     params = load_params()
     p, m = params.train, params.model
     keras.utils.set_random_seed(p.seed)
@@ -208,6 +210,8 @@ def main() -> None:
     CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
     history = HistoryWriter(HISTORY)
     averager = WeightAverage(p.average_last_epochs, p.epochs) if p.average_last_epochs else None
+    budget = (TimeBudget(p.time_budget_minutes * 60, stage_started, steps, averager)
+              if p.time_budget_minutes else None)
     callbacks = [
         EpochTimer(len(train)),
         PreciseBatchNorm(train.images, seed=p.seed),
@@ -217,7 +221,7 @@ def main() -> None:
         keras.callbacks.ModelCheckpoint(CHECKPOINT, monitor="val_accuracy", mode="max", save_best_only=True),
         MLflowEpochLogger(),
         history,
-    ] + ([averager] if averager else [])
+    ] + ([budget] if budget else []) + ([averager] if averager else [])  # budget first: it plans the window
 
     configure_mlflow()
     # A descriptive name: MLflow's random names repeat here because the seed is fixed above.
@@ -258,6 +262,9 @@ def main() -> None:
             "parameters": int(model.count_params()),
         }
         mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if k != "parameters"})
+        if budget and budget.planned_epochs:
+            metrics["planned_epochs"] = budget.planned_epochs
+            mlflow.log_metric("planned_epochs", budget.planned_epochs)
         if averaged is not None:  # already logged to MLflow by keep_better_average
             metrics.update(averaged)
         if distillation:

@@ -12,6 +12,8 @@ from emotion_recognition.params import TrainParams
 from emotion_recognition.training import (
     EpochTimer,
     MLflowEpochLogger,
+    TimeBudget,
+    WarmupCosine,
     WeightAverage,
     cpu_info,
     distillation_targets,
@@ -130,6 +132,72 @@ def test_optimizer_without_warmup_and_sgd():
     optimizer = make_optimizer(params, steps_per_epoch=5)
     assert isinstance(optimizer, keras.optimizers.SGD)
     assert float(optimizer._learning_rate(0)) == pytest.approx(0.1)
+
+
+def test_schedule_is_keras_cosine_decay_with_warmup_and_its_length_can_change():
+    schedule = WarmupCosine(0.01, warmup_steps=20, total_steps=200)
+    keras_schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=180, warmup_target=0.01, warmup_steps=20)
+    for step in [0, 7, 20, 55, 110, 199, 200, 260]:
+        assert float(schedule(step)) == pytest.approx(float(keras_schedule(step)), abs=1e-7)
+    schedule.set_total_steps(100)  # a shorter run still decays to zero at its new end
+    assert float(schedule(60)) == pytest.approx(0.005, rel=1e-3)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-7)
+    assert float(schedule(10)) == pytest.approx(0.005)  # the warm-up is unchanged
+    assert WarmupCosine.from_config(schedule.get_config()).get_config() == \
+        {"peak": 0.01, "warmup_steps": 20, "total_steps": 100}
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def budget_run(seconds, epoch_seconds, asked_epochs=50, started=0.0, averager=None):
+    """Drives a TimeBudget through epochs of the given lengths (the last one repeating) as
+    ``fit`` would; returns the callback, the epochs run and the compiled model."""
+    from emotion_recognition.model import build_model
+
+    model = build_model("vgg", widths=[4], convs_per_block=1, dense_units=8)
+    model.compile(optimizer=make_optimizer(TrainParams(epochs=asked_epochs, warmup_epochs=0), 10),
+                  loss="categorical_crossentropy")
+    clock = FakeClock()
+    clock.now = 30.0  # data loading before fit counts against the budget
+    budget = TimeBudget(seconds, started, steps_per_epoch=10, averager=averager, clock=clock)
+    budget.set_model(model)
+    budget.set_params({"epochs": asked_epochs})
+    model.stop_training = False
+    run = 0
+    while run < asked_epochs and not model.stop_training:
+        budget.on_epoch_begin(run)
+        clock.now += epoch_seconds[min(run, len(epoch_seconds) - 1)]
+        budget.on_epoch_end(run)
+        run += 1
+    return budget, run, model
+
+
+def test_time_budget_plans_the_epochs_that_fit_and_ends_the_decay_there():
+    averager = WeightAverage(epochs=3, total_epochs=50)
+    budget, run, model = budget_run(1000, [100, 90], averager=averager)
+    # 30 s loading + 100 s first epoch; 870 s left = 8 more epochs of 100 s
+    assert budget.planned_epochs == 9 and run == 9
+    assert float(model.optimizer._learning_rate.total_steps.numpy()) == 90
+    assert averager.first == 6  # the last 3 of the 9 epochs
+
+
+def test_time_budget_never_plans_more_than_asked_nor_fewer_than_one():
+    budget, run, _ = budget_run(10_000, [100], asked_epochs=5)
+    assert budget.planned_epochs == 5 and run == 5
+    budget, run, _ = budget_run(50, [100])
+    assert budget.planned_epochs == 1 and run == 1
+
+
+def test_time_budget_stops_early_when_epochs_slow_down():
+    budget, run, _ = budget_run(1000, [100, 100, 300])  # the CPU gets busy after epoch 2
+    assert budget.planned_epochs == 9
+    assert run == 4  # 30 + 100 + 100 + 300 + 300 = 830 s: a 5th epoch of 300 s would overrun
 
 
 def test_steps_per_epoch_rounds_up():

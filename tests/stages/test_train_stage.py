@@ -210,6 +210,19 @@ def test_averaging_the_last_epochs_is_reported_in_the_metrics(trained, isolate, 
     assert "best_averaged_epochs" not in logged
 
 
+def test_a_time_budget_shorter_than_one_epoch_ends_the_run_after_it(trained, isolate, set_params, load_stage,
+                                                                     capsys):
+    project, _, _, client = trained
+    logged = retrain(project, client, isolate, set_params, load_stage, epochs=3, batch_size=16,
+                     time_budget_minutes=0.001, average_last_epochs=2)
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert metrics["planned_epochs"] == 1 and metrics["epochs_run"] == 1
+    assert metrics["averaged_epochs"] == 1  # the averaging window was fitted to the one epoch
+    assert logged.data.metrics["planned_epochs"] == 1
+    assert logged.data.params["train.time_budget_minutes"] == "0.001"
+    assert "time budget 0.001 min: planning 1 of 3 epochs" in capsys.readouterr().out
+
+
 def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate, set_params, load_stage, capsys):
     """train.teacher_model: the teacher's averaged view probabilities become the targets. A
     teacher that calls every face 'happy' pulls the student's predictions towards 'happy'
