@@ -1,0 +1,64 @@
+"""Model soup: average the weights of several fine-tunes of one model and compare accuracy.
+
+Usage: python bench/model_soup.py MODEL.keras MODEL.keras [...] [--views none,flip,crops] [--out soup.keras]
+
+Needs data/split/{val,test}.npz (`dvc repro split`). The models must share one architecture and
+should be fine-tuned from the same starting weights (e.g. runs with `train.initial_model=default`):
+averaging unrelated runs gives a broken model. Every weight is averaged, batch-norm moving
+statistics included. Prints the accuracy of each model and of the average on validation and
+PublicTest for each test-time-augmentation preset in --views (default: the face alone and with
+its mirror image; `crops`, 16 views, takes about 8x as long) (Wortsman et al. 2022, "Model soups"; like SWA, but across runs rather than along one).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from emotion_recognition.data import load_split
+from emotion_recognition.evaluation import predict_probabilities
+from emotion_recognition.model import load_model
+from emotion_recognition.tta import from_preset
+
+
+def average_weights(weight_lists: list[list[np.ndarray]]) -> list[np.ndarray]:
+    if len({len(weights) for weights in weight_lists}) != 1 or any(
+            a.shape != b.shape for weights in weight_lists[1:] for a, b in zip(weight_lists[0], weights)):
+        raise SystemExit("the models do not share one architecture: their weights cannot be averaged")
+    return [np.mean(stack, axis=0) for stack in zip(*weight_lists)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help=".keras models fine-tuned from the same weights")
+    parser.add_argument("--views", default="none,flip", help="comma-separated presets: none, flip, crops")
+    parser.add_argument("--out", help="save the averaged model here")
+    args = parser.parse_args()
+    views = {name: from_preset(name) for name in args.views.split(",")}
+    if len(args.models) < 2:
+        raise SystemExit("give at least two models to average")
+    splits = {}
+    for name in ("val", "test"):
+        path = Path(f"data/split/{name}.npz")
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: run `dvc repro split` first")
+        splits[name] = load_split(path)
+    models = {path: load_model(path) for path in args.models}
+    soup = load_model(args.models[0])
+    soup.set_weights(average_weights([model.get_weights() for model in models.values()]))
+    if args.out:
+        soup.save(args.out)
+    print(f"{'model':<50} " + " ".join(f"{split + ' ' + view:>12}" for split in splits for view in views))
+    for name, model in [*models.items(), (f"average of {len(models)}", soup)]:
+        cells = []
+        for data in splits.values():
+            for tta in views.values():
+                probabilities = predict_probabilities(model, data.images, tta)
+                cells.append(float((probabilities.argmax(axis=1) == data.labels).mean()))
+        print(f"{name[-50:]:<50} " + " ".join(f"{cell:>12.2%}" for cell in cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
