@@ -79,10 +79,11 @@ class TrainParams(Group):
     online_erasing: float = Field(0.0, ge=0, le=1, description="random erasing (Keras factor): a rectangle of "
                                   "2-33% of the face replaced by noise with probability drawn in [0, factor]")
     early_stopping_patience: int = Field(10, ge=1)
-    time_budget_minutes: float = Field(0, ge=0, description="0: train `epochs` epochs; > 0: finish the train stage "
-                                       "within this many minutes (from its start, so a teacher's pass counts): after "
-                                       "the first epoch, plan as many epochs (at most `epochs`) as fit at its pace, "
-                                       "with the learning-rate decay and the averaging window fitted to them")
+    time_budget_minutes: float = Field(0, ge=0, description="0: train `epochs` epochs; > 0: end training "
+                                       "within this many minutes from the stage's start (a teacher's pass counts; "
+                                       "saving and logging afterwards do not): after each epoch, plan as many epochs "
+                                       "(at most `epochs`) as fit at the slowest pace so far, with the learning-rate "
+                                       "decay and the averaging window fitted to them")
     average_last_epochs: int = Field(0, ge=0, description="0: keep the best epoch; N: also average the weights "
                                      "of the last N epochs (SWA) and keep the average if its validation accuracy is higher")
     initial_model: str = Field("none", description="start from these weights instead of random ones: 'none', "

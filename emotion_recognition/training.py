@@ -134,27 +134,39 @@ def online_augmentation(params: TrainParams) -> keras.Sequential | None:
 @keras.saving.register_keras_serializable(package="emotion_recognition")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to 0 at
-    ``total_steps``. Unlike Keras' ``CosineDecay`` (the same curve), the length is a variable:
-    ``TimeBudget`` shortens the run after its first epoch and the decay still ends at zero."""
+    ``total_steps``: the curve of Keras' ``CosineDecay`` with warm-up, but both lengths are
+    variables, so ``TimeBudget`` can shorten a running schedule (``fit_to``) and it still ends at 0.
+
+    Registered for Keras serialisation: opening a training checkpoint with ``compile=True``
+    needs ``emotion_recognition.training`` imported (the project's loaders use ``compile=False``).
+    """
 
     def __init__(self, peak: float, warmup_steps: int, total_steps: int):
         self.peak = float(peak)
-        self.warmup_steps = int(warmup_steps)
+        self.warmup_steps = tf.Variable(float(warmup_steps), trainable=False, dtype=tf.float32, name="warmup_steps")
         self.total_steps = tf.Variable(float(total_steps), trainable=False, dtype=tf.float32, name="total_steps")
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
-        warmup = float(self.warmup_steps)
-        rising = self.peak * step / max(warmup, 1.0)
+        warmup = self.warmup_steps
+        rising = self.peak * step / tf.maximum(warmup, 1.0)
         progress = tf.clip_by_value((step - warmup) / tf.maximum(self.total_steps - warmup, 1.0), 0.0, 1.0)
         decaying = 0.5 * self.peak * (1.0 + tf.cos(math.pi * progress))
         return tf.where(step < warmup, rising, decaying)
 
-    def set_total_steps(self, total_steps: int) -> None:
-        self.total_steps.assign(float(max(total_steps, self.warmup_steps + 1)))
+    def fit_to(self, total_steps: int, current_step: int) -> None:
+        """End the schedule at ``total_steps``. A warm-up that would take more than a fifth of
+        the run is cut short (not before ``current_step``: the steps taken stay as they were),
+        so most of a shortened run still decays."""
+        warmup = float(self.warmup_steps.numpy())
+        if warmup > total_steps / 5:
+            warmup = max(float(current_step), total_steps / 5)
+        self.warmup_steps.assign(min(warmup, float(total_steps)))
+        self.total_steps.assign(float(total_steps))
 
     def get_config(self) -> dict:
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": int(self.total_steps.numpy())}
+        return {"peak": self.peak, "warmup_steps": int(self.warmup_steps.numpy()),
+                "total_steps": int(self.total_steps.numpy())}
 
 
 def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -168,14 +180,15 @@ def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizer
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Fits the run into ``seconds`` counted from ``started`` (a ``time.perf_counter()`` value,
-    e.g. the start of the stage, so loading data and a teacher's pass count too).
+    """Ends training within ``seconds`` counted from ``started`` (a ``time.perf_counter()``
+    value, e.g. the start of the stage, so loading data and a teacher's pass count too).
 
-    After the first epoch it plans as many epochs as fit at that epoch's pace (at most the
-    ``fit(epochs=...)`` asked for, at least 1), shortens the learning-rate schedule and the
-    weight-averaging window to them, and stops training there. The first epoch includes graph
-    tracing, so the plan errs short; should later epochs run slower (a busy CPU), training also
-    stops as soon as another epoch of the slowest pace so far would overrun the budget.
+    After every epoch it plans as many epochs as still fit at the slowest pace so far (at most
+    the ``fit(epochs=...)`` asked for, at least the epochs run), fits the learning-rate
+    schedule (``WarmupCosine.fit_to``) and the weight-averaging window to that plan whenever
+    it shrinks, and stops training at its end. The first epoch includes graph tracing, so the
+    plan errs short. What comes after training (weight-average check, saving, MLflow logging)
+    is not counted.
     """
 
     def __init__(self, seconds: float, started: float, steps_per_epoch: int, averager: WeightAverage | None = None,
@@ -195,19 +208,25 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         now = self.clock()
-        self.slowest = max(self.slowest, now - self.epoch_started)
-        remaining = self.seconds - (now - self.started)
-        if self.planned_epochs is None:
-            asked = self.params.get("epochs") or epoch + 1
-            self.planned_epochs = max(1, min(asked, epoch + 1 + int(max(remaining, 0) // self.slowest)))
+        self.slowest = max(self.slowest, now - self.epoch_started, 1e-6)
+        remaining = max(0.0, self.seconds - (now - self.started))
+        asked = self.params.get("epochs") or epoch + 1
+        fits = min(asked, epoch + 1 + int(remaining // self.slowest))
+        if self.planned_epochs is None or fits < self.planned_epochs:
+            first_plan = self.planned_epochs is None
+            self.planned_epochs = fits
             schedule = self.model.optimizer._learning_rate
             if isinstance(schedule, WarmupCosine):
-                schedule.set_total_steps(self.planned_epochs * self.steps_per_epoch)
+                schedule.fit_to(fits * self.steps_per_epoch, current_step=(epoch + 1) * self.steps_per_epoch)
             if self.averager is not None:
-                self.averager.plan(self.planned_epochs)
-            print(f"train: time budget {self.seconds / 60:g} min: planning {self.planned_epochs} of {asked} epochs "
-                  f"(first epoch {self.slowest:.0f} s, {remaining / 60:.1f} min left)", flush=True)
-        if epoch + 1 >= self.planned_epochs or remaining < self.slowest:
+                self.averager.plan(fits)
+            print(f"train: time budget {self.seconds / 60:g} min: {'planning' if first_plan else 're-planned to'} "
+                  f"{fits} of {asked} epochs (slowest epoch {self.slowest:.0f} s, {remaining / 60:.1f} min left)",
+                  flush=True)
+            if isinstance(schedule, WarmupCosine) and schedule.warmup_steps.numpy() >= schedule.total_steps.numpy():
+                print("train: the planned run is all warm-up, so the learning rate will not decay: "
+                      "raise train.time_budget_minutes or lower train.warmup_epochs", flush=True)
+        if epoch + 1 >= self.planned_epochs:
             self.model.stop_training = True
 
 

@@ -139,12 +139,43 @@ def test_schedule_is_keras_cosine_decay_with_warmup_and_its_length_can_change():
     keras_schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=180, warmup_target=0.01, warmup_steps=20)
     for step in [0, 7, 20, 55, 110, 199, 200, 260]:
         assert float(schedule(step)) == pytest.approx(float(keras_schedule(step)), abs=1e-7)
-    schedule.set_total_steps(100)  # a shorter run still decays to zero at its new end
+    no_warmup = WarmupCosine(0.01, warmup_steps=0, total_steps=100)
+    for step in [0, 30, 100]:
+        assert float(no_warmup(step)) == pytest.approx(
+            float(keras.optimizers.schedules.CosineDecay(0.01, decay_steps=100)(step)), abs=1e-7)
+    schedule.fit_to(100, current_step=30)  # a shorter run still decays to zero at its new end
     assert float(schedule(60)) == pytest.approx(0.005, rel=1e-3)
     assert float(schedule(100)) == pytest.approx(0.0, abs=1e-7)
-    assert float(schedule(10)) == pytest.approx(0.005)  # the warm-up is unchanged
-    assert WarmupCosine.from_config(schedule.get_config()).get_config() == \
-        {"peak": 0.01, "warmup_steps": 20, "total_steps": 100}
+    assert float(schedule(10)) == pytest.approx(0.005)  # a warm-up of a fifth of the run is kept
+    restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert isinstance(restored, WarmupCosine)
+    assert restored.get_config() == {"peak": 0.01, "warmup_steps": 20, "total_steps": 100}
+
+
+def test_a_long_warmup_is_cut_short_when_the_run_is_shortened_but_never_before_the_current_step():
+    schedule = WarmupCosine(0.01, warmup_steps=300, total_steps=1000)
+    schedule.fit_to(200, current_step=100)
+    assert float(schedule.warmup_steps.numpy()) == 100  # a fifth (40) would rewrite steps already taken
+    assert float(schedule(150)) == pytest.approx(0.005, rel=1e-3) and float(schedule(200)) == pytest.approx(0.0)
+    schedule = WarmupCosine(0.01, warmup_steps=300, total_steps=1000)
+    schedule.fit_to(1000, current_step=100)
+    assert float(schedule.warmup_steps.numpy()) == 200
+
+
+def test_shortening_the_schedule_takes_effect_inside_the_compiled_training_step():
+    from emotion_recognition.model import build_model
+
+    model = build_model("vgg", widths=[4], convs_per_block=1, dense_units=8)
+    schedule = WarmupCosine(0.1, warmup_steps=0, total_steps=1000)
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (8, 48, 48, 1)).astype(np.float32)
+    y = keras.utils.to_categorical(np.arange(8) % 7, 7)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # 2 steps at about 0.1: the weights move
+    trainable = [w.numpy().copy() for w in model.trainable_weights]
+    schedule.fit_to(2, current_step=2)  # the run ends now: learning rate 0 from step 2 on
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for before, after in zip(trainable, model.trainable_weights):
+        np.testing.assert_array_equal(before, after.numpy())
 
 
 class FakeClock:
@@ -155,13 +186,13 @@ class FakeClock:
         return self.now
 
 
-def budget_run(seconds, epoch_seconds, asked_epochs=50, started=0.0, averager=None):
+def budget_run(seconds, epoch_seconds, asked_epochs=50, started=0.0, averager=None, warmup_epochs=0.0):
     """Drives a TimeBudget through epochs of the given lengths (the last one repeating) as
-    ``fit`` would; returns the callback, the epochs run and the compiled model."""
+    ``fit`` would, after 30 s of loading; returns the callback, the epochs run and the model."""
     from emotion_recognition.model import build_model
 
     model = build_model("vgg", widths=[4], convs_per_block=1, dense_units=8)
-    model.compile(optimizer=make_optimizer(TrainParams(epochs=asked_epochs, warmup_epochs=0), 10),
+    model.compile(optimizer=make_optimizer(TrainParams(epochs=asked_epochs, warmup_epochs=warmup_epochs), 10),
                   loss="categorical_crossentropy")
     clock = FakeClock()
     clock.now = 30.0  # data loading before fit counts against the budget
@@ -178,26 +209,42 @@ def budget_run(seconds, epoch_seconds, asked_epochs=50, started=0.0, averager=No
     return budget, run, model
 
 
-def test_time_budget_plans_the_epochs_that_fit_and_ends_the_decay_there():
+def test_time_budget_plans_the_epochs_that_fit_and_ends_the_decay_there(capsys):
     averager = WeightAverage(epochs=3, total_epochs=50)
-    budget, run, model = budget_run(1000, [100, 90], averager=averager)
-    # 30 s loading + 100 s first epoch; 870 s left = 8 more epochs of 100 s
-    assert budget.planned_epochs == 9 and run == 9
-    assert float(model.optimizer._learning_rate.total_steps.numpy()) == 90
-    assert averager.first == 6  # the last 3 of the 9 epochs
+    budget, run, model = budget_run(900, [100, 90], averager=averager)
+    # 30 s loading + 100 s first epoch; 770 s left = 7 more epochs of 100 s
+    assert budget.planned_epochs == 8 and run == 8
+    assert float(model.optimizer._learning_rate.total_steps.numpy()) == 80
+    assert averager.first == 5  # the last 3 of the 8 epochs
+    assert "time budget 15 min: planning 8 of 50 epochs" in capsys.readouterr().out
 
 
-def test_time_budget_never_plans_more_than_asked_nor_fewer_than_one():
+def test_time_budget_never_plans_more_than_asked_nor_fewer_than_run():
     budget, run, _ = budget_run(10_000, [100], asked_epochs=5)
     assert budget.planned_epochs == 5 and run == 5
     budget, run, _ = budget_run(50, [100])
     assert budget.planned_epochs == 1 and run == 1
 
 
-def test_time_budget_stops_early_when_epochs_slow_down():
-    budget, run, _ = budget_run(1000, [100, 100, 300])  # the CPU gets busy after epoch 2
-    assert budget.planned_epochs == 9
-    assert run == 4  # 30 + 100 + 100 + 300 + 300 = 830 s: a 5th epoch of 300 s would overrun
+def test_time_budget_re_plans_shorter_when_epochs_slow_down(capsys):
+    averager = WeightAverage(epochs=3, total_epochs=50)
+    budget, run, model = budget_run(1000, [100, 100, 300], averager=averager)  # the CPU gets busy in epoch 3
+    # after epoch 3: 530 s spent, 470 s left = 1 more epoch of 300 s
+    assert budget.planned_epochs == 4 and run == 4
+    assert float(model.optimizer._learning_rate.total_steps.numpy()) == 40  # the decay ends with the run
+    assert averager.first == 1
+    assert "re-planned to 4 of 50 epochs" in capsys.readouterr().out
+
+
+def test_time_budget_shortens_a_warmup_longer_than_the_planned_run(capsys):
+    budget, run, model = budget_run(230, [100], warmup_epochs=3.0)  # 2 epochs fit; 3 of warm-up asked
+    schedule = model.optimizer._learning_rate
+    assert budget.planned_epochs == 2 and run == 2
+    assert float(schedule.warmup_steps.numpy()) == 10  # ends where the first epoch did; the second decays
+    assert float(schedule(20)) == pytest.approx(0.0, abs=1e-7)
+    assert "all warm-up" not in capsys.readouterr().out
+    budget_run(50, [100], warmup_epochs=1.0)  # one epoch, all of it warm-up: said, not hidden
+    assert "the planned run is all warm-up" in capsys.readouterr().out
 
 
 def test_steps_per_epoch_rounds_up():
