@@ -155,11 +155,11 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         return tf.where(step < warmup, rising, decaying)
 
     def fit_to(self, total_steps: int, current_step: int) -> None:
-        """End the schedule at ``total_steps``. A warm-up that would take more than a fifth of
-        the run is cut short (not before ``current_step``: the steps taken stay as they were),
-        so most of a shortened run still decays."""
+        """End the schedule at ``total_steps``. When that shortens it, a warm-up that would take
+        more than a fifth of the run is cut short (not before ``current_step``: the steps taken
+        stay as they were), so most of a shortened run still decays."""
         warmup = float(self.warmup_steps.numpy())
-        if warmup > total_steps / 5:
+        if total_steps < float(self.total_steps.numpy()) and warmup > total_steps / 5:
             warmup = max(float(current_step), total_steps / 5)
         self.warmup_steps.assign(min(warmup, float(total_steps)))
         self.total_steps.assign(float(total_steps))

@@ -158,8 +158,13 @@ def test_a_long_warmup_is_cut_short_when_the_run_is_shortened_but_never_before_t
     assert float(schedule.warmup_steps.numpy()) == 100  # a fifth (40) would rewrite steps already taken
     assert float(schedule(150)) == pytest.approx(0.005, rel=1e-3) and float(schedule(200)) == pytest.approx(0.0)
     schedule = WarmupCosine(0.01, warmup_steps=300, total_steps=1000)
-    schedule.fit_to(1000, current_step=100)
-    assert float(schedule.warmup_steps.numpy()) == 200
+    schedule.fit_to(800, current_step=100)
+    assert float(schedule.warmup_steps.numpy()) == 160
+    schedule.fit_to(800, current_step=200)  # a plan that does not shorten the run changes nothing
+    assert float(schedule.warmup_steps.numpy()) == 160
+    long_warmup = WarmupCosine(0.01, warmup_steps=300, total_steps=1000)
+    long_warmup.fit_to(1000, current_step=100)
+    assert float(long_warmup.warmup_steps.numpy()) == 300
 
 
 def test_shortening_the_schedule_takes_effect_inside_the_compiled_training_step():
