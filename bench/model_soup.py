@@ -7,9 +7,12 @@ Needs data/split/{val,test}.npz (`dvc repro split`). The models must share one a
 should be fine-tuned from the same starting weights (e.g. runs with `train.initial_model=default`):
 averaging unrelated runs gives a broken model. Every weight is averaged, batch-norm moving
 statistics included; --recalibrate-bn instead re-estimates those statistics for the averaged
-weights on 50 batches of data/augmented/train.npz (as `train.average_last_epochs` does). Prints the accuracy of each model and of the average on validation and
-PublicTest for each test-time-augmentation preset in --views (default: the face alone and with
-its mirror image; `crops`, 16 views, takes about 8x as long) (Wortsman et al. 2022, "Model soups"; like SWA, but across runs rather than along one).
+weights on 50 batches of data/augmented/train.npz (as `train.average_last_epochs` does).
+
+Prints the accuracy of each model and of the average on validation and PublicTest for each
+test-time-augmentation preset in --views (default: the face alone and with its mirror image;
+`crops`, 16 views, takes about 8x as long). Wortsman et al. 2022, "Model soups": like SWA, but
+across runs rather than along one.
 """
 
 from __future__ import annotations
