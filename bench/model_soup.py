@@ -25,15 +25,8 @@ import numpy as np
 from emotion_recognition.data import load_split
 from emotion_recognition.evaluation import predict_probabilities
 from emotion_recognition.model import load_model
-from emotion_recognition.training import recalibrate_batch_norm
+from emotion_recognition.training import average_weights, recalibrate_batch_norm
 from emotion_recognition.tta import from_preset
-
-
-def average_weights(weight_lists: list[list[np.ndarray]]) -> list[np.ndarray]:
-    if len({len(weights) for weights in weight_lists}) != 1 or any(
-            a.shape != b.shape for weights in weight_lists[1:] for a, b in zip(weight_lists[0], weights)):
-        raise SystemExit("the models do not share one architecture: their weights cannot be averaged")
-    return [np.mean(stack, axis=0) for stack in zip(*weight_lists)]
 
 
 def main() -> None:
@@ -58,7 +51,10 @@ def main() -> None:
         splits[name] = load_split(path)
     models = {path: load_model(path) for path in args.models}
     soup = load_model(args.models[0])
-    soup.set_weights(average_weights([model.get_weights() for model in models.values()]))
+    try:
+        soup.set_weights(average_weights([model.get_weights() for model in models.values()]))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     if args.recalibrate_bn:
         recalibrate_batch_norm(soup, load_split("data/augmented/train.npz").images)
     if args.out:

@@ -96,6 +96,9 @@ class TrainParams(Group):
     teacher_tta: str = Field("crops", description="the teacher's test-time augmentation preset: none, flip or crops")
     teacher_weight: float = Field(0.5, ge=0, le=1, description="share of each training target taken from the "
                                   "teacher's probabilities; the rest is the one-hot label")
+    soup_runs: int = Field(1, ge=1, le=16, description="1: one run; N > 1: N runs from `initial_model` with seeds "
+                           "seed, seed+1, ... (each `epochs` long, a time budget shared between them), whose weights "
+                           "are averaged (a model soup) and the average kept if it beats every run on validation")
     limit_per_class: int = Field(0, ge=0, description="use at most this many training images per class (0: all); for smoke runs")
 
     @field_validator("batch_size")
@@ -104,6 +107,13 @@ class TrainParams(Group):
         if value > 4096:
             raise ValueError("batch_size above 4096 will not fit the training machine")
         return value
+
+    @model_validator(mode="after")
+    def _soup_needs_a_shared_start(self) -> "TrainParams":
+        if self.soup_runs > 1 and self.initial_model in ("none", ""):
+            raise ValueError(f"soup_runs {self.soup_runs} needs train.initial_model (default or a .keras path): "
+                             "averaging the weights of runs from different random starts gives a broken model")
+        return self
 
     @field_validator("teacher_tta")
     @classmethod

@@ -330,6 +330,17 @@ def recalibrate_batch_norm(model: keras.Model, images: np.ndarray, batches: int 
             layer.momentum = momentum
 
 
+def average_weights(weight_lists: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """The element-wise mean of several models' ``get_weights()``, batch-norm statistics included
+    (a "model soup", Wortsman et al. 2022). Only meaningful for runs from the same starting weights."""
+    if not weight_lists:
+        raise ValueError("no models to average")
+    if len({len(weights) for weights in weight_lists}) != 1 or any(
+            a.shape != b.shape for weights in weight_lists[1:] for a, b in zip(weight_lists[0], weights)):
+        raise ValueError("the models do not share one architecture: their weights cannot be averaged")
+    return [np.mean(np.stack(stack).astype(np.float64), axis=0).astype(stack[0].dtype) for stack in zip(*weight_lists)]
+
+
 class PreciseBatchNorm(keras.callbacks.Callback):
     """Recalibrates batch-norm statistics on training images before every validation pass, so
     early stopping and checkpoints judge the weights, not stale moving averages."""

@@ -35,6 +35,7 @@ from emotion_recognition.training import (
     PreciseBatchNorm,
     TimeBudget,
     WeightAverage,
+    average_weights,
     check_teacher_shapes,
     cpu_info,
     distillation_targets,
@@ -78,9 +79,15 @@ class HistoryWriter(keras.callbacks.Callback):
         super().__init__()
         self.path = path
         self.rows: list[dict] = []
+        self.run: dict = {}  # {"run": N} for the runs of a soup, whose epochs are numbered on
+        self.offset = 0
+
+    def start_run(self, number: int) -> None:
+        self.run, self.offset = {"run": number}, len(self.rows)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.rows.append({"epoch": epoch + 1, **{k: round(float(v), 6) for k, v in (logs or {}).items()}})
+        self.rows.append({"epoch": self.offset + epoch + 1, **self.run,
+                          **{k: round(float(v), 6) for k, v in (logs or {}).items()}})
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
             writer.writeheader()
@@ -175,6 +182,61 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | Non
             "sha256": sha256, "metrics": metrics}
 
 
+def fit_run(model, p: TrainParams, train: Split, val_ds, targets, checkpoint: Path, history: HistoryWriter,
+            budget_seconds: float | None, budget_started: float) -> dict:
+    """Compile and train ``model`` with ``p`` (its seed drives shuffling and augmentation); on
+    return it holds the best epoch's weights, or the average of the last epochs if better."""
+    steps = steps_per_epoch(len(train), p.batch_size)
+    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True, targets=targets)  # one iterator: no per-epoch stalls
+    model.compile(
+        optimizer=make_optimizer(p, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing),
+        metrics=["accuracy"],
+    )
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    averager = WeightAverage(p.average_last_epochs, p.epochs) if p.average_last_epochs else None
+    budget = TimeBudget(budget_seconds, budget_started, steps, averager) if budget_seconds is not None else None
+    callbacks = [
+        EpochTimer(len(train)),
+        PreciseBatchNorm(train.images, seed=p.seed),
+        keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=p.early_stopping_patience, restore_best_weights=True
+        ),
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_accuracy", mode="max", save_best_only=True),
+        MLflowEpochLogger(),
+        history,
+    ] + ([budget] if budget else []) + ([averager] if averager else [])  # budget first: it plans the window
+    started = time.perf_counter()
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=p.epochs,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    seconds = time.perf_counter() - started
+    averaged = keep_better_average(model, averager, train, val_ds, p.seed) if averager else None
+    return {"seconds": seconds, "planned_epochs": budget.planned_epochs if budget else None, "averaged": averaged}
+
+
+def keep_better_soup(model, runs: list[list[np.ndarray]], accuracies: list[float], val_ds) -> dict:
+    """Swap in the average of the runs' weights (batch-norm statistics averaged too) if it beats
+    every run on validation, else the best run's weights."""
+    best = int(np.argmax(accuracies))
+    model.set_weights(average_weights(runs))
+    soup_accuracy = model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]
+    keep = soup_accuracy > accuracies[best]
+    if not keep:
+        model.set_weights(runs[best])
+    print(f"train: soup of {len(runs)} runs: val_accuracy {soup_accuracy:.4f} against "
+          f"{', '.join(f'{a:.4f}' for a in accuracies)} for the runs; keeping "
+          f"{'the soup' if keep else f'run {best + 1}'}", flush=True)
+    mlflow.log_metrics({"soup_val_accuracy": soup_accuracy, "model_is_soup": int(keep)})
+    return {"soup_runs": len(runs), "soup_val_accuracy": round(float(soup_accuracy), 6),
+            "best_run_val_accuracy": round(float(accuracies[best]), 6), "model_is_soup": int(keep)}
+
+
 def main() -> None:
     stage_started = time.perf_counter()  # a time budget counts data loading and a teacher's pass too
     params = load_params()
@@ -188,7 +250,6 @@ def main() -> None:
 
     train = limit_per_class(load_split(TRAIN_PATH), p.limit_per_class, p.seed)
     val = load_split(VAL_PATH)
-    steps = steps_per_epoch(len(train), p.batch_size)
 
     # The student first: its bad settings fail before the long teacher pass, and loading the
     # teacher (which draws from the seeded RNG) cannot change the student's initial weights.
@@ -199,29 +260,8 @@ def main() -> None:
         print(f"train: starting from the weights of {initial}", flush=True)
     distillation = distill_from_teacher(p, train, val)
     targets = distillation["targets"] if distillation else None
-    # one iterator: no per-epoch stalls
-    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True, targets=targets)
     val_ds = make_dataset(val, 256, False, p)
-    model.compile(
-        optimizer=make_optimizer(p, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing),
-        metrics=["accuracy"],
-    )
-    CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
     history = HistoryWriter(HISTORY)
-    averager = WeightAverage(p.average_last_epochs, p.epochs) if p.average_last_epochs else None
-    budget = (TimeBudget(p.time_budget_minutes * 60, stage_started, steps, averager)
-              if p.time_budget_minutes else None)
-    callbacks = [
-        EpochTimer(len(train)),
-        PreciseBatchNorm(train.images, seed=p.seed),
-        keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=p.early_stopping_patience, restore_best_weights=True
-        ),
-        keras.callbacks.ModelCheckpoint(CHECKPOINT, monitor="val_accuracy", mode="max", save_best_only=True),
-        MLflowEpochLogger(),
-        history,
-    ] + ([budget] if budget else []) + ([averager] if averager else [])  # budget first: it plans the window
 
     configure_mlflow()
     # A descriptive name: MLflow's random names repeat here because the seed is fixed above.
@@ -235,17 +275,33 @@ def main() -> None:
         if distillation:
             mlflow.log_params({"train.teacher_model_sha256": distillation["sha256"]})
             mlflow.log_metrics(distillation["metrics"])
-        started = time.perf_counter()
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=p.epochs,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
-        seconds = time.perf_counter() - started
-        averaged = keep_better_average(model, averager, train, val_ds, p.seed) if averager else None
+        budget_seconds = p.time_budget_minutes * 60 if p.time_budget_minutes else None
+        if p.soup_runs == 1:
+            fitted = [fit_run(model, p, train, val_ds, targets, CHECKPOINT, history, budget_seconds, stage_started)]
+            soup = None
+        else:
+            fitted, runs, accuracies = [], [], []
+            for index in range(p.soup_runs):
+                run_params = p.model_copy(update={"seed": p.seed + index})
+                if index > 0:  # a fresh copy of the starting weights, drawn as the first run's were
+                    keras.utils.set_random_seed(run_params.seed)
+                    model = build_model(m.architecture, **model_options(m))
+                    load_initial_weights(model, initial)
+                share = None
+                if budget_seconds is not None:  # what is left, split evenly between the runs still to come
+                    share = (budget_seconds - (time.perf_counter() - stage_started)) / (p.soup_runs - index)
+                print(f"train: soup run {index + 1} of {p.soup_runs} (seed {run_params.seed})", flush=True)
+                history.start_run(index + 1)
+                with mlflow.start_run(run_name=f"{run.info.run_name}-run{index + 1}", nested=True):
+                    mlflow.log_params({"train.seed": run_params.seed, "soup_run": index + 1})
+                    fitted.append(fit_run(model, run_params, train, val_ds, targets,
+                                          CHECKPOINT.with_name(f"checkpoint-run{index + 1}.keras"), history,
+                                          share, time.perf_counter()))
+                    accuracies.append(model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
+                    mlflow.log_metric("kept_val_accuracy", accuracies[-1])
+                runs.append(model.get_weights())
+            soup = keep_better_soup(model, runs, accuracies, val_ds)
+        seconds = sum(f["seconds"] for f in fitted)
 
         final = float32_copy(model, m)
         with atomic_path(MODEL_PATH) as tmp:
@@ -262,11 +318,15 @@ def main() -> None:
             "parameters": int(model.count_params()),
         }
         mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if k != "parameters"})
-        if budget and budget.planned_epochs:
-            metrics["planned_epochs"] = budget.planned_epochs
-            mlflow.log_metric("planned_epochs", budget.planned_epochs)
-        if averaged is not None:  # already logged to MLflow by keep_better_average
-            metrics.update(averaged)
+        planned = [f["planned_epochs"] for f in fitted if f["planned_epochs"]]
+        if planned:
+            metrics["planned_epochs"] = sum(planned)
+            mlflow.log_metric("planned_epochs", metrics["planned_epochs"])
+        averaged = [f["averaged"] for f in fitted if f["averaged"] is not None]
+        if len(averaged) == 1:  # already logged to MLflow by keep_better_average
+            metrics.update(averaged[0])
+        if soup is not None:
+            metrics.update(soup)
         if distillation:
             metrics.update(distillation["metrics"])
         write_json(METRICS, metrics)
@@ -279,7 +339,8 @@ def main() -> None:
         info = mlflow.tensorflow.log_model(final, name="model", signature=signature, input_example=example)
         write_json(RUN_PATH, {"run_id": run.info.run_id, "model_uri": info.model_uri,
                               "precision": precision, "cpu": cpu})  # for the model card
-    print(f"train: best val_accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}, {seconds / 60:.1f} min")
+    kept = f"; kept {'the soup' if soup['model_is_soup'] else 'the best run'}" if soup else ""
+    print(f"train: best val_accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}, {seconds / 60:.1f} min{kept}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""bench/model_soup.py: the weight average of same-architecture models, on real Keras models."""
+"""bench/model_soup.py end to end on tiny real Keras models and tiny split files."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from emotion_recognition.model import build_model
+from emotion_recognition.data import Split, save_split
+from emotion_recognition.model import build_model, load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("model_soup", REPO_ROOT / "bench" / "model_soup.py")
@@ -14,19 +16,40 @@ soup = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(soup)
 
 
-def test_average_weights_is_the_elementwise_mean_batch_norm_statistics_included():
-    models = [build_model("vgg", widths=[4], convs_per_block=1, dense_units=8) for _ in range(3)]
-    shapes = [w.shape for w in models[0].get_weights()]
-    for model, value in zip(models, [1.0, 2.0, 6.0]):
-        model.set_weights([np.full(shape, value, np.float32) for shape in shapes])
-    averaged = soup.average_weights([model.get_weights() for model in models])
-    assert len(averaged) == len(shapes)  # moving means/variances are weights too
-    for weights, shape in zip(averaged, shapes):
-        np.testing.assert_allclose(weights, np.full(shape, 3.0))
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    for name in ("val", "test"):
+        save_split(Split(rng.integers(0, 256, (12, 48, 48), dtype=np.uint8), np.arange(12) % 7,
+                         np.array([f"{name}/{i}.png" for i in range(12)])), tmp_path / f"data/split/{name}.npz")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
-def test_models_of_different_architectures_are_refused():
-    small = build_model("vgg", widths=[4], convs_per_block=1, dense_units=8)
-    wider = build_model("vgg", widths=[8], convs_per_block=1, dense_units=8)
+def save_models(project, widths_and_values):
+    paths = []
+    for index, (widths, value) in enumerate(widths_and_values):
+        model = build_model("vgg", widths=widths, convs_per_block=1, dense_units=8)
+        model.set_weights([np.full(w.shape, value, np.float32) for w in model.get_weights()])
+        paths.append(str(project / f"m{index}.keras"))
+        model.save(paths[-1])
+    return paths
+
+
+def run_bench(monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["model_soup.py", *args])
+    soup.main()
+
+
+def test_the_saved_soup_is_the_mean_of_the_models(project, monkeypatch, capsys):
+    paths = save_models(project, [([4], 1.0), ([4], 3.0)])
+    run_bench(monkeypatch, *paths, "--views", "none", "--out", "soup.keras")
+    for weights in load_model(project / "soup.keras").get_weights():
+        np.testing.assert_allclose(weights, 2.0)
+    assert "average of 2" in capsys.readouterr().out
+
+
+def test_models_of_different_architectures_are_refused(project, monkeypatch):
+    paths = save_models(project, [([4], 1.0), ([8], 1.0)])
     with pytest.raises(SystemExit, match="do not share one architecture"):
-        soup.average_weights([small.get_weights(), wider.get_weights()])
+        run_bench(monkeypatch, *paths)

@@ -15,6 +15,7 @@ from emotion_recognition.training import (
     TimeBudget,
     WarmupCosine,
     WeightAverage,
+    average_weights,
     cpu_info,
     distillation_targets,
     initial_model_path,
@@ -474,3 +475,26 @@ def test_teacher_probabilities_average_the_views_and_report_progress(split):
                                rtol=1e-5, atol=1e-6)
     assert not np.allclose(probabilities, predict_probabilities(teacher, split.images), atol=1e-4)
     assert len(lines) == 2 and lines[-1].startswith(f"train: teacher {len(split)}/{len(split)} faces x 16 views")
+
+
+def test_average_weights_is_the_elementwise_mean_batch_norm_statistics_included():
+    from emotion_recognition.model import build_model
+
+    models = [build_model("vgg", widths=[4], convs_per_block=1, dense_units=8) for _ in range(3)]
+    shapes = [w.shape for w in models[0].get_weights()]
+    for model, value in zip(models, [1.0, 2.0, 6.0]):
+        model.set_weights([np.full(shape, value, np.float32) for shape in shapes])
+    averaged = average_weights([model.get_weights() for model in models])
+    assert len(averaged) == len(shapes)  # moving means/variances are weights too
+    for weights, shape in zip(averaged, shapes):
+        assert weights.dtype == np.float32
+        np.testing.assert_allclose(weights, np.full(shape, 3.0))
+
+
+def test_average_weights_refuses_models_of_different_architectures():
+    from emotion_recognition.model import build_model
+
+    small = build_model("vgg", widths=[4], convs_per_block=1, dense_units=8)
+    wider = build_model("vgg", widths=[8], convs_per_block=1, dense_units=8)
+    with pytest.raises(ValueError, match="do not share one architecture"):
+        average_weights([small.get_weights(), wider.get_weights()])

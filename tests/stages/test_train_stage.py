@@ -278,3 +278,64 @@ def test_a_teacher_of_the_wrong_shape_is_refused_naming_the_param(trained, isola
         project / "data/three_classes.keras")
     error = refused_run(project, isolate, set_params, load_stage, capsys, teacher_model="data/three_classes.keras")
     assert "train.teacher_model" in error and "returns 3 values per face" in error
+
+
+def test_a_soup_averages_runs_from_one_start_with_different_seeds(trained, isolate, set_params, load_stage):
+    """train.soup_runs: two runs from one model, each logged as a nested MLflow run with its own
+    seed and checkpoint; the saved model is their weight average or the better run, whichever
+    the validation accuracy in the metrics says."""
+    from emotion_recognition.training import average_weights
+
+    project, _, _, client = trained
+    start = project / "data/soup_start.keras"
+    start.write_bytes((project / "data/model/model.keras").read_bytes())
+    run = retrain(project, client, isolate, set_params, load_stage, epochs=1, batch_size=16, seed=5,
+                  initial_model="data/soup_start.keras", soup_runs=2, warmup_epochs=0.0)
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert metrics["soup_runs"] == 2 and metrics["epochs_run"] == 2
+    assert run.data.metrics["model_is_soup"] == metrics["model_is_soup"]
+    with open(project / "plots/train_history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["epoch"]), int(r["run"])) for r in rows] == [(1, 1), (2, 2)]
+
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert sorted(child.data.params["train.seed"] for child in children) == ["5", "6"]
+    assert all("val_accuracy" in child.data.metrics for child in children)
+
+    members = [load_model(project / f"data/train/checkpoint-run{n}.keras").get_weights() for n in (1, 2)]
+    saved = load_model(project / "data/model/model.keras").get_weights()
+    assert not all(np.allclose(a, b) for a, b in zip(*members))  # different seeds, different runs
+    kept = {int(child.data.params["soup_run"]): child.data.metrics["kept_val_accuracy"] for child in children}
+    assert metrics["best_run_val_accuracy"] == pytest.approx(max(kept.values()), abs=1e-6)
+    if metrics["model_is_soup"]:
+        expected = average_weights(members)
+        assert metrics["soup_val_accuracy"] > metrics["best_run_val_accuracy"]
+    else:
+        expected = members[min(n for n in kept if kept[n] == max(kept.values())) - 1]  # ties: the first run
+        assert metrics["soup_val_accuracy"] <= metrics["best_run_val_accuracy"]
+    for a, b in zip(saved, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_keep_better_soup_keeps_the_average_only_when_it_beats_every_run(trained, isolate, load_stage):
+    from emotion_recognition.params import TrainParams
+    from emotion_recognition.training import make_dataset
+
+    project, _, _, _ = trained
+    model = load_model(project / "data/model/model.keras")
+    model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    val_ds = make_dataset(load_split(project / "data/split/val.npz"), 64, False, TrainParams())
+    weights = model.get_weights()
+    zeros = [np.zeros_like(w) for w in weights]
+    stage = load_stage("train")
+    with isolate(project), mlflow.start_run():
+        # two copies of one model: the soup is that model, which beats the (claimed) 0.0 runs
+        kept = stage.keep_better_soup(model, [weights, weights], [0.0, 0.0], val_ds)
+        assert kept["model_is_soup"] == 1 and kept["soup_runs"] == 2
+        for a, b in zip(model.get_weights(), weights):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        # the soup of a model and zeros cannot beat a run claimed perfect: that run's weights are kept
+        kept = stage.keep_better_soup(model, [zeros, weights], [0.2, 1.0], val_ds)
+        assert kept["model_is_soup"] == 0 and kept["best_run_val_accuracy"] == 1.0
+        for a, b in zip(model.get_weights(), weights):
+            np.testing.assert_array_equal(a, b)
