@@ -2,7 +2,8 @@
 
 Outputs data/model/model.keras (float32, raw 48x48 grayscale 0-255 in, 7 probabilities out),
 data/model/run.json (the MLflow run for `evaluate`), metrics/train.json,
-plots/train_history.csv and plots/train_curves.png. Checkpoints go to data/train/.
+plots/train_history.csv and plots/train_curves.png. Checkpoints go to data/train/
+(checkpoint.keras, or checkpoint-runN.keras for each run of a soup, ``train.soup_runs``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from mlflow.models import infer_signature
 from emotion_recognition.data import Split, load_split, sha256_file
 from emotion_recognition.evaluation import classification_metrics
 from emotion_recognition.model import build_model, load_model
-from emotion_recognition.params import TrainParams, flat_params, load_params
+from emotion_recognition.params import ModelParams, TrainParams, flat_params, load_params
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.training import (
@@ -237,6 +238,35 @@ def keep_better_soup(model, runs: list[list[np.ndarray]], accuracies: list[float
             "best_run_val_accuracy": round(float(accuracies[best]), 6), "model_is_soup": int(keep)}
 
 
+def fit_soup(model, p: TrainParams, m: ModelParams, initial: Path, train: Split, val_ds, targets,
+             history: HistoryWriter, budget_seconds: float | None, stage_started: float,
+             run_name: str) -> tuple[keras.Model, list[dict], dict]:
+    """``train.soup_runs`` runs from the ``initial`` weights with seeds ``p.seed``, ``p.seed + 1``, ...,
+    each an MLflow run nested in the active one with its checkpoint in data/train/. ``model`` holds
+    the initial weights on entry; returns the model that holds what ``keep_better_soup`` kept."""
+    fitted, runs, accuracies = [], [], []
+    for index in range(p.soup_runs):
+        run_params = p.model_copy(update={"seed": p.seed + index})
+        if index > 0:  # a fresh copy of the starting weights
+            keras.utils.set_random_seed(run_params.seed)
+            model = build_model(m.architecture, **model_options(m))
+            load_initial_weights(model, initial)
+        share = None
+        if budget_seconds is not None:  # what is left, split evenly between the runs still to come
+            share = (budget_seconds - (time.perf_counter() - stage_started)) / (p.soup_runs - index)
+        print(f"train: soup run {index + 1} of {p.soup_runs} (seed {run_params.seed})", flush=True)
+        history.start_run(index + 1)
+        with mlflow.start_run(run_name=f"{run_name}-run{index + 1}", nested=True):
+            mlflow.log_params({"train.seed": run_params.seed, "soup_run": index + 1})
+            fitted.append(fit_run(model, run_params, train, val_ds, targets,
+                                  CHECKPOINT.with_name(f"checkpoint-run{index + 1}.keras"), history,
+                                  share, time.perf_counter()))
+            accuracies.append(model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
+            mlflow.log_metric("kept_val_accuracy", accuracies[-1])
+        runs.append(model.get_weights())
+    return model, fitted, keep_better_soup(model, runs, accuracies, val_ds)
+
+
 def main() -> None:
     stage_started = time.perf_counter()  # a time budget counts data loading and a teacher's pass too
     params = load_params()
@@ -280,27 +310,8 @@ def main() -> None:
             fitted = [fit_run(model, p, train, val_ds, targets, CHECKPOINT, history, budget_seconds, stage_started)]
             soup = None
         else:
-            fitted, runs, accuracies = [], [], []
-            for index in range(p.soup_runs):
-                run_params = p.model_copy(update={"seed": p.seed + index})
-                if index > 0:  # a fresh copy of the starting weights, drawn as the first run's were
-                    keras.utils.set_random_seed(run_params.seed)
-                    model = build_model(m.architecture, **model_options(m))
-                    load_initial_weights(model, initial)
-                share = None
-                if budget_seconds is not None:  # what is left, split evenly between the runs still to come
-                    share = (budget_seconds - (time.perf_counter() - stage_started)) / (p.soup_runs - index)
-                print(f"train: soup run {index + 1} of {p.soup_runs} (seed {run_params.seed})", flush=True)
-                history.start_run(index + 1)
-                with mlflow.start_run(run_name=f"{run.info.run_name}-run{index + 1}", nested=True):
-                    mlflow.log_params({"train.seed": run_params.seed, "soup_run": index + 1})
-                    fitted.append(fit_run(model, run_params, train, val_ds, targets,
-                                          CHECKPOINT.with_name(f"checkpoint-run{index + 1}.keras"), history,
-                                          share, time.perf_counter()))
-                    accuracies.append(model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
-                    mlflow.log_metric("kept_val_accuracy", accuracies[-1])
-                runs.append(model.get_weights())
-            soup = keep_better_soup(model, runs, accuracies, val_ds)
+            model, fitted, soup = fit_soup(model, p, m, initial, train, val_ds, targets, history, budget_seconds,
+                                           stage_started, run.info.run_name)
         seconds = sum(f["seconds"] for f in fitted)
 
         final = float32_copy(model, m)
