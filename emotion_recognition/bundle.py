@@ -35,8 +35,26 @@ def fewer_views(evaluation: dict) -> str:
     return "".join(line + "\n" for line in lines if line)
 
 
+def training_section(card: str) -> str:
+    """The text under '## Training' in a model card ('' if it has none)."""
+    _, found, rest = card.partition("\n## Training\n")
+    return rest.split("\n## ", 1)[0].strip() if found else ""
+
+
+def soup_sentence(t: dict, train: dict) -> str:
+    if train.get("soup_runs", 1) < 2:
+        return ""
+    kept = "their average" if train["model_is_soup"] else "the best run, as the average did not beat it"
+    return (f" Model soup (train.soup_runs): {train['soup_runs']} runs from those weights with seeds "
+            f"{t['seed']}-{t['seed'] + train['soup_runs'] - 1}, {t['epochs']} epochs each; the average of their "
+            f"weights scored {train['soup_val_accuracy']:.4f} on validation against {train['best_run_val_accuracy']:.4f} "
+            f"for the best run, so this file holds {kept}.")
+
+
 def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_rows: list[str],
-               run: dict | None = None) -> str:
+               run: dict | None = None, previous_card: str = "") -> str:
+    """``previous_card``: the card of the model bundled before this one, quoted as the starting
+    point when training started from it (``train.initial_model: default``)."""
     per_class = "\n".join(
         f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
         for name, v in evaluation["per_class"].items()
@@ -48,6 +66,11 @@ def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_
     initial = t.get("initial_model", "none")
     start = "" if initial == "none" else (f" Training started from the weights of `{initial}` (train.initial_model"
                                           f"{'; the model bundled before this one' if initial == 'default' else ''}), not from random ones.")
+    start += soup_sentence(t, train)
+    earlier = training_section(previous_card) if initial == "default" else ""
+    if earlier:
+        start += "\n\nThe starting model (the card bundled with it):\n\n" + "\n".join(f"> {line}".rstrip()
+                                                                                 for line in earlier.splitlines())
     teacher = t.get("teacher_model", "none")
     if teacher != "none":
         teacher_accuracy = (f", which scored {train['teacher_val_accuracy']:.4f} on validation"
@@ -71,7 +94,7 @@ Augment stage: {params['augment']['copies']} stored augmented copies per image (
 Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t.get('online_rotation', 0)}°, zoom {t.get('online_zoom', 0)}, contrast {t.get('online_contrast', 0)}, random erasing factor {t.get('online_erasing', 0)}.
 
 ## Training
-`dvc repro` with the committed `params.yaml`: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']}).
+`dvc repro` with these `params.yaml` values: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']}).
 Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s.{start}
 
 ## Results on FER2013 PublicTest ({evaluation['images']} images, {evaluation.get('tta') or ('horizontal-flip test-time augmentation' if evaluation['flip_tta'] else 'no test-time augmentation')})
@@ -121,8 +144,10 @@ def main() -> None:
     shutil.copyfile("plots/confusion_matrix.png", DEFAULT_MODEL_DIR / "confusion_matrix.png")
     run_file = Path("data/model/run.json")
     run = json.loads(run_file.read_text()) if run_file.is_file() else None
-    card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix_rows, run)
-    with atomic_path(DEFAULT_MODEL_DIR / "MODEL_CARD.md") as tmp:
+    card_path = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
+    previous_card = card_path.read_text() if card_path.is_file() else ""
+    card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix_rows, run, previous_card)
+    with atomic_path(card_path) as tmp:
         tmp.write_text(card)
     print(f"bundled {BUNDLED_MODEL} ({BUNDLED_MODEL.stat().st_size / 1e6:.1f} MB) and MODEL_CARD.md")
 

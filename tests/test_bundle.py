@@ -52,3 +52,28 @@ def test_card_names_the_test_time_views_and_the_accuracy_of_fewer_views():
     card = model_card(params, train, evaluation, split, rows)
     assert "(3589 images, 16 views (flip, zoom 44px, zoom 42px, zoom 40px, shift 3px x4))" in card
     assert "**0.6771**" in card and "one view, `EMOTION_TTA=none`): 0.6506" in card and "the service's default): 0.6659" in card
+
+
+def test_card_describes_a_soup_and_what_the_file_holds():
+    params, train, evaluation, split, rows = card_inputs()
+    assert "soup" not in model_card(params, train, evaluation, split, rows)
+    params["train"].update(initial_model="default", seed=3, epochs=4)
+    soup = {**train, "soup_runs": 5, "soup_val_accuracy": 0.6512, "best_run_val_accuracy": 0.6494, "model_is_soup": 1}
+    card = model_card(params, soup, evaluation, split, rows)
+    assert ("Model soup (train.soup_runs): 5 runs from those weights with seeds 3-7, 4 epochs each; the average of "
+            "their weights scored 0.6512 on validation against 0.6494 for the best run, so this file holds their "
+            "average.") in card
+    card = model_card(params, {**soup, "soup_val_accuracy": 0.6401, "model_is_soup": 0}, evaluation, split, rows)
+    assert "so this file holds the best run, as the average did not beat it." in card
+
+
+def test_card_quotes_the_starting_models_training_when_it_continued_the_bundled_model():
+    params, train, evaluation, split, rows = card_inputs()
+    previous = model_card(params, {**train, "train_seconds": 4440}, evaluation, split, rows,
+                          {"precision": "mixed_bfloat16", "cpu": "Intel Xeon"})
+    params["train"]["initial_model"] = "default"
+    card = model_card(params, train, evaluation, split, rows, previous_card=previous)
+    assert "The starting model (the card bundled with it):" in card
+    assert "> Trained on a 2-core CPU (Intel Xeon) (no GPU) in 74 minutes" in card
+    params["train"]["initial_model"] = "data/other.keras"  # not the bundled model: its card says nothing about it
+    assert "The starting model" not in model_card(params, train, evaluation, split, rows, previous_card=previous)
