@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from emotion_recognition.data import sha256_file
 from emotion_recognition.evaluation import confusion_matrix
 from emotion_recognition.labels import EMOTION_INDEX, EMOTIONS
 from emotion_recognition.model_files import BUNDLED_MODEL
@@ -35,10 +36,14 @@ def fewer_views(evaluation: dict) -> str:
     return "".join(line + "\n" for line in lines if line)
 
 
+STARTING_MODEL = "The starting model (the card bundled with it):"
+
+
 def training_section(card: str) -> str:
-    """The text under '## Training' in a model card ('' if it has none)."""
+    """The text under '## Training' in a model card ('' if it has none), without the quote of its
+    own starting model's card, so quotes do not nest generation after generation."""
     _, found, rest = card.partition("\n## Training\n")
-    return rest.split("\n## ", 1)[0].strip() if found else ""
+    return rest.split("\n## ", 1)[0].split(STARTING_MODEL, 1)[0].strip() if found else ""
 
 
 def soup_sentence(t: dict, train: dict) -> str:
@@ -46,7 +51,7 @@ def soup_sentence(t: dict, train: dict) -> str:
         return ""
     kept = "their average" if train["model_is_soup"] else "the best run, as the average did not beat it"
     return (f" Model soup (train.soup_runs): {train['soup_runs']} runs from those weights with seeds "
-            f"{t['seed']}-{t['seed'] + train['soup_runs'] - 1}, {t['epochs']} epochs each; the average of their "
+            f"{t['seed']}-{t['seed'] + train['soup_runs'] - 1}, at most {t['epochs']} epochs each; the average of their "
             f"weights scored {train['soup_val_accuracy']:.4f} on validation against {train['best_run_val_accuracy']:.4f} "
             f"for the best run, so this file holds {kept}.")
 
@@ -67,10 +72,6 @@ def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_
     start = "" if initial == "none" else (f" Training started from the weights of `{initial}` (train.initial_model"
                                           f"{'; the model bundled before this one' if initial == 'default' else ''}), not from random ones.")
     start += soup_sentence(t, train)
-    earlier = training_section(previous_card) if initial == "default" else ""
-    if earlier:
-        start += "\n\nThe starting model (the card bundled with it):\n\n" + "\n".join(f"> {line}".rstrip()
-                                                                                 for line in earlier.splitlines())
     teacher = t.get("teacher_model", "none")
     if teacher != "none":
         teacher_accuracy = (f", which scored {train['teacher_val_accuracy']:.4f} on validation"
@@ -79,6 +80,12 @@ def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_
                   f"{t['teacher_weight']:g} x the probabilities of the teacher `{teacher}` (train.teacher_model"
                   f"{'; the model bundled before this one' if teacher == 'default' else ''}) averaged over its "
                   f"`{t['teacher_tta']}` test-time views{teacher_accuracy}, before label smoothing {t['label_smoothing']}.")
+    earlier = training_section(previous_card) if initial == "default" else ""
+    if earlier:  # last: the quote is a block of its own
+        start += f"\n\n{STARTING_MODEL}\n\n" + "\n".join(f"> {line}".rstrip() for line in earlier.splitlines())
+    epochs = (f"{train['epochs_run']} epochs in all over the {train['soup_runs']} runs (best single epoch: validation "
+              f"accuracy {train['val_accuracy']:.4f})" if train.get("soup_runs", 1) > 1 else
+              f"{train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']})")
     return f"""# Model card: bundled default emotion classifier
 
 ## What it is
@@ -94,7 +101,7 @@ Augment stage: {params['augment']['copies']} stored augmented copies per image (
 Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t.get('online_rotation', 0)}°, zoom {t.get('online_zoom', 0)}, contrast {t.get('online_contrast', 0)}, random erasing factor {t.get('online_erasing', 0)}.
 
 ## Training
-`dvc repro` with these `params.yaml` values: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']}).
+`dvc repro` with these `params.yaml` values: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {epochs}.
 Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s.{start}
 
 ## Results on FER2013 PublicTest ({evaluation['images']} images, {evaluation.get('tta') or ('horizontal-flip test-time augmentation' if evaluation['flip_tta'] else 'no test-time augmentation')})
@@ -125,6 +132,16 @@ Change knobs with e.g. `dvc exp run -S train.epochs=50`; every run is logged to 
 """
 
 
+def starting_model_card(run: dict | None, card_path: Path, model_path: Path) -> str:
+    """The bundled card if the bundled model is the very file training started from (its sha256 is
+    in data/model/run.json), else '': bundling twice, or after another model, must not quote the
+    wrong card."""
+    wanted = (run or {}).get("initial_model_sha256")
+    if not wanted or not card_path.is_file() or not model_path.is_file() or sha256_file(model_path) != wanted:
+        return ""
+    return card_path.read_text()
+
+
 def main() -> None:
     source = Path("data/model/model.keras")
     if not source.is_file():
@@ -138,14 +155,14 @@ def main() -> None:
         np.array([EMOTION_INDEX[r["actual"]] for r in rows]), np.array([EMOTION_INDEX[r["predicted"]] for r in rows])
     )
     matrix_rows = [f"{name:>9} " + " ".join(f"{v:4d}" for v in row) for name, row in zip(EMOTIONS, matrix)]
+    run_file = Path("data/model/run.json")
+    run = json.loads(run_file.read_text()) if run_file.is_file() else None
+    card_path = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
+    previous_card = starting_model_card(run, card_path, BUNDLED_MODEL)  # before the file is replaced
     DEFAULT_MODEL_DIR.mkdir(exist_ok=True)
     with atomic_path(BUNDLED_MODEL) as tmp:
         shutil.copyfile(source, tmp)
     shutil.copyfile("plots/confusion_matrix.png", DEFAULT_MODEL_DIR / "confusion_matrix.png")
-    run_file = Path("data/model/run.json")
-    run = json.loads(run_file.read_text()) if run_file.is_file() else None
-    card_path = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
-    previous_card = card_path.read_text() if card_path.is_file() else ""
     card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix_rows, run, previous_card)
     with atomic_path(card_path) as tmp:
         tmp.write_text(card)

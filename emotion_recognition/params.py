@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from emotion_recognition.tta import TestTimeAugmentation, from_preset
 
@@ -108,12 +108,13 @@ class TrainParams(Group):
             raise ValueError("batch_size above 4096 will not fit the training machine")
         return value
 
-    @model_validator(mode="after")
-    def _soup_needs_a_shared_start(self) -> "TrainParams":
-        if self.soup_runs > 1 and self.initial_model in ("none", ""):
-            raise ValueError(f"soup_runs {self.soup_runs} needs train.initial_model (default or a .keras path): "
-                             "averaging the weights of runs from different random starts gives a broken model")
-        return self
+    @field_validator("soup_runs")
+    @classmethod
+    def _soup_needs_a_shared_start(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("initial_model", "none") in ("none", ""):
+            raise ValueError(f"{value} runs need train.initial_model (default or a .keras path): averaging the "
+                             "weights of runs from different random starts gives a broken model")
+        return value
 
     @field_validator("teacher_tta")
     @classmethod

@@ -240,7 +240,7 @@ def keep_better_soup(model, runs: list[list[np.ndarray]], accuracies: list[float
 
 def fit_soup(model, p: TrainParams, m: ModelParams, initial: Path, train: Split, val_ds, targets,
              history: HistoryWriter, budget_seconds: float | None, stage_started: float,
-             run_name: str) -> tuple[keras.Model, list[dict], dict]:
+             parent_name: str) -> tuple[keras.Model, list[dict], dict]:
     """``train.soup_runs`` runs from the ``initial`` weights with seeds ``p.seed``, ``p.seed + 1``, ...,
     each an MLflow run nested in the active one with its checkpoint in data/train/. ``model`` holds
     the initial weights on entry; returns the model that holds what ``keep_better_soup`` kept."""
@@ -256,7 +256,7 @@ def fit_soup(model, p: TrainParams, m: ModelParams, initial: Path, train: Split,
             share = (budget_seconds - (time.perf_counter() - stage_started)) / (p.soup_runs - index)
         print(f"train: soup run {index + 1} of {p.soup_runs} (seed {run_params.seed})", flush=True)
         history.start_run(index + 1)
-        with mlflow.start_run(run_name=f"{run_name}-run{index + 1}", nested=True):
+        with mlflow.start_run(run_name=f"{parent_name}-run{index + 1}", nested=True):
             mlflow.log_params({"train.seed": run_params.seed, "soup_run": index + 1})
             fitted.append(fit_run(model, run_params, train, val_ds, targets,
                                   CHECKPOINT.with_name(f"checkpoint-run{index + 1}.keras"), history,
@@ -300,8 +300,9 @@ def main() -> None:
         mlflow.log_params(flat_params(params))
         mlflow.log_params({"train.images": len(train), "val.images": len(val), "model.parameters": model.count_params(),
                            "train.precision_used": precision})
-        if initial is not None:  # DVC tracks the param, not the file: record which file it was
-            mlflow.log_params({"train.initial_model_sha256": sha256_file(initial)})
+        initial_sha256 = sha256_file(initial) if initial is not None else None
+        if initial_sha256:  # DVC tracks the param, not the file: record which file it was
+            mlflow.log_params({"train.initial_model_sha256": initial_sha256})
         if distillation:
             mlflow.log_params({"train.teacher_model_sha256": distillation["sha256"]})
             mlflow.log_metrics(distillation["metrics"])
@@ -348,8 +349,8 @@ def main() -> None:
         example = val.images[:4, ..., np.newaxis].astype(np.float32)
         signature = infer_signature(example, final.predict(example, verbose=0))
         info = mlflow.tensorflow.log_model(final, name="model", signature=signature, input_example=example)
-        write_json(RUN_PATH, {"run_id": run.info.run_id, "model_uri": info.model_uri,
-                              "precision": precision, "cpu": cpu})  # for the model card
+        write_json(RUN_PATH, {"run_id": run.info.run_id, "model_uri": info.model_uri, "precision": precision,
+                              "cpu": cpu, "initial_model_sha256": initial_sha256})  # for the model card
     kept = f"; kept {'the soup' if soup['model_is_soup'] else 'the best run'}" if soup else ""
     print(f"train: best val_accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}, {seconds / 60:.1f} min{kept}")
 

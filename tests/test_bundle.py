@@ -60,7 +60,7 @@ def test_card_describes_a_soup_and_what_the_file_holds():
     params["train"].update(initial_model="default", seed=3, epochs=4)
     soup = {**train, "soup_runs": 5, "soup_val_accuracy": 0.6512, "best_run_val_accuracy": 0.6494, "model_is_soup": 1}
     card = model_card(params, soup, evaluation, split, rows)
-    assert ("Model soup (train.soup_runs): 5 runs from those weights with seeds 3-7, 4 epochs each; the average of "
+    assert ("Model soup (train.soup_runs): 5 runs from those weights with seeds 3-7, at most 4 epochs each; the average of "
             "their weights scored 0.6512 on validation against 0.6494 for the best run, so this file holds their "
             "average.") in card
     card = model_card(params, {**soup, "soup_val_accuracy": 0.6401, "model_is_soup": 0}, evaluation, split, rows)
@@ -71,9 +71,26 @@ def test_card_quotes_the_starting_models_training_when_it_continued_the_bundled_
     params, train, evaluation, split, rows = card_inputs()
     previous = model_card(params, {**train, "train_seconds": 4440}, evaluation, split, rows,
                           {"precision": "mixed_bfloat16", "cpu": "Intel Xeon"})
-    params["train"]["initial_model"] = "default"
+    params["train"].update(initial_model="default", teacher_model="default", teacher_tta="flip", teacher_weight=0.5)
     card = model_card(params, train, evaluation, split, rows, previous_card=previous)
-    assert "The starting model (the card bundled with it):" in card
-    assert "> Trained on a 2-core CPU (Intel Xeon) (no GPU) in 74 minutes" in card
+    quote = card.split("The starting model (the card bundled with it):\n\n", 1)[1].split("\n## ", 1)[0]
+    assert "> Trained on a 2-core CPU (Intel Xeon) (no GPU) in 74 minutes" in quote
+    assert all(line.startswith(">") for line in quote.strip().splitlines())
+    assert "Knowledge distillation" in card.split("The starting model")[0]  # this model's, outside the quote
+    # the next generation quotes this card's own training, not the quote within it
+    grandchild = model_card(params, train, evaluation, split, rows, previous_card=card)
+    assert "> >" not in grandchild and grandchild.count("The starting model") == 1
     params["train"]["initial_model"] = "data/other.keras"  # not the bundled model: its card says nothing about it
     assert "The starting model" not in model_card(params, train, evaluation, split, rows, previous_card=previous)
+
+
+def test_the_bundled_card_is_quoted_only_if_training_started_from_that_very_file(tmp_path):
+    from emotion_recognition.bundle import starting_model_card
+    from emotion_recognition.data import sha256_file
+
+    model, card = tmp_path / "model.keras", tmp_path / "MODEL_CARD.md"
+    model.write_bytes(b"weights"), card.write_text("# card")
+    assert starting_model_card({"initial_model_sha256": sha256_file(model)}, card, model) == "# card"
+    assert starting_model_card({"initial_model_sha256": "0" * 64}, card, model) == ""  # e.g. bundled twice
+    assert starting_model_card({"initial_model_sha256": None}, card, model) == ""
+    assert starting_model_card(None, card, model) == ""

@@ -60,7 +60,7 @@ def test_the_repository_params_are_valid():
         ({"train.teacher_tta": "ten_crops"}, "train.teacher_tta", "expected one of none, flip, crops"),
         ({"train.teacher_weight": 1.5}, "train.teacher_weight", "less than or equal to 1"),
         ({"train.soup_runs": 0}, "train.soup_runs", "greater than or equal to 1"),
-        ({"train.soup_runs": 3}, "train", "soup_runs 3 needs train.initial_model"),
+        ({"train.soup_runs": 3}, "train.soup_runs", "3 runs need train.initial_model"),
     ],
 )
 def test_invalid_params_are_refused_naming_the_field(write, changes, field, detail):

@@ -329,8 +329,8 @@ def test_keep_better_soup_keeps_the_average_only_when_it_beats_every_run(trained
     zeros = [np.zeros_like(w) for w in weights]
     stage = load_stage("train")
     with isolate(project), mlflow.start_run():
-        # two copies of one model: the soup is that model, which beats the (claimed) 0.0 runs
-        kept = stage.keep_better_soup(model, [weights, weights], [0.0, 0.0], val_ds)
+        # two copies of one model: the soup is that model, which beats any accuracy claimed below 0
+        kept = stage.keep_better_soup(model, [weights, weights], [-1.0, -1.0], val_ds)
         assert kept["model_is_soup"] == 1 and kept["soup_runs"] == 2
         for a, b in zip(model.get_weights(), weights):
             np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -339,3 +339,56 @@ def test_keep_better_soup_keeps_the_average_only_when_it_beats_every_run(trained
         assert kept["model_is_soup"] == 0 and kept["best_run_val_accuracy"] == 1.0
         for a, b in zip(model.get_weights(), weights):
             np.testing.assert_array_equal(a, b)
+
+
+def test_fit_soup_starts_every_run_from_the_initial_weights_with_its_seed_and_share_of_the_budget(
+        trained, isolate, load_stage, monkeypatch, tmp_path):
+    """fit_soup's bookkeeping, with fit_run replaced by a stand-in that records what each run got
+    and moves the weights by a run-specific amount, and a fake clock for the time budget."""
+    from emotion_recognition.params import TrainParams, load_params
+    from emotion_recognition.training import average_weights, make_dataset
+
+    project, _, _, _ = trained
+    stage = load_stage("train")
+    start_path = tmp_path / "start.keras"
+    start_path.write_bytes((project / "data/model/model.keras").read_bytes())
+    start = load_model(start_path).get_weights()
+    seen = []
+
+    def fake_fit_run(model, p, train, val_ds, targets, checkpoint, history, budget_seconds, budget_started):
+        seen.append({"entry": model.get_weights(), "seed": p.seed, "checkpoint": checkpoint.name,
+                     "budget": budget_seconds, "started": budget_started})
+        model.set_weights([w * (1.0 + 0.02 * (len(seen) - 2)) for w in start])  # x0.98, x1.00, x1.02
+        model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+        return {"seconds": 1.0, "planned_epochs": None, "averaged": None}
+
+    monkeypatch.setattr(stage, "fit_run", fake_fit_run)
+    seeds = []
+    real_seed = stage.keras.utils.set_random_seed
+    monkeypatch.setattr(stage.keras.utils, "set_random_seed", lambda seed: (seeds.append(seed), real_seed(seed)))
+    ticks = iter([100.0, 110.0, 400.0, 410.0, 700.0, 710.0])
+    monkeypatch.setattr(stage.time, "perf_counter", lambda: next(ticks))
+    m = load_params(project / "params.yaml").model
+    p = TrainParams(seed=10, soup_runs=3, epochs=1, initial_model=str(start_path))
+    first = stage.build_model(m.architecture, **stage.model_options(m))
+    first.set_weights(start)
+    val_ds = make_dataset(load_split(project / "data/split/val.npz"), 64, False, TrainParams())
+    with isolate(project), mlflow.start_run():
+        model, fitted, soup = stage.fit_soup(first, p, m, start_path, None, val_ds, None,
+                                             stage.HistoryWriter(tmp_path / "history.csv"), 1000.0, 0.0, "test")
+    monkeypatch.undo()
+
+    assert [run["seed"] for run in seen] == [10, 11, 12] and seeds == [11, 12]
+    assert [run["checkpoint"] for run in seen] == [f"checkpoint-run{n}.keras" for n in (1, 2, 3)]
+    for run in seen:
+        for a, b in zip(run["entry"], start):
+            np.testing.assert_array_equal(a, b)
+    # (budget - time since the stage started) / runs still to come; each run counts from its own start
+    assert [run["budget"] for run in seen] == [pytest.approx(300.0)] * 3
+    assert [run["started"] for run in seen] == [110.0, 410.0, 710.0]
+    assert len(fitted) == 3 and soup["soup_runs"] == 3
+    runs = [[w * (1.0 + 0.02 * k) for w in start] for k in (-1, 0, 1)]
+    expected = average_weights(runs) if soup["model_is_soup"] else next(
+        r for r in runs if all(np.allclose(a, b) for a, b in zip(r, model.get_weights())))
+    for a, b in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
