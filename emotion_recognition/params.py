@@ -97,7 +97,7 @@ class TrainParams(Group):
     teacher_weight: float = Field(0.5, ge=0, le=1, description="share of each training target taken from the "
                                   "teacher's probabilities; the rest is the one-hot label")
     soup_runs: int = Field(1, ge=1, le=16, description="1: one run; N > 1: N runs from `initial_model` with seeds "
-                           "seed, seed+1, ... (each `epochs` long, a time budget shared between them), whose weights "
+                           "seed, seed+1, ... (each at most `epochs` long, a time budget shared between them), whose weights "
                            "are averaged (a model soup) and the average kept if it beats every run on validation")
     limit_per_class: int = Field(0, ge=0, description="use at most this many training images per class (0: all); for smoke runs")
 
