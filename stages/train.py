@@ -334,9 +334,8 @@ def main() -> None:
         if planned:
             metrics["planned_epochs"] = sum(planned)
             mlflow.log_metric("planned_epochs", metrics["planned_epochs"])
-        averaged = [f["averaged"] for f in fitted if f["averaged"] is not None]
-        if len(averaged) == 1:  # already logged to MLflow by keep_better_average
-            metrics.update(averaged[0])
+        if soup is None and fitted[0]["averaged"] is not None:  # already logged by keep_better_average;
+            metrics.update(fitted[0]["averaged"])  # a soup's runs keep theirs in their nested MLflow runs
         if soup is not None:
             metrics.update(soup)
         if distillation:
