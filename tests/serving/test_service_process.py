@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,18 @@ def test_real_server_bad_inputs_and_recovery(live_server):
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and 'endpoint="/analyze"' in metrics.text
     assert 'http_response_code="415"' in metrics.text and 'http_response_code="413"' in metrics.text
+
+
+def test_web_page_links_and_assets_resolve(live_server):
+    """Every href/src on /ui/ answers 200 on the real server (the footer once linked a missing /docs)."""
+    client = httpx.Client(base_url=live_server, timeout=60, follow_redirects=True)
+    page = client.get("/ui/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    targets = re.findall(r'(?:href|src)="([^"#]+)"', page.text)
+    assert {"/", "/docs.json", "style.css", "app.js"} <= set(targets)
+    for target in targets:
+        url = str(page.url.join(target))
+        assert client.get(url).status_code == 200, url
 
 
 def test_cli_against_server(live_server, tmp_path):
