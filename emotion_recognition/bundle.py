@@ -56,8 +56,33 @@ def soup_sentence(t: dict, train: dict) -> str:
             f"for the best run, so this file holds {kept}.")
 
 
+def hardest_classes(per_class: dict, matrix: np.ndarray | None = None, count: int = 2, few: int = 100) -> str:
+    """The known-limits line on classes, from this model's own PublicTest figures: the ``count``
+    lowest-recall classes with what they are mistaken for (rows of ``matrix`` = true class, in
+    EMOTIONS order), and the classes with fewer than ``few`` test faces, whose figures are noisy."""
+    ranked = sorted(per_class, key=lambda name: per_class[name]["recall"])[:count]
+    parts = []
+    for name in ranked:
+        text = f"{name} (recall {per_class[name]['recall']:.2f}"
+        if matrix is not None:
+            row = matrix[EMOTION_INDEX[name]].astype(int).copy()
+            row[EMOTION_INDEX[name]] = -1
+            mistaken = [EMOTIONS[i] for i in np.argsort(-row, kind="stable")[:2] if row[i] > 0]
+            if mistaken:
+                text += "; mostly mistaken for " + " and ".join(f"{m} ({row[EMOTION_INDEX[m]]})" for m in mistaken)
+        parts.append(text + ")")
+    line = f"- The hardest classes for this model on PublicTest: {' and '.join(parts)}."
+    rare = [f"{name} ({v['support']} faces)" for name, v in per_class.items() if v["support"] < few]
+    if rare:
+        line += f" Few test faces for {', '.join(rare)}, so those figures are noisy"
+        # FER2013's train split has 436 disgust faces against 3,171-7,215 for the others
+        line += ("; disgust also has the fewest training images (topped up with augmented copies)."
+                 if "disgust" in per_class and per_class["disgust"]["support"] < few else ".")
+    return line
+
+
 def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_rows: list[str],
-               run: dict | None = None, previous_card: str = "") -> str:
+               run: dict | None = None, previous_card: str = "", matrix: np.ndarray | None = None) -> str:
     """``previous_card``: the card of the model bundled before this one, quoted as the starting
     point when training started from it (``train.initial_model: default``)."""
     per_class = "\n".join(
@@ -121,7 +146,7 @@ Confusion matrix (rows true, columns predicted, order as above):
 ![confusion matrix](confusion_matrix.png)
 
 ## Known limits
-- Disgust (few training images) and fear (often confused with sad and surprise) are the hardest classes; see their recall above.
+{hardest_classes(evaluation["per_class"], matrix)}
 - FER2013 faces are 48x48, mostly frontal, tightly cropped, low-resolution web images: side views, small or occluded faces, strong lighting and faces framed differently from FER2013 crops degrade accuracy.
 - Labels are the seven FER2013 categories of posed/spontaneous expressions; they say what a face shows, not what a person feels.
 - Dataset biases of FER2013 (age, ethnicity, image sources) carry over to the model.
@@ -163,7 +188,8 @@ def main() -> None:
     with atomic_path(BUNDLED_MODEL) as tmp:
         shutil.copyfile(source, tmp)
     shutil.copyfile("plots/confusion_matrix.png", DEFAULT_MODEL_DIR / "confusion_matrix.png")
-    card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix_rows, run, previous_card)
+    card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix_rows, run, previous_card,
+                      matrix)
     with atomic_path(card_path) as tmp:
         tmp.write_text(card)
     print(f"bundled {BUNDLED_MODEL} ({BUNDLED_MODEL.stat().st_size / 1e6:.1f} MB) and MODEL_CARD.md")

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from emotion_recognition.bundle import model_card
@@ -94,3 +95,25 @@ def test_the_bundled_card_is_quoted_only_if_training_started_from_that_very_file
     assert starting_model_card({"initial_model_sha256": "0" * 64}, card, model) == ""  # e.g. bundled twice
     assert starting_model_card({"initial_model_sha256": None}, card, model) == ""
     assert starting_model_card(None, card, model) == ""
+
+
+def test_known_limits_name_this_models_hardest_classes_and_their_confusions():
+    from emotion_recognition.bundle import hardest_classes
+    from emotion_recognition.labels import EMOTIONS
+
+    recall = {"angry": 0.57, "disgust": 0.64, "fear": 0.43, "happy": 0.89, "neutral": 0.69, "sad": 0.55, "surprise": 0.81}
+    support = {name: (56 if name == "disgust" else 500) for name in EMOTIONS}
+    per_class = {name: {"recall": recall[name], "support": support[name]} for name in EMOTIONS}
+    matrix = np.zeros((7, 7), int)
+    fear, sad, neutral, angry = (EMOTIONS.index(n) for n in ("fear", "sad", "neutral", "angry"))
+    matrix[fear, [fear, sad, neutral, angry]] = [213, 109, 60, 46]
+    matrix[sad, [sad, neutral, fear]] = [359, 138, 58]
+    line = hardest_classes(per_class, matrix)
+    assert line.startswith("- The hardest classes for this model on PublicTest: fear (recall 0.43; mostly mistaken "
+                           "for sad (109) and neutral (60)) and sad (recall 0.55; mostly mistaken for neutral (138) "
+                           "and fear (58)).")
+    assert "disgust (56 faces)" in line and "angry" not in line  # only the two lowest recalls, two confusions each
+    # no matrix (e.g. a card written without plots/confusion.csv): recall only; no rare class: no caveat
+    per_class["disgust"]["support"] = 500
+    assert hardest_classes(per_class) == ("- The hardest classes for this model on PublicTest: fear (recall 0.43) "
+                                          "and sad (recall 0.55).")
