@@ -82,7 +82,7 @@ class TrainParams(Group):
     time_budget_minutes: float = Field(0, ge=0, description="0: train `epochs` epochs; > 0: end training "
                                        "within this many minutes from the stage's start (a teacher's pass counts; "
                                        "saving and logging afterwards do not): after each epoch, plan as many epochs "
-                                       "(at most `epochs`) as fit at the slowest pace so far, with the learning-rate "
+                                       "(at most `epochs`) as fit at the pace of the last 3 epochs, with the learning-rate "
                                        "decay and the averaging window fitted to them")
     average_last_epochs: int = Field(0, ge=0, description="0: keep the best epoch; N: also average the weights "
                                      "of the last N epochs (SWA) and keep the average if its validation accuracy is higher")

@@ -183,37 +183,52 @@ class TimeBudget(keras.callbacks.Callback):
     """Ends training within ``seconds`` counted from ``started`` (a ``time.perf_counter()``
     value, e.g. the start of the stage, so loading data and a teacher's pass count too).
 
-    After every epoch it plans as many epochs as still fit at the slowest pace so far (at most
-    the ``fit(epochs=...)`` asked for, at least the epochs run), fits the learning-rate
-    schedule (``WarmupCosine.fit_to``) and the weight-averaging window to that plan whenever
-    it shrinks, and stops training at its end. The first epoch includes graph tracing, so the
-    plan errs short. What comes after training (weight-average check, saving, MLflow logging)
-    is not counted.
+    After every epoch it plans as many epochs as still fit at the recent pace (the slowest of the
+    last ``pace_window`` epochs; the first epoch, which includes graph tracing, only until others
+    exist), at most the ``fit(epochs=...)`` asked for and at least the epochs run, and stops
+    training at the plan's end. Whenever the plan changes it refits the learning-rate schedule
+    (``WarmupCosine.fit_to``) and the weight-averaging window to it. The plan shrinks whenever
+    epochs slow down; it grows when they speed up (the first epoch's tracing, or a load that went
+    away) only in the first half of the run and before the averaging window, since growing
+    stretches a decay already under way. What comes after training (weight-average check, saving,
+    MLflow logging) is not counted.
     """
 
     def __init__(self, seconds: float, started: float, steps_per_epoch: int, averager: WeightAverage | None = None,
-                 clock=time.perf_counter):
+                 clock=time.perf_counter, pace_window: int = 3):
         super().__init__()
         self.seconds = seconds
         self.started = started
         self.steps_per_epoch = steps_per_epoch
         self.averager = averager
         self.clock = clock
+        self.pace_window = pace_window
         self.planned_epochs: int | None = None
-        self.slowest = 0.0
+        self.durations: list[float] = []
         self.epoch_started = 0.0
+
+    def pace(self) -> float:
+        """Seconds per epoch to plan with: the slowest recent epoch, not counting the first once
+        there are others."""
+        recent = self.durations[1:][-self.pace_window:] or self.durations
+        return max(recent)
+
+    def may_grow(self, epochs_run: int) -> bool:
+        before_window = self.averager is None or epochs_run < self.averager.first
+        return 2 * epochs_run <= self.planned_epochs and before_window
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = self.clock()
 
     def on_epoch_end(self, epoch, logs=None):
         now = self.clock()
-        self.slowest = max(self.slowest, now - self.epoch_started, 1e-6)
+        self.durations.append(max(now - self.epoch_started, 1e-6))
+        pace = self.pace()
         remaining = max(0.0, self.seconds - (now - self.started))
         asked = self.params.get("epochs") or epoch + 1
-        fits = min(asked, epoch + 1 + int(remaining // self.slowest))
-        if self.planned_epochs is None or fits < self.planned_epochs:
-            first_plan = self.planned_epochs is None
+        fits = min(asked, epoch + 1 + int(remaining // pace))
+        first_plan = self.planned_epochs is None
+        if first_plan or fits < self.planned_epochs or (fits > self.planned_epochs and self.may_grow(epoch + 1)):
             self.planned_epochs = fits
             schedule = self.model.optimizer._learning_rate
             if isinstance(schedule, WarmupCosine):
@@ -221,7 +236,7 @@ class TimeBudget(keras.callbacks.Callback):
             if self.averager is not None:
                 self.averager.plan(fits)
             print(f"train: time budget {self.seconds / 60:g} min: {'planning' if first_plan else 're-planned to'} "
-                  f"{fits} of {asked} epochs (slowest epoch {self.slowest:.0f} s, {remaining / 60:.1f} min left)",
+                  f"{fits} of {asked} epochs ({pace:.0f} s per epoch, {remaining / 60:.1f} min left)",
                   flush=True)
             if isinstance(schedule, WarmupCosine) and schedule.warmup_steps.numpy() >= schedule.total_steps.numpy():
                 print("train: the planned run is all warm-up, so the learning rate will not decay: "

@@ -218,11 +218,39 @@ def budget_run(seconds, epoch_seconds, asked_epochs=50, started=0.0, averager=No
 def test_time_budget_plans_the_epochs_that_fit_and_ends_the_decay_there(capsys):
     averager = WeightAverage(epochs=3, total_epochs=50)
     budget, run, model = budget_run(900, [100, 90], averager=averager)
-    # 30 s loading + 100 s first epoch; 770 s left = 7 more epochs of 100 s
-    assert budget.planned_epochs == 8 and run == 8
-    assert float(model.optimizer._learning_rate.total_steps.numpy()) == 80
-    assert averager.first == 5  # the last 3 of the 8 epochs
-    assert "time budget 15 min: planning 8 of 50 epochs" in capsys.readouterr().out
+    # 30 s loading + 100 s first epoch (tracing); 770 s left = 7 more epochs of 100 s: 8
+    # after epoch 2 the pace is 90 s (the first epoch no longer counts); 680 s left = 7 more: 9
+    out = capsys.readouterr().out
+    assert "time budget 15 min: planning 8 of 50 epochs (100 s per epoch" in out and "re-planned to 9 of 50" in out
+    assert budget.planned_epochs == 9 and run == 9  # 30 + 100 + 8 x 90 = 850 s of the 900
+    assert float(model.optimizer._learning_rate.total_steps.numpy()) == 90
+    assert averager.first == 6  # the last 3 of the 9 epochs
+
+
+def test_time_budget_grows_the_plan_when_a_load_goes_away_but_only_in_the_first_half(capsys):
+    # a busy CPU for 3 epochs (200 s), then idle (100 s): the 3-epoch pace window forgets the load
+    budget, run, model = budget_run(3000, [100, 200, 200, 200, 100])
+    assert run == budget.planned_epochs
+    spent = 30 + 100 + 3 * 200 + (run - 4) * 100
+    assert spent <= 3000 and 3000 - spent < 200  # the budget is used, not left idle
+    assert float(model.optimizer._learning_rate.total_steps.numpy()) == run * 10
+    assert "re-planned to 26 of 50" in capsys.readouterr().out  # grown once the window held only idle epochs
+    # the same slowdown late in a run: re-planned shorter, never longer again past its middle
+    budget, run, _ = budget_run(3000, [100] * 14 + [300, 300, 100])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "budget" in line]
+    plans = [int(line.split("re-planned to ")[1].split()[0]) for line in lines if "re-planned" in line]
+    assert plans and plans[-1] == min(plans) == budget.planned_epochs == run
+
+
+def test_time_budget_does_not_grow_into_the_averaging_window():
+    averager = WeightAverage(epochs=8, total_epochs=50)
+    # 10 planned after a slow first epoch, so the 8-epoch window begins with epoch 3 (index 2);
+    # after the fast epoch 2, 28 would fit, but growing would move a window that is about to begin
+    budget, run, _ = budget_run(30 + 300 + 9 * 300, [300, 100], averager=averager)
+    assert budget.planned_epochs == 10 and run == 10 and averager.first == 2
+    # without weight averaging the same run grows to use the budget
+    budget, run, _ = budget_run(30 + 300 + 9 * 300, [300, 100])
+    assert budget.planned_epochs == run == 28
 
 
 def test_time_budget_never_plans_more_than_asked_nor_fewer_than_run():
