@@ -60,7 +60,10 @@ def hardest_classes(per_class: dict, matrix: np.ndarray | None = None, count: in
     """The known-limits line on classes, from this model's own PublicTest figures: the ``count``
     lowest-recall classes with what they are mistaken for (rows of ``matrix`` = true class, in
     EMOTIONS order), and the classes with fewer than ``few`` test faces, whose figures are noisy."""
-    ranked = sorted(per_class, key=lambda name: per_class[name]["recall"])[:count]
+    tested = [name for name in per_class if per_class[name]["support"] > 0]  # recall of no faces is not 0
+    if not tested:
+        return ""
+    ranked = sorted(tested, key=lambda name: per_class[name]["recall"])[:count]
     parts = []
     for name in ranked:
         text = f"{name} (recall {per_class[name]['recall']:.2f}"
@@ -72,12 +75,12 @@ def hardest_classes(per_class: dict, matrix: np.ndarray | None = None, count: in
                 text += "; mostly mistaken for " + " and ".join(f"{m} ({row[EMOTION_INDEX[m]]})" for m in mistaken)
         parts.append(text + ")")
     line = f"- The hardest classes for this model on PublicTest: {' and '.join(parts)}."
-    rare = [f"{name} ({v['support']} faces)" for name, v in per_class.items() if v["support"] < few]
+    rare = [f"{name} ({v['support']} faces)" for name, v in per_class.items() if 0 < v["support"] < few]
     if rare:
         line += f" Few test faces for {', '.join(rare)}, so those figures are noisy"
         # FER2013's train split has 436 disgust faces against 3,171-7,215 for the others
         line += ("; disgust also has the fewest training images (topped up with augmented copies)."
-                 if "disgust" in per_class and per_class["disgust"]["support"] < few else ".")
+                 if "disgust" in per_class and 0 < per_class["disgust"]["support"] < few else ".")
     return line
 
 

@@ -157,7 +157,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def fit_to(self, total_steps: int, current_step: int) -> None:
         """End the schedule at ``total_steps``. When that shortens it, a warm-up that would take
         more than a fifth of the run is cut short (not before ``current_step``: the steps taken
-        stay as they were), so most of a shortened run still decays."""
+        stay as they were), so most of a shortened run still decays. A run lengthened later keeps
+        the shorter warm-up: by then it is under way or over, and lengthening it would lower the
+        learning rate again."""
         warmup = float(self.warmup_steps.numpy())
         if total_steps < float(self.total_steps.numpy()) and warmup > total_steps / 5:
             warmup = max(float(current_step), total_steps / 5)
@@ -189,8 +191,8 @@ class TimeBudget(keras.callbacks.Callback):
     training at the plan's end. Whenever the plan changes it refits the learning-rate schedule
     (``WarmupCosine.fit_to``) and the weight-averaging window to it. The plan shrinks whenever
     epochs slow down; it grows when they speed up (the first epoch's tracing, or a load that went
-    away) only in the first half of the run and before the averaging window, since growing
-    stretches a decay already under way. What comes after training (weight-average check, saving,
+    away) only in the first half of the run and after two epochs past the first, since growing
+    stretches a decay already under way; a longer plan moves the averaging window later. What comes after training (weight-average check, saving,
     MLflow logging) is not counted.
     """
 
@@ -213,9 +215,10 @@ class TimeBudget(keras.callbacks.Callback):
         recent = self.durations[1:][-self.pace_window:] or self.durations
         return max(recent)
 
-    def may_grow(self, epochs_run: int) -> bool:
-        before_window = self.averager is None or epochs_run < self.averager.first
-        return 2 * epochs_run <= self.planned_epochs and before_window
+    def may_grow(self) -> bool:
+        """Only in the first half of the plan (growing stretches a decay under way, raising the
+        learning rate), and on the pace of at least two epochs after the first, not one."""
+        return len(self.durations) >= 3 and 2 * len(self.durations) <= self.planned_epochs
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = self.clock()
@@ -228,7 +231,7 @@ class TimeBudget(keras.callbacks.Callback):
         asked = self.params.get("epochs") or epoch + 1
         fits = min(asked, epoch + 1 + int(remaining // pace))
         first_plan = self.planned_epochs is None
-        if first_plan or fits < self.planned_epochs or (fits > self.planned_epochs and self.may_grow(epoch + 1)):
+        if first_plan or fits < self.planned_epochs or (fits > self.planned_epochs and self.may_grow()):
             self.planned_epochs = fits
             schedule = self.model.optimizer._learning_rate
             if isinstance(schedule, WarmupCosine):
@@ -381,13 +384,19 @@ class WeightAverage(keras.callbacks.Callback):
     def __init__(self, epochs: int, total_epochs: int):
         super().__init__()
         self.epochs = epochs
-        self.plan(total_epochs)
         self.mean: list[np.ndarray] | None = None
         self.count = 0
+        self.plan(total_epochs)
 
     def plan(self, total_epochs: int) -> None:
-        """Average the last ``epochs`` of ``total_epochs`` (``TimeBudget`` may shorten the run)."""
-        self.first = max(0, total_epochs - self.epochs)  # 0-based index of the first averaged epoch
+        """Average the last ``epochs`` of ``total_epochs`` (``TimeBudget`` may shorten or lengthen
+        the run). A longer run moves the window later: what was averaged under the shorter plan
+        (e.g. warm-up epochs) is dropped. A shorter one cannot add the epochs already past, so its
+        average holds fewer than ``epochs``."""
+        first = max(0, total_epochs - self.epochs)  # 0-based index of the first averaged epoch
+        if self.count and first > getattr(self, "first", first):
+            self.mean, self.count = None, 0
+        self.first = first
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch < self.first:

@@ -117,3 +117,8 @@ def test_known_limits_name_this_models_hardest_classes_and_their_confusions():
     per_class["disgust"]["support"] = 500
     assert hardest_classes(per_class) == ("- The hardest classes for this model on PublicTest: fear (recall 0.43) "
                                           "and sad (recall 0.55).")
+    # a class with no test faces is neither "hardest" (its recall 0 means nothing) nor "few"
+    per_class["fear"]["support"] = 0
+    assert hardest_classes(per_class) == ("- The hardest classes for this model on PublicTest: sad (recall 0.55) "
+                                          "and angry (recall 0.57).")
+    assert hardest_classes({}) == ""

@@ -20,19 +20,33 @@ BOOKKEEPING = {f"{PACKAGE}/params.py", f"{PACKAGE}/stage_io.py", f"{PACKAGE}/tra
 STAGES = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def package_imports(source: Path) -> set[str]:
-    """Files of the package that ``source`` imports (``from emotion_recognition.x import ...``)."""
-    files = set()
+def module_file(module: str, root: Path = REPO_ROOT) -> str | None:
+    """``emotion_recognition.x`` -> ``emotion_recognition/x.py`` (or ``x/__init__.py``), None outside the package."""
+    if module != PACKAGE and not module.startswith(PACKAGE + "."):
+        return None
+    path = module.replace(".", "/")
+    return f"{path}.py" if (root / f"{path}.py").is_file() else f"{path}/__init__.py"
+
+
+def package_imports(source: Path, root: Path = REPO_ROOT) -> set[str]:
+    """Files of the package that ``source`` imports, in any form: ``from emotion_recognition.x
+    import y``, ``import emotion_recognition.x as z``, ``from emotion_recognition import x``,
+    relative ``from .x import y`` (inside the package), at module level or inside functions."""
+    try:
+        here = source.resolve().relative_to(root.resolve()).parent.parts  # the package a relative import starts from
+    except ValueError:
+        here = ()
+    modules = []
     for node in ast.walk(ast.parse(source.read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
+        if isinstance(node, ast.ImportFrom):
+            base = ".".join(here[: len(here) - node.level + 1] if node.level else ())
+            module = ".".join(part for part in (base, node.module or "") if part)
+            modules.append(module)
+            modules += [f"{module}.{alias.name}" for alias in node.names]  # submodules imported by name
         elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        for name in names:
-            if name.startswith(PACKAGE + "."):
-                files.add(name.replace(".", "/") + ".py")
-    return files
+            modules += [alias.name for alias in node.names]
+    files = {module_file(module, root) for module in modules}
+    return {file for file in files if file and (root / file).is_file()}
 
 
 def imported_closure(script: Path) -> set[str]:
@@ -48,11 +62,24 @@ def imported_closure(script: Path) -> set[str]:
     return seen
 
 
-def test_package_imports_reads_from_imports(tmp_path):
+def test_package_imports_reads_every_import_form(tmp_path):
     script = tmp_path / "stage.py"
     script.write_text("import os\nfrom emotion_recognition.labels import EMOTIONS\n"
-                      "import emotion_recognition.model\nfrom numpy import zeros\n")
-    assert package_imports(script) == {f"{PACKAGE}/labels.py", f"{PACKAGE}/model.py"}
+                      "import emotion_recognition.model as m\nfrom numpy import zeros\n"
+                      "from emotion_recognition import tta\n"
+                      "def late():\n    from emotion_recognition.augment import augment_image\n")
+    assert package_imports(script) == {f"{PACKAGE}/{name}.py" for name in ("labels", "model", "tta", "augment")} | {
+        f"{PACKAGE}/__init__.py"}
+
+
+def test_package_imports_resolves_relative_imports_inside_the_package(tmp_path):
+    package = tmp_path / PACKAGE
+    package.mkdir()
+    for name in ("__init__", "labels", "preprocessing"):
+        (package / f"{name}.py").write_text("")
+    module = package / "data.py"
+    module.write_text("from .labels import EMOTIONS\nfrom . import preprocessing\n")
+    assert package_imports(module, root=tmp_path) == {f"{PACKAGE}/{name}.py" for name in ("__init__", "labels", "preprocessing")}
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

@@ -205,12 +205,16 @@ def budget_run(seconds, epoch_seconds, asked_epochs=50, started=0.0, averager=No
     budget = TimeBudget(seconds, started, steps_per_epoch=10, averager=averager, clock=clock)
     budget.set_model(model)
     budget.set_params({"epochs": asked_epochs})
+    if averager is not None:
+        averager.set_model(model)
     model.stop_training = False
     run = 0
     while run < asked_epochs and not model.stop_training:
         budget.on_epoch_begin(run)
         clock.now += epoch_seconds[min(run, len(epoch_seconds) - 1)]
         budget.on_epoch_end(run)
+        if averager is not None:  # after the budget, as in the train stage's callbacks
+            averager.on_epoch_end(run)
         run += 1
     return budget, run, model
 
@@ -219,12 +223,12 @@ def test_time_budget_plans_the_epochs_that_fit_and_ends_the_decay_there(capsys):
     averager = WeightAverage(epochs=3, total_epochs=50)
     budget, run, model = budget_run(900, [100, 90], averager=averager)
     # 30 s loading + 100 s first epoch (tracing); 770 s left = 7 more epochs of 100 s: 8
-    # after epoch 2 the pace is 90 s (the first epoch no longer counts); 680 s left = 7 more: 9
+    # after epoch 3 the pace is 90 s (the first epoch no longer counts); 590 s left = 6 more: 9
     out = capsys.readouterr().out
     assert "time budget 15 min: planning 8 of 50 epochs (100 s per epoch" in out and "re-planned to 9 of 50" in out
     assert budget.planned_epochs == 9 and run == 9  # 30 + 100 + 8 x 90 = 850 s of the 900
     assert float(model.optimizer._learning_rate.total_steps.numpy()) == 90
-    assert averager.first == 6  # the last 3 of the 9 epochs
+    assert averager.first == 6 and averager.count == 3  # the last 3 of the 9 epochs
 
 
 def test_time_budget_grows_the_plan_when_a_load_goes_away_but_only_in_the_first_half(capsys):
@@ -242,15 +246,27 @@ def test_time_budget_grows_the_plan_when_a_load_goes_away_but_only_in_the_first_
     assert plans and plans[-1] == min(plans) == budget.planned_epochs == run
 
 
-def test_time_budget_does_not_grow_into_the_averaging_window():
-    averager = WeightAverage(epochs=8, total_epochs=50)
-    # 10 planned after a slow first epoch, so the 8-epoch window begins with epoch 3 (index 2);
-    # after the fast epoch 2, 28 would fit, but growing would move a window that is about to begin
+def test_a_grown_plan_moves_the_averaging_window_to_its_last_epochs():
+    averager = WeightAverage(epochs=10, total_epochs=50)
+    # a slow first epoch (tracing) plans 10, so the 10-epoch window starts at once (epoch 1 is
+    # averaged); after epoch 3 the plan grows to 28 and the window moves to epochs 19-28
     budget, run, _ = budget_run(30 + 300 + 9 * 300, [300, 100], averager=averager)
-    assert budget.planned_epochs == 10 and run == 10 and averager.first == 2
-    # without weight averaging the same run grows to use the budget
-    budget, run, _ = budget_run(30 + 300 + 9 * 300, [300, 100])
     assert budget.planned_epochs == run == 28
+    assert averager.first == 18 and averager.count == 10  # the warm-up epochs were dropped
+
+
+def test_one_fast_epoch_does_not_grow_the_plan():
+    budget, run, _ = budget_run(30 + 300 + 9 * 300, [300, 100, 300])
+    assert budget.planned_epochs == run == 10
+
+
+def test_a_lengthened_run_keeps_the_warmup_a_short_plan_cut():
+    # 3 warm-up epochs asked; a slow first epoch plans 8, which cuts the warm-up to a fifth of 80
+    # steps; the plan then grows to 23 and the warm-up, over by then, stays as it was
+    budget, run, model = budget_run(30 + 300 + 4 * 300 + 10 * 100, [300, 100], warmup_epochs=3.0)
+    schedule = model.optimizer._learning_rate
+    assert budget.planned_epochs == run == 23
+    assert float(schedule.warmup_steps.numpy()) == 16 and float(schedule.total_steps.numpy()) == 230
 
 
 def test_time_budget_never_plans_more_than_asked_nor_fewer_than_run():
