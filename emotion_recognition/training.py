@@ -134,41 +134,59 @@ def online_augmentation(params: TrainParams) -> keras.Sequential | None:
 @keras.saving.register_keras_serializable(package="emotion_recognition")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to 0 at
-    ``total_steps``: the curve of Keras' ``CosineDecay`` with warm-up, but both lengths are
-    variables, so ``TimeBudget`` can shorten a running schedule (``fit_to``) and it still ends at 0.
+    ``total_steps``: the curve of Keras' ``CosineDecay`` with warm-up, but its lengths are
+    variables, so ``TimeBudget`` can refit a running schedule (``fit_to``), longer or shorter, and
+    it still ends at 0. A refit during the decay continues from the learning rate reached
+    (``decay_from`` at ``decay_start``): a half-cosine from there to 0 over the steps left, with no jump.
 
     Registered for Keras serialisation: opening a training checkpoint with ``compile=True``
     needs ``emotion_recognition.training`` imported (the project's loaders use ``compile=False``).
     """
 
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int,
+                 decay_start: float | None = None, decay_from: float | None = None):
         self.peak = float(peak)
         self.warmup_steps = tf.Variable(float(warmup_steps), trainable=False, dtype=tf.float32, name="warmup_steps")
         self.total_steps = tf.Variable(float(total_steps), trainable=False, dtype=tf.float32, name="total_steps")
+        self.decay_start = tf.Variable(float(warmup_steps if decay_start is None else decay_start), trainable=False,
+                                       dtype=tf.float32, name="decay_start")
+        self.decay_from = tf.Variable(self.peak if decay_from is None else float(decay_from), trainable=False,
+                                      dtype=tf.float32, name="decay_from")
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
-        warmup = self.warmup_steps
-        rising = self.peak * step / tf.maximum(warmup, 1.0)
-        progress = tf.clip_by_value((step - warmup) / tf.maximum(self.total_steps - warmup, 1.0), 0.0, 1.0)
-        decaying = 0.5 * self.peak * (1.0 + tf.cos(math.pi * progress))
-        return tf.where(step < warmup, rising, decaying)
+        rising = self.peak * step / tf.maximum(self.warmup_steps, 1.0)
+        span = tf.maximum(self.total_steps - self.decay_start, 1.0)
+        progress = tf.clip_by_value((step - self.decay_start) / span, 0.0, 1.0)
+        decaying = 0.5 * self.decay_from * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(step < self.warmup_steps, rising, tf.where(step >= self.total_steps, 0.0, decaying))
 
     def fit_to(self, total_steps: int, current_step: int) -> None:
         """End the schedule at ``total_steps``. When that shortens it, a warm-up that would take
         more than a fifth of the run is cut short (not before ``current_step``: the steps taken
-        stay as they were), so most of a shortened run still decays. A run lengthened later keeps
-        the shorter warm-up: by then it is under way or over, and lengthening it would lower the
-        learning rate again."""
+        stay as they were) and the decay starts from ``peak`` where it ends, so most of a
+        shortened run still decays; a warm-up once cut stays cut. Past the warm-up, the decay
+        restarts from the current learning rate and reaches 0 at ``total_steps``."""
+        total, current = float(total_steps), float(current_step)
+        if total == float(self.total_steps.numpy()):
+            return
         warmup = float(self.warmup_steps.numpy())
-        if total_steps < float(self.total_steps.numpy()) and warmup > total_steps / 5:
-            warmup = max(float(current_step), total_steps / 5)
-        self.warmup_steps.assign(min(warmup, float(total_steps)))
-        self.total_steps.assign(float(total_steps))
+        if current < warmup:  # still warming up: the decay will start from the peak
+            if total < float(self.total_steps.numpy()) and warmup > total / 5:
+                warmup = max(current, total / 5)
+            warmup = min(warmup, total)
+            self.warmup_steps.assign(warmup)
+            self.decay_start.assign(warmup)
+            self.decay_from.assign(self.peak)
+        else:
+            self.decay_from.assign(float(self(current)))
+            self.decay_start.assign(current)
+        self.total_steps.assign(total)
 
     def get_config(self) -> dict:
         return {"peak": self.peak, "warmup_steps": int(self.warmup_steps.numpy()),
-                "total_steps": int(self.total_steps.numpy())}
+                "total_steps": int(self.total_steps.numpy()), "decay_start": float(self.decay_start.numpy()),
+                "decay_from": float(self.decay_from.numpy())}
 
 
 def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -190,10 +208,11 @@ class TimeBudget(keras.callbacks.Callback):
     exist), at most the ``fit(epochs=...)`` asked for and at least the epochs run, and stops
     training at the plan's end. Whenever the plan changes it refits the learning-rate schedule
     (``WarmupCosine.fit_to``) and the weight-averaging window to it. The plan shrinks whenever
-    epochs slow down; it grows when they speed up (the first epoch's tracing, or a load that went
-    away) only in the first half of the run and after two epochs past the first, since growing
-    stretches a decay already under way; a longer plan moves the averaging window later. What comes after training (weight-average check, saving,
-    MLflow logging) is not counted.
+    epochs slow down and grows when they speed up again (the first epoch's tracing, or a load that
+    went away), once two epochs past the first have run; the decay continues from the learning rate
+    reached, so neither change makes it jump. A longer plan moves the averaging window later, so
+    once averaging has begun the plan grows only in the first half of the run. What comes after
+    training (weight-average check, saving, MLflow logging) is not counted.
     """
 
     def __init__(self, seconds: float, started: float, steps_per_epoch: int, averager: WeightAverage | None = None,
@@ -216,9 +235,11 @@ class TimeBudget(keras.callbacks.Callback):
         return max(recent)
 
     def may_grow(self) -> bool:
-        """Only in the first half of the plan (growing stretches a decay under way, raising the
-        learning rate), and on the pace of at least two epochs after the first, not one."""
-        return len(self.durations) >= 3 and 2 * len(self.durations) <= self.planned_epochs
+        """On the pace of at least two epochs after the first, not one; and, once weight averaging
+        has begun, only in the first half of the plan (a longer plan moves the window later and
+        drops what it held: early on that is the warm-up, late it would be most of the average)."""
+        averaging = self.averager is not None and self.averager.count > 0
+        return len(self.durations) >= 3 and (not averaging or 2 * len(self.durations) <= self.planned_epochs)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = self.clock()
