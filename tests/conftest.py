@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import shutil
 import sys
 import zipfile
@@ -38,6 +39,11 @@ TRAIN_PER_CLASS = 6
 TEST_PER_CLASS = 3
 # fer2013.csv's own codes, written out here rather than taken from the package under test
 CSV_CODE = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "sad": 4, "surprise": 5, "neutral": 6}
+
+# MLflow 3 sends usage telemetry from a background thread and flushes it at exit; CI has no
+# internet, and a stage stopped by SIGTERM once took over 60 s to exit there. Tests (and the stage
+# processes they start, which inherit this) do not phone home.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 # %% Isolation
