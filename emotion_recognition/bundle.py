@@ -56,10 +56,12 @@ def soup_sentence(t: dict, train: dict) -> str:
             f"for the best run, so this file holds {kept}.")
 
 
-def hardest_classes(per_class: dict, matrix: np.ndarray | None = None, count: int = 2, few: int = 100) -> str:
+def hardest_classes(per_class: dict, matrix: np.ndarray | None = None, count: int = 2, few: int = 100,
+                    train_counts: dict | None = None) -> str:
     """The known-limits line on classes, from this model's own PublicTest figures: the ``count``
     lowest-recall classes with what they are mistaken for (rows of ``matrix`` = true class, in
-    EMOTIONS order), and the classes with fewer than ``few`` test faces, whose figures are noisy."""
+    EMOTIONS order), and the classes with fewer than ``few`` test faces, whose figures are noisy
+    (with the rarest training class, from ``train_counts``, when it is one of them)."""
     tested = [name for name in per_class if per_class[name]["support"] > 0]  # recall of no faces is not 0
     if not tested:
         return ""
@@ -78,9 +80,9 @@ def hardest_classes(per_class: dict, matrix: np.ndarray | None = None, count: in
     rare = [f"{name} ({v['support']} faces)" for name, v in per_class.items() if 0 < v["support"] < few]
     if rare:
         line += f" Few test faces for {', '.join(rare)}, so those figures are noisy"
-        # FER2013's train split has 436 disgust faces against 3,171-7,215 for the others
-        line += ("; disgust also has the fewest training images (topped up with augmented copies)."
-                 if "disgust" in per_class and 0 < per_class["disgust"]["support"] < few else ".")
+        rarest = min(train_counts, key=train_counts.get) if train_counts else None
+        line += (f"; {rarest} also has the fewest training images ({train_counts[rarest]}, topped up with "
+                 "augmented copies)." if rarest in per_class and 0 < per_class[rarest]["support"] < few else ".")
     return line
 
 
@@ -149,7 +151,7 @@ Confusion matrix (rows true, columns predicted, order as above):
 ![confusion matrix](confusion_matrix.png)
 
 ## Known limits
-{hardest_classes(evaluation["per_class"], matrix)}
+{hardest_classes(evaluation["per_class"], matrix, train_counts=split.get("counts", {}).get("train"))}
 - FER2013 faces are 48x48, mostly frontal, tightly cropped, low-resolution web images: side views, small or occluded faces, strong lighting and faces framed differently from FER2013 crops degrade accuracy.
 - Labels are the seven FER2013 categories of posed/spontaneous expressions; they say what a face shows, not what a person feels.
 - Dataset biases of FER2013 (age, ethnicity, image sources) carry over to the model.

@@ -113,6 +113,10 @@ def test_known_limits_name_this_models_hardest_classes_and_their_confusions():
                            "for sad (109) and neutral (60)) and sad (recall 0.55; mostly mistaken for neutral (138) "
                            "and fear (58)).")
     assert "disgust (56 faces)" in line and "angry" not in line  # only the two lowest recalls, two confusions each
+    counts = {name: 3000 for name in EMOTIONS} | {"disgust": 329}
+    assert hardest_classes(per_class, matrix, train_counts=counts).endswith(
+        "disgust also has the fewest training images (329, topped up with augmented copies).")
+    assert hardest_classes(per_class, matrix).endswith("so those figures are noisy.")  # no counts: no claim
     # no matrix (e.g. a card written without plots/confusion.csv): recall only; no rare class: no caveat
     per_class["disgust"]["support"] = 500
     assert hardest_classes(per_class) == ("- The hardest classes for this model on PublicTest: fear (recall 0.43) "
