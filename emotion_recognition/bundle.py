@@ -86,9 +86,15 @@ def hardest_classes(per_class: dict, matrix: np.ndarray | None = None, count: in
     return line
 
 
-def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix_rows: list[str],
-               run: dict | None = None, previous_card: str = "", matrix: np.ndarray | None = None) -> str:
-    """``previous_card``: the card of the model bundled before this one, quoted as the starting
+def matrix_text(matrix: np.ndarray) -> str:
+    """The confusion matrix as aligned text rows, each led by its true class."""
+    return "\n".join(f"{name:>9} " + " ".join(f"{v:4d}" for v in row) for name, row in zip(EMOTIONS, matrix))
+
+
+def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix: np.ndarray,
+               run: dict | None = None, previous_card: str = "") -> str:
+    """``matrix``: PublicTest's confusion matrix (rows true, columns predicted, EMOTIONS order).
+    ``previous_card``: the card of the model bundled before this one, quoted as the starting
     point when training started from it (``train.initial_model: default``)."""
     per_class = "\n".join(
         f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
@@ -145,7 +151,7 @@ Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} min
 Confusion matrix (rows true, columns predicted, order as above):
 
 ```
-{chr(10).join(matrix_rows)}
+{matrix_text(matrix)}
 ```
 
 ![confusion matrix](confusion_matrix.png)
@@ -184,7 +190,6 @@ def main() -> None:
     matrix = confusion_matrix(
         np.array([EMOTION_INDEX[r["actual"]] for r in rows]), np.array([EMOTION_INDEX[r["predicted"]] for r in rows])
     )
-    matrix_rows = [f"{name:>9} " + " ".join(f"{v:4d}" for v in row) for name, row in zip(EMOTIONS, matrix)]
     run_file = Path("data/model/run.json")
     run = json.loads(run_file.read_text()) if run_file.is_file() else None
     card_path = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
@@ -193,8 +198,7 @@ def main() -> None:
     with atomic_path(BUNDLED_MODEL) as tmp:
         shutil.copyfile(source, tmp)
     shutil.copyfile("plots/confusion_matrix.png", DEFAULT_MODEL_DIR / "confusion_matrix.png")
-    card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix_rows, run, previous_card,
-                      matrix)
+    card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix, run, previous_card)
     with atomic_path(card_path) as tmp:
         tmp.write_text(card)
     print(f"bundled {BUNDLED_MODEL} ({BUNDLED_MODEL.stat().st_size / 1e6:.1f} MB) and MODEL_CARD.md")

@@ -14,75 +14,76 @@ ROOT = Path(__file__).resolve().parents[1]
 def card_inputs():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     metrics = {name: json.loads((ROOT / f"metrics/{name}.json").read_text()) for name in ("train", "evaluate", "split")}
-    return params, metrics["train"], metrics["evaluate"], metrics["split"], ["angry 1 2 3"]
+    return params, metrics["train"], metrics["evaluate"], metrics["split"], np.arange(49).reshape(7, 7)
 
 
 def test_card_states_the_precision_and_cpu_the_run_used_not_the_auto_param():
-    params, train, evaluation, split, rows = card_inputs()
+    params, train, evaluation, split, matrix = card_inputs()
     params["train"]["precision"] = "auto"
-    card = model_card(params, train, evaluation, split, rows, {"precision": "float32", "cpu": "AMD EPYC"})
+    card = model_card(params, train, evaluation, split, matrix, {"precision": "float32", "cpu": "AMD EPYC"})
     assert "float32" in card and "2-core CPU (AMD EPYC)" in card and ", auto," not in card
     assert f"**{evaluation['accuracy']:.4f}**" in card
+    assert "    angry    0    1    2    3    4    5    6\n  disgust    7    8" in card  # the matrix, rows true
 
 
 def test_card_says_when_training_started_from_a_trained_model():
-    params, train, evaluation, split, rows = card_inputs()
+    params, train, evaluation, split, matrix = card_inputs()
     params["train"]["initial_model"] = "none"
-    assert "initial_model" not in model_card(params, train, evaluation, split, rows)
+    assert "initial_model" not in model_card(params, train, evaluation, split, matrix)
     params["train"]["initial_model"] = "default"
-    assert "started from the weights of `default`" in model_card(params, train, evaluation, split, rows)
+    assert "started from the weights of `default`" in model_card(params, train, evaluation, split, matrix)
 
 
 def test_card_says_when_the_model_was_distilled_from_a_teacher():
-    params, train, evaluation, split, rows = card_inputs()
+    params, train, evaluation, split, matrix = card_inputs()
     params["train"]["teacher_model"] = "none"
-    assert "distillation" not in model_card(params, train, evaluation, split, rows)
+    assert "distillation" not in model_card(params, train, evaluation, split, matrix)
     params["train"].update(teacher_model="default", teacher_tta="crops", teacher_weight=0.75, label_smoothing=0.1)
-    card = model_card(params, {**train, "teacher_val_accuracy": 0.6733}, evaluation, split, rows)
+    card = model_card(params, {**train, "teacher_val_accuracy": 0.6733}, evaluation, split, matrix)
     assert ("0.25 x the one-hot label + 0.75 x the probabilities of the teacher `default` (train.teacher_model; "
             "the model bundled before this one) averaged over its `crops` test-time views, which scored 0.6733 "
             "on validation, before label smoothing 0.1.") in card
 
 
 def test_card_names_the_test_time_views_and_the_accuracy_of_fewer_views():
-    params, train, evaluation, split, rows = card_inputs()
-    old = model_card(params, train, {k: v for k, v in evaluation.items() if k not in ("tta", "accuracy_single_view", "accuracy_flip")}, split, rows)
+    params, train, evaluation, split, matrix = card_inputs()
+    old = model_card(params, train, {k: v for k, v in evaluation.items() if k not in ("tta", "accuracy_single_view", "accuracy_flip")}, split, matrix)
     assert "horizontal-flip test-time augmentation" in old and "face alone" not in old  # metrics of an older evaluate stage
     evaluation = {**evaluation, "tta": "16 views (flip, zoom 44px, zoom 42px, zoom 40px, shift 3px x4)",
                   "accuracy": 0.6771, "accuracy_single_view": 0.6506, "accuracy_flip": 0.6659}
-    card = model_card(params, train, evaluation, split, rows)
+    card = model_card(params, train, evaluation, split, matrix)
     assert "(3589 images, 16 views (flip, zoom 44px, zoom 42px, zoom 40px, shift 3px x4))" in card
     assert "**0.6771**" in card and "one view, `EMOTION_TTA=none`): 0.6506" in card and "the service's default): 0.6659" in card
 
 
 def test_card_describes_a_soup_and_what_the_file_holds():
-    params, train, evaluation, split, rows = card_inputs()
-    assert "soup" not in model_card(params, train, evaluation, split, rows)
+    params, train, evaluation, split, matrix = card_inputs()
+    assert "soup" not in model_card(params, train, evaluation, split, matrix)
     params["train"].update(initial_model="default", seed=3, epochs=4)
     soup = {**train, "soup_runs": 5, "soup_val_accuracy": 0.6512, "best_run_val_accuracy": 0.6494, "model_is_soup": 1}
-    card = model_card(params, soup, evaluation, split, rows)
+    card = model_card(params, soup, evaluation, split, matrix)
     assert ("Model soup (train.soup_runs): 5 runs from those weights with seeds 3-7, at most 4 epochs each; the average of "
             "their weights scored 0.6512 on validation against 0.6494 for the best run, so this file holds their "
             "average.") in card
-    card = model_card(params, {**soup, "soup_val_accuracy": 0.6401, "model_is_soup": 0}, evaluation, split, rows)
+    card = model_card(params, {**soup, "soup_val_accuracy": 0.6401, "model_is_soup": 0}, evaluation, split, matrix)
     assert "so this file holds the best run, as the average did not beat it." in card
 
 
 def test_card_quotes_the_starting_models_training_when_it_continued_the_bundled_model():
-    params, train, evaluation, split, rows = card_inputs()
-    previous = model_card(params, {**train, "train_seconds": 4440}, evaluation, split, rows,
+    params, train, evaluation, split, matrix = card_inputs()
+    previous = model_card(params, {**train, "train_seconds": 4440}, evaluation, split, matrix,
                           {"precision": "mixed_bfloat16", "cpu": "Intel Xeon"})
     params["train"].update(initial_model="default", teacher_model="default", teacher_tta="flip", teacher_weight=0.5)
-    card = model_card(params, train, evaluation, split, rows, previous_card=previous)
+    card = model_card(params, train, evaluation, split, matrix, previous_card=previous)
     quote = card.split("The starting model (the card bundled with it):\n\n", 1)[1].split("\n## ", 1)[0]
     assert "> Trained on a 2-core CPU (Intel Xeon) (no GPU) in 74 minutes" in quote
     assert all(line.startswith(">") for line in quote.strip().splitlines())
     assert "Knowledge distillation" in card.split("The starting model")[0]  # this model's, outside the quote
     # the next generation quotes this card's own training, not the quote within it
-    grandchild = model_card(params, train, evaluation, split, rows, previous_card=card)
+    grandchild = model_card(params, train, evaluation, split, matrix, previous_card=card)
     assert "> >" not in grandchild and grandchild.count("The starting model") == 1
     params["train"]["initial_model"] = "data/other.keras"  # not the bundled model: its card says nothing about it
-    assert "The starting model" not in model_card(params, train, evaluation, split, rows, previous_card=previous)
+    assert "The starting model" not in model_card(params, train, evaluation, split, matrix, previous_card=previous)
 
 
 def test_the_bundled_card_is_quoted_only_if_training_started_from_that_very_file(tmp_path):
