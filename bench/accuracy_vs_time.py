@@ -1,11 +1,14 @@
 """How accuracy grows with training time: every finished training run in the project's MLflow store.
 
 Usage: python bench/accuracy_vs_time.py [--out bench/results/accuracy_vs_time.png] [--checkpoints 15,30,45,60,90,120]
+       [--store sqlite:///other/mlflow.db ...]
 
 Reads the per-epoch ``epoch_seconds`` and ``val_accuracy`` that the train stage logs, and the
 ``test_accuracy`` (PublicTest) that the evaluate stage adds to the same run. Prints a Markdown table
 (one row per run: model, epochs, training minutes, validation accuracy reached after N minutes,
 PublicTest accuracy) and saves a plot of validation accuracy against cumulative training minutes.
+``--store`` (repeatable) reads runs from other MLflow stores too, e.g. experiments run in other
+checkouts; the default is the project's own store (``MLFLOW_TRACKING_URI`` or ``mlflow.db``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class RunCurve:
     minutes: np.ndarray  # cumulative training minutes at the end of each epoch
     val_accuracy: np.ndarray
     test_accuracy: float | None
-    epochs_planned: int
+    epochs_planned: int  # the time budget's plan (`planned_epochs`) if it had one, else train.epochs
 
     def val_accuracy_at(self, minute: float) -> float | None:
         """Best validation accuracy among epochs finished within ``minute`` minutes."""
@@ -64,7 +67,7 @@ def load_curves(tracking_uri: str, experiment_name: str) -> list[RunCurve]:
             minutes=minutes,
             val_accuracy=np.array([val[s] for s in steps]),
             test_accuracy=run.data.metrics.get("test_accuracy"),
-            epochs_planned=int(run.data.params.get("train.epochs", len(steps))),
+            epochs_planned=int(run.data.metrics.get("planned_epochs") or run.data.params.get("train.epochs", len(steps))),
         ))
     return curves
 
@@ -113,12 +116,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/accuracy_vs_time.png"))
     parser.add_argument("--checkpoints", default="15,30,45,60,90,120",
                         help="comma-separated minutes at which to read the validation accuracy")
+    parser.add_argument("--store", action="append", metavar="URI",
+                        help="an MLflow tracking URI to read runs from (repeatable; default: the project's store)")
     args = parser.parse_args()
     checkpoints = [float(m) for m in args.checkpoints.split(",")]
-    uri = tracking_uri()
-    curves = load_curves(uri, EXPERIMENT_NAME)
+    uris = args.store or [tracking_uri()]
+    curves = [curve for uri in uris for curve in load_curves(uri, EXPERIMENT_NAME)]
     if not curves:
-        raise SystemExit(f"no finished training runs with per-epoch metrics in {uri} (run `dvc repro` first)")
+        raise SystemExit(f"no finished training runs with per-epoch metrics in {', '.join(uris)} (run `dvc repro` first)")
     print(markdown_table(curves, checkpoints))
     save_plot(curves, args.out)
     print(f"\nplot: {args.out}")

@@ -19,7 +19,7 @@ spec.loader.exec_module(report)
 
 
 def log_run(widths: str, epochs: int, seconds: list[float], val: list[float], test: float | None,
-            status: str = "FINISHED") -> str:
+            status: str = "FINISHED", planned: int | None = None) -> str:
     with mlflow.start_run() as run:
         mlflow.log_params({"model.architecture": "vgg", "model.widths": widths, "model.convs_per_block": 2,
                            "train.epochs": epochs})
@@ -27,6 +27,8 @@ def log_run(widths: str, epochs: int, seconds: list[float], val: list[float], te
             mlflow.log_metrics({"epoch_seconds": s, "val_accuracy": v}, step=step)
         if test is not None:
             mlflow.log_metric("test_accuracy", test)
+        if planned is not None:  # the train stage logs it when a time budget planned the epochs
+            mlflow.log_metric("planned_epochs", planned)
     if status != "FINISHED":
         mlflow.MlflowClient().set_terminated(run.info.run_id, status)
     return run.info.run_id
@@ -53,6 +55,28 @@ def test_curves_accumulate_epoch_time_and_keep_only_finished_runs(store):
     assert curves[0].val_accuracy_at(2.0) == pytest.approx(0.6)
     assert curves[0].val_accuracy_at(10) == pytest.approx(0.6)
     assert curves[1].epochs_planned == 4 and curves[1].test_accuracy is None
+
+
+def test_a_time_budgets_plan_is_the_epochs_planned(store):
+    log_run("[32, 64]", 90, [60, 60], [0.5, 0.6], test=None, planned=2)
+    assert report.load_curves(store, EXPERIMENT_NAME)[0].epochs_planned == 2
+
+
+def test_runs_are_read_from_every_store_given(store, mlflow_template, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    first = log_run("[32, 64]", 2, [60, 60], [0.5, 0.6], test=0.61)
+    shutil.copy(mlflow_template, tmp_path / "other.db")  # a second store, already migrated
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    configure_mlflow()
+    second = log_run("[48, 96]", 1, [90], [0.4], test=None)
+    out = tmp_path / "plot.png"
+    monkeypatch.setattr(sys, "argv", ["accuracy_vs_time.py", "--store", store, "--store", other, "--out", str(out)])
+    report.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {first[:8]}")
+            or line.startswith(f"| {second[:8]}")]
+    assert len(rows) == 2 and out.is_file()
 
 
 def test_table_has_one_row_per_run_with_checkpoints_and_test_accuracy(store, tmp_path):
