@@ -134,7 +134,7 @@ FER2013 (Goodfellow et al., 2013), the image-folder release (train 28,709 / Publ
 Exact pixel duplicates were removed from train ({split['duplicates_within_train']} repeated copies, {split['train_images_also_in_test']} train images whose pixels also appear in PublicTest), then a stratified {params['split']['val_fraction']:.0%} validation split:
 train {split['sizes']['train']}, validation {split['sizes']['val']}, test {split['sizes']['test']} images.
 Augment stage: {params['augment']['copies']} stored augmented copies per image (flip, rotation ±{params['augment']['max_rotation']}°, shift, zoom, brightness/contrast), rarer classes topped up to {params['augment']['min_per_class']} images with such copies.
-Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t.get('online_rotation', 0)}°, zoom {t.get('online_zoom', 0)}, contrast {t.get('online_contrast', 0)}, random erasing factor {t.get('online_erasing', 0)}.
+Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t.get('online_rotation', 0)}°, zoom {t.get('online_zoom', 0)}, contrast {t.get('online_contrast', 0)}, random erasing factor {t.get('online_erasing', 0)}; mixup alpha {t.get('mixup_alpha', 0)}, CutMix alpha {t.get('cutmix_alpha', 0)} (0: off).
 
 ## Training
 `dvc repro` with these `params.yaml` values: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {epochs}.

@@ -78,6 +78,11 @@ class TrainParams(Group):
     online_contrast: float = Field(0.0, ge=0, le=1)
     online_erasing: float = Field(0.0, ge=0, le=1, description="random erasing (Keras factor): a rectangle of "
                                   "2-33% of the face replaced by noise with probability drawn in [0, factor]")
+    mixup_alpha: float = Field(0.0, ge=0, le=10, description="mixup: 0 off; > 0 blends each training batch's "
+                               "faces and targets pairwise with a ratio drawn from Beta(alpha, alpha) (0.2-0.4 is usual)")
+    cutmix_alpha: float = Field(0.0, ge=0, le=10, description="CutMix: 0 off; > 0 pastes a box from a partner face, "
+                                "its area share drawn from Beta(alpha, alpha) (1.0 is usual); with mixup on too, each batch "
+                                "uses one of the two at even odds")
     early_stopping_patience: int = Field(10, ge=1)
     time_budget_minutes: float = Field(0, ge=0, description="0: train `epochs` epochs; > 0: end training "
                                        "within this many minutes from the stage's start (a teacher's pass counts; "

@@ -105,6 +105,9 @@ def make_dataset(split: Split, batch_size: int, training: bool, params: TrainPar
     augment = online_augmentation(params) if training else None
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and (params.mixup_alpha > 0 or params.cutmix_alpha > 0):
+        ds = ds.map(lambda x, y: mix_batch(x, y, params.mixup_alpha, params.cutmix_alpha),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     if repeat:
         ds = ds.repeat()
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -129,6 +132,51 @@ def online_augmentation(params: TrainParams) -> keras.Sequential | None:
         steps.append(keras.layers.RandomErasing(params.online_erasing, value_range=(0, 255),
                                                 seed=params.seed + 3, dtype="float32"))
     return keras.Sequential(steps, name="online_augmentation") if steps else None
+
+
+def sample_beta(alpha: float) -> tf.Tensor:
+    """One draw from Beta(alpha, alpha), as the ratio of two gamma draws (TensorFlow has no beta sampler)."""
+    draws = tf.random.gamma([2], alpha, dtype=tf.float32)
+    return draws[0] / tf.maximum(draws[0] + draws[1], 1e-12)
+
+
+def mixup(x: tf.Tensor, y: tf.Tensor, partner: tf.Tensor, lam: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """mixup (Zhang et al. 2018): every face blended with a partner face, ``lam`` of its own pixels
+    and target, ``1 - lam`` of the partner's."""
+    return lam * x + (1.0 - lam) * tf.gather(x, partner), lam * y + (1.0 - lam) * tf.gather(y, partner)
+
+
+def cutmix(x: tf.Tensor, y: tf.Tensor, partner: tf.Tensor, lam: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """CutMix (Yun et al. 2019): a box of about ``1 - lam`` of the area, at a random place, pasted
+    from the partner face; the targets mix by the share of pixels that was actually pasted (the box
+    is clipped at the edges)."""
+    height, width = tf.shape(x)[1], tf.shape(x)[2]
+    side = tf.sqrt(1.0 - lam)
+    box_h = tf.cast(tf.round(side * tf.cast(height, tf.float32)), tf.int32)
+    box_w = tf.cast(tf.round(side * tf.cast(width, tf.float32)), tf.int32)
+    centre_y = tf.random.uniform([], 0, height, dtype=tf.int32)
+    centre_x = tf.random.uniform([], 0, width, dtype=tf.int32)
+    top, bottom = tf.maximum(centre_y - box_h // 2, 0), tf.minimum(centre_y + (box_h + 1) // 2, height)
+    left, right = tf.maximum(centre_x - box_w // 2, 0), tf.minimum(centre_x + (box_w + 1) // 2, width)
+    rows, cols = tf.range(height), tf.range(width)
+    inside = (((rows >= top) & (rows < bottom))[:, None] & ((cols >= left) & (cols < right))[None, :])
+    mask = tf.cast(inside, x.dtype)[None, :, :, None]
+    pasted = tf.cast((bottom - top) * (right - left), tf.float32) / tf.cast(height * width, tf.float32)
+    return x * (1.0 - mask) + tf.gather(x, partner) * mask, (1.0 - pasted) * y + pasted * tf.gather(y, partner)
+
+
+def mix_batch(x: tf.Tensor, y: tf.Tensor, mixup_alpha: float, cutmix_alpha: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """Pairs every face of a batch with another face of the same batch and mixes them by mixup or
+    CutMix, one mixing ratio per batch (as in both papers); with both on, each batch picks one of
+    the two at even odds. Training-only: it turns one-hot targets into soft ones."""
+    partner = tf.random.shuffle(tf.range(tf.shape(x)[0]))
+    if mixup_alpha > 0 and cutmix_alpha > 0:
+        return tf.cond(tf.random.uniform([]) < 0.5,
+                       lambda: mixup(x, y, partner, sample_beta(mixup_alpha)),
+                       lambda: cutmix(x, y, partner, sample_beta(cutmix_alpha)))
+    if mixup_alpha > 0:
+        return mixup(x, y, partner, sample_beta(mixup_alpha))
+    return cutmix(x, y, partner, sample_beta(cutmix_alpha))
 
 
 @keras.saving.register_keras_serializable(package="emotion_recognition")

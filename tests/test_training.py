@@ -4,6 +4,7 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+import tensorflow as tf
 from mlflow import MlflowClient
 
 from emotion_recognition.data import Split
@@ -19,13 +20,17 @@ from emotion_recognition.training import (
     cpu_info,
     distillation_targets,
     initial_model_path,
+    cutmix,
     limit_per_class,
     load_initial_weights,
     make_dataset,
     make_optimizer,
+    mix_batch,
+    mixup,
     model_param_path,
     online_augmentation,
     resolve_precision,
+    sample_beta,
     steps_per_epoch,
     teacher_probabilities,
 )
@@ -115,6 +120,70 @@ def test_online_erasing_covers_part_of_some_faces_with_noise(split):
     assert changed.max() < 0.4  # at most a third of the face (plus noise equal to a pixel by chance)
     assert x.numpy().min() >= 0 and x.numpy().max() <= 255
 
+
+
+def constant_faces(n: int = 8):
+    """Face i is flat grey level 10 * i and labelled i % 7, so a mix shows in both pixels and targets."""
+    x = tf.constant(np.stack([np.full((48, 48, 1), 10.0 * i, np.float32) for i in range(n)]))
+    return x, tf.one_hot(np.arange(n) % NUM_CLASSES, NUM_CLASSES)
+
+
+def test_mixup_blends_pixels_and_targets_by_the_same_ratio():
+    x, y = constant_faces()
+    partner = tf.constant([1, 0, 3, 2, 5, 4, 7, 6])
+    mixed_x, mixed_y = mixup(x, y, partner, tf.constant(0.75))
+    np.testing.assert_allclose(mixed_x.numpy()[0], 0.75 * 0 + 0.25 * 10)
+    np.testing.assert_allclose(mixed_y.numpy()[0], [0.75, 0.25, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(mixed_y.numpy().sum(axis=1), 1, rtol=1e-6)
+
+
+def test_cutmix_pastes_one_box_and_mixes_targets_by_its_true_area():
+    x, y = constant_faces()
+    partner = tf.constant([1, 0, 3, 2, 5, 4, 7, 6])
+    for _ in range(20):  # random places: boxes clipped at the edge must still be counted exactly
+        mixed_x, mixed_y = cutmix(x, y, partner, tf.constant(0.75))
+        pasted = (mixed_x.numpy()[1, ..., 0] == 0.0)  # face 1 (grey 10) gets face 0 (grey 0) in the box
+        rows, cols = np.flatnonzero(pasted.any(axis=1)), np.flatnonzero(pasted.any(axis=0))
+        assert pasted.sum() == len(rows) * len(cols)  # one rectangle
+        assert pasted.sum() <= 24 * 24  # sqrt(1 - 0.75) of each side at most
+        share = pasted.mean()
+        np.testing.assert_allclose(mixed_y.numpy()[1, :2], [share, 1 - share], atol=1e-6)
+
+
+def test_beta_draws_stay_in_0_1_and_alpha_shapes_them():
+    low = np.array([float(sample_beta(0.2)) for _ in range(300)])
+    even = np.array([float(sample_beta(1.0)) for _ in range(300)])
+    assert low.min() >= 0 and low.max() <= 1 and even.min() >= 0 and even.max() <= 1
+    # Beta(0.2, 0.2) puts most mass near 0 and 1 (most mixes are mild); Beta(1, 1) is uniform
+    assert np.mean((low < 0.1) | (low > 0.9)) > 0.5 > np.mean((even < 0.1) | (even > 0.9))
+
+
+@pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.2, 0.0), (0.0, 1.0), (0.4, 1.0)])
+def test_mixing_reaches_training_batches_only_and_keeps_targets_distributions(split, mixup_alpha, cutmix_alpha):
+    params = TrainParams(online_flip=False, online_shift=0.0, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha)
+    batches = iter(make_dataset(split, len(split), training=True, params=params, repeat=True))
+    soft = 0
+    for _ in range(10):  # Beta(0.2, 0.2): about a quarter of the batches mix by less than 0.1%
+        x, y = next(batches)
+        y = y.numpy()
+        np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-5)
+        assert x.numpy().min() >= 0 and x.numpy().max() <= 255
+        soft += int((y.max(axis=1) < 0.999).sum())
+    assert soft > 0  # some targets are mixtures of two labels
+    val_x, val_y = next(iter(make_dataset(split, len(split), training=False, params=params)))
+    np.testing.assert_array_equal(val_x.numpy()[..., 0], split.images.astype(np.float32))
+    np.testing.assert_array_equal(val_y.numpy().argmax(axis=1), split.labels)
+    assert val_y.numpy().max(axis=1).min() == 1.0  # validation targets stay one-hot
+
+
+def test_mix_batch_with_both_uses_each_method_sometimes():
+    x, y = constant_faces()
+    kinds = set()
+    for _ in range(30):
+        mixed_x, _ = mix_batch(x, y, 0.4, 1.0)
+        per_face_levels = [np.unique(face).size for face in mixed_x.numpy()]
+        kinds.add("cutmix" if max(per_face_levels) > 1 else "mixup")  # a pasted box gives a face two grey levels
+    assert kinds == {"mixup", "cutmix"}
 
 def test_optimizer_warms_up_then_decays_over_the_whole_run():
     params = TrainParams(epochs=10, learning_rate=0.01, warmup_epochs=1.0, weight_decay=0.05)
