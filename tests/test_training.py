@@ -167,7 +167,7 @@ def test_mixing_reaches_training_batches_only_and_keeps_targets_distributions(sp
         x, y = next(batches)
         y = y.numpy()
         np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-5)
-        assert x.numpy().min() >= 0 and x.numpy().max() <= 255
+        assert x.numpy().min() >= 0 and x.numpy().max() <= 255 + 1e-3  # blends of two 255s round to 255.00002
         soft += int((y.max(axis=1) < 0.999).sum())
     assert soft > 0  # some targets are mixtures of two labels
     val_x, val_y = next(iter(make_dataset(split, len(split), training=False, params=params)))
