@@ -76,7 +76,8 @@ def make_dataset(split: Split, batch_size: int, training: bool, params: TrainPar
     (faces, ``targets``) where given: (N, 7) soft targets, e.g. from ``distillation_targets``.
 
     Training batches get cheap random flips and shifts on the fly (on top of the offline
-    copies from the augment stage), so no two epochs see identical pixels.
+    copies from the augment stage), so no two epochs see identical pixels; with
+    ``mixup_alpha``/``cutmix_alpha`` set, their faces and targets are then mixed pairwise (``mix_batch``).
 
     ``repeat=True`` yields epoch after epoch (reshuffled each time) from one iterator, for
     ``fit(steps_per_epoch=...)``: Keras rebuilds a finite dataset's iterator every epoch, and
@@ -166,8 +167,8 @@ def cutmix(x: tf.Tensor, y: tf.Tensor, partner: tf.Tensor, lam: tf.Tensor) -> tu
 
 
 def mix_batch(x: tf.Tensor, y: tf.Tensor, mixup_alpha: float, cutmix_alpha: float) -> tuple[tf.Tensor, tf.Tensor]:
-    """Pairs every face of a batch with another face of the same batch and mixes them by mixup or
-    CutMix, one mixing ratio per batch (as in both papers); with both on, each batch picks one of
+    """Pairs every face of a batch with a partner from the same batch (a random permutation, so now
+    and then itself) and mixes them by mixup or CutMix, one mixing ratio per batch (as in both papers); with both on, each batch picks one of
     the two at even odds. Training-only: it turns one-hot targets into soft ones."""
     partner = tf.random.shuffle(tf.range(tf.shape(x)[0]))
     if mixup_alpha > 0 and cutmix_alpha > 0:
