@@ -18,9 +18,9 @@ from emotion_recognition.training import (
     WeightAverage,
     average_weights,
     cpu_info,
+    cutmix,
     distillation_targets,
     initial_model_path,
-    cutmix,
     limit_per_class,
     load_initial_weights,
     make_dataset,
@@ -121,7 +121,6 @@ def test_online_erasing_covers_part_of_some_faces_with_noise(split):
     assert x.numpy().min() >= 0 and x.numpy().max() <= 255
 
 
-
 def constant_faces(n: int = 8):
     """Face i is flat grey level 10 * i and labelled i % 7, so a mix shows in both pixels and targets."""
     x = tf.constant(np.stack([np.full((48, 48, 1), 10.0 * i, np.float32) for i in range(n)]))
@@ -184,6 +183,7 @@ def test_mix_batch_with_both_uses_each_method_sometimes():
         per_face_levels = [np.unique(face).size for face in mixed_x.numpy()]
         kinds.add("cutmix" if max(per_face_levels) > 1 else "mixup")  # a pasted box gives a face two grey levels
     assert kinds == {"mixup", "cutmix"}
+
 
 def test_optimizer_warms_up_then_decays_over_the_whole_run():
     params = TrainParams(epochs=10, learning_rate=0.01, warmup_epochs=1.0, weight_decay=0.05)
