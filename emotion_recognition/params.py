@@ -48,7 +48,7 @@ class AugmentParams(Group):
 
 
 class ModelParams(Group):
-    architecture: Literal["vgg", "mobilenetv2"] = "vgg"
+    architecture: Literal["vgg", "resnet", "mobilenetv2"] = "vgg"
     widths: list[int] = [32, 64, 128, 256]
     convs_per_block: int = Field(2, ge=1, le=4)
     dense_units: int = Field(256, ge=8)

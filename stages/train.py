@@ -112,7 +112,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 def run_name(m, p) -> str:
     """e.g. 'vgg48-e70-20261125-0650' (architecture, width or input size, epochs, start time)."""
-    shape = f"vgg{m.widths[0]}" if m.architecture == "vgg" else f"{m.architecture}-{m.input_size}px"
+    shape = f"{m.architecture}{m.widths[0]}" if m.architecture in ("vgg", "resnet") else f"{m.architecture}-{m.input_size}px"
     return f"{shape}-e{p.epochs}-{time.strftime('%Y%m%d-%H%M')}"
 
 

@@ -49,7 +49,7 @@ def test_the_repository_params_are_valid():
         ({"split.val_fraction": 0.5}, "split.val_fraction", "less than 0.5"),
         ({"split.val_fraction": "a tenth"}, "split.val_fraction", "valid number"),
         ({"train.precision": "float16"}, "train.precision", "'auto', 'float32' or 'mixed_bfloat16'"),
-        ({"model.architecture": "resnet"}, "model.architecture", "'vgg' or 'mobilenetv2'"),
+        ({"model.architecture": "resnet50"}, "model.architecture", "'vgg', 'resnet' or 'mobilenetv2'"),
         ({"train.batch_size": 10000}, "train.batch_size", "above 4096"),
         ({"augment.copies": -1}, "augment.copies", "greater than or equal to 0"),
         ({"data.source": DELETE}, "data.source", "Field required"),
