@@ -39,8 +39,8 @@ class RunCurve:
 
 def describe(params: dict) -> str:
     architecture = params.get("model.architecture", "?")
-    if architecture == "vgg":
-        return f"vgg {params.get('model.widths', '?')} x{params.get('model.convs_per_block', '?')}"
+    if architecture in ("vgg", "resnet"):
+        return f"{architecture} {params.get('model.widths', '?')} x{params.get('model.convs_per_block', '?')}"
     return f"{architecture} {params.get('model.input_size', '?')}px"
 
 

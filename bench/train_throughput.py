@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from emotion_recognition.model import build_model
+from emotion_recognition.model import ARCHITECTURES, build_model
 from emotion_recognition.training import cpu_info, resolve_precision
 
 
@@ -37,7 +37,7 @@ def measure(architecture: str, widths: list[int], input_size: int, batch: int, s
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--architecture", default="vgg", choices=["vgg", "mobilenetv2"])
+    parser.add_argument("--architecture", default="vgg", choices=list(ARCHITECTURES))
     parser.add_argument("--input-size", type=int, default=96, help="mobilenetv2 only")
     parser.add_argument("--widths", default="32,64,128,256", help="vgg only")
     parser.add_argument("--batch", type=int, default=128)

@@ -96,3 +96,12 @@ def test_table_has_one_row_per_run_with_checkpoints_and_test_accuracy(store, tmp
 def test_an_empty_store_has_no_curves(store):
     assert report.load_curves(store, EXPERIMENT_NAME) == []
     assert report.load_curves(store, "no-such-experiment") == []
+
+
+@pytest.mark.parametrize("params, label", [
+    ({"model.architecture": "vgg", "model.widths": "[32, 64]", "model.convs_per_block": "2"}, "vgg [32, 64] x2"),
+    ({"model.architecture": "resnet", "model.widths": "[32, 64]", "model.convs_per_block": "3"}, "resnet [32, 64] x3"),
+    ({"model.architecture": "mobilenetv2", "model.input_size": "96"}, "mobilenetv2 96px"),
+])
+def test_runs_are_labelled_by_architecture_and_shape(params, label):
+    assert report.describe(params) == label
