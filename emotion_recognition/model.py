@@ -67,8 +67,8 @@ def build_resnet(
 
     Each block is ``convs_per_block`` conv-BN layers added to a 1x1 conv-BN projection of the block's
     input, then ReLU and max pooling: the same widths, depth and head as ``build_vgg``, so the two
-    differ only by the shortcuts. At the default widths that is 2.5% more parameters but, on a 2-core
-    CPU, 37% more time per epoch (docs/model_quality.md).
+    differ only by the shortcuts. At the default widths that is 2.5% more parameters but, measured on
+    one core of a 2-core Xeon, 37% more time per epoch (docs/model_quality.md).
     """
     inputs = keras.Input(MODEL_INPUT_SHAPE, name="face")
     x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
