@@ -110,11 +110,19 @@ def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix:
     start += soup_sentence(t, train)
     teacher = t.get("teacher_model", "none")
     if teacher != "none":
-        teacher_accuracy = (f", which scored {train['teacher_val_accuracy']:.4f} on validation"
+        teacher_accuracy = (f", which {'together ' if isinstance(teacher, list) else ''}scored "
+                            f"{train['teacher_val_accuracy']:.4f} on validation"
                             if "teacher_val_accuracy" in train else "")
+        if isinstance(teacher, list):
+            names = ", ".join(f"`{name}`" + (" (the model bundled before this one)" if name == "default" else "")
+                              for name in teacher)
+            teachers = (f"the ensemble of {len(teacher)} teachers {names} (train.teacher_model; their probabilities "
+                        f"averaged), each")
+        else:
+            teachers = (f"the teacher `{teacher}` (train.teacher_model"
+                        f"{'; the model bundled before this one' if teacher == 'default' else ''})")
         start += (f" Knowledge distillation: each training target was {1 - t['teacher_weight']:g} x the one-hot label + "
-                  f"{t['teacher_weight']:g} x the probabilities of the teacher `{teacher}` (train.teacher_model"
-                  f"{'; the model bundled before this one' if teacher == 'default' else ''}) averaged over its "
+                  f"{t['teacher_weight']:g} x the probabilities of {teachers} averaged over its "
                   f"`{t['teacher_tta']}` test-time views{teacher_accuracy}, before label smoothing {t['label_smoothing']}.")
     earlier = training_section(previous_card) if initial == "default" else ""
     if earlier:  # last: the quote is a block of its own

@@ -94,9 +94,9 @@ class TrainParams(Group):
     initial_model: str = Field("none", description="start from these weights instead of random ones: 'none', "
                                "'default' (the bundled default model) or the path of a .keras model "
                                "with the same architecture; for fine-tuning or continued training")
-    teacher_model: str = Field("none", description="knowledge distillation: 'none', 'default' (the bundled "
-                               "default model) or the path of a .keras model (any architecture taking 48x48x1 faces and returning "
-                               "the 7 probabilities) whose averaged "
+    teacher_model: str | list[str] = Field("none", description="knowledge distillation: 'none', 'default' (the bundled "
+                               "default model), the path of a .keras model (any architecture taking 48x48x1 faces and returning "
+                               "the 7 probabilities) or a list of them (an ensemble teacher: their probabilities averaged), whose "
                                "test-time-augmented predictions on the training images become part of the targets")
     teacher_tta: str = Field("crops", description="the teacher's test-time augmentation preset: none, flip or crops")
     teacher_weight: float = Field(0.5, ge=0, le=1, description="share of each training target taken from the "
@@ -119,6 +119,17 @@ class TrainParams(Group):
         if value > 1 and info.data.get("initial_model", "none") in ("none", ""):
             raise ValueError(f"{value} runs need train.initial_model (default or a .keras path): averaging the "
                              "weights of runs from different random starts gives a broken model")
+        return value
+
+    @field_validator("teacher_model")
+    @classmethod
+    def _teachers(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value or any(v in ("none", "") for v in value):
+                raise ValueError("a list of teachers needs at least one model, and no 'none' in it")
+            if len(set(value)) < len(value):
+                raise ValueError(f"a teacher is listed twice in {value}: each one counts once in the average")
+            return value[0] if len(value) == 1 else value
         return value
 
     @field_validator("teacher_tta")

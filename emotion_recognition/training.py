@@ -334,6 +334,13 @@ def model_param_path(field: str, value: str) -> Path | None:
         raise ParamsError(f"train.{field} is {value!r}: {error}") from None
 
 
+def teacher_model_paths(teacher_model: str | list[str]) -> list[Path]:
+    """The ``train.teacher_model`` param as model files: none for 'none', one for a path or
+    'default', several for a list (an ensemble teacher)."""
+    values = teacher_model if isinstance(teacher_model, list) else [teacher_model]
+    return [path for value in values if (path := model_param_path("teacher_model", value)) is not None]
+
+
 def initial_model_path(initial_model: str) -> Path | None:
     """The ``train.initial_model`` param as a model file (None for 'none'); see ``model_param_path``."""
     return model_param_path("initial_model", initial_model)

@@ -47,10 +47,10 @@ from emotion_recognition.training import (
     make_dataset,
     make_optimizer,
     model_options,
-    model_param_path,
     recalibrate_batch_norm,
     resolve_precision,
     steps_per_epoch,
+    teacher_model_paths,
     teacher_probabilities,
 )
 from emotion_recognition.tta import TestTimeAugmentation, from_preset
@@ -149,38 +149,54 @@ def teacher_cache_path(teacher_sha256: str, tta: TestTimeAugmentation, train: Sp
     return TEACHER_CACHE / f"{digest.hexdigest()[:32]}.npz"
 
 
-def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | None:
-    """With ``train.teacher_model`` set: the teacher's soft targets for every training image and
-    its accuracy (with ``train.teacher_tta``) on the training and validation images, for the log."""
-    path = model_param_path("teacher_model", p.teacher_model)
-    if path is None:
-        return None
-    tta = from_preset(p.teacher_tta)
+def teacher_pass(path: Path, tta: TestTimeAugmentation, train: Split, val: Split) -> tuple[np.ndarray, np.ndarray, str]:
+    """One teacher's probabilities for the training and validation images (from the cache when
+    this teacher already saw these images with these views) and its file's sha256."""
     teacher = load_model(path)
     check_teacher_shapes(teacher, path)
     sha256 = sha256_file(path)
-    print(f"train: distilling from {path} with {tta.describe()}, teacher_weight {p.teacher_weight}", flush=True)
-    started = time.perf_counter()
     cache = teacher_cache_path(sha256, tta, train, val)
     if cache.is_file():
         with np.load(cache) as stored:
             probabilities, val_probabilities = stored["train"], stored["val"]
-        print(f"train: teacher probabilities read from {cache} (delete it to recompute)", flush=True)
+        print(f"train: teacher probabilities of {path} read from {cache} (delete it to recompute)", flush=True)
     else:
         probabilities = teacher_probabilities(teacher, train.images, tta)
         val_probabilities = teacher_probabilities(teacher, val.images, tta)
         with atomic_path(cache, suffix=".npz") as tmp:
             np.savez(tmp, train=probabilities, val=val_probabilities)
+    return probabilities, val_probabilities, sha256
+
+
+def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | None:
+    """With ``train.teacher_model`` set: the teacher's soft targets for every training image and
+    its accuracy (with ``train.teacher_tta``) on the training and validation images, for the log.
+    A list of teachers is one ensemble teacher: the average of their probabilities."""
+    paths = teacher_model_paths(p.teacher_model)
+    if not paths:
+        return None
+    tta = from_preset(p.teacher_tta)
+    print(f"train: distilling from {', '.join(map(str, paths))} with {tta.describe()}, teacher_weight "
+          f"{p.teacher_weight}", flush=True)
+    started = time.perf_counter()
+    passes = [teacher_pass(path, tta, train, val) for path in paths]
+    probabilities = np.mean([train_p for train_p, _, _ in passes], axis=0)
+    val_probabilities = np.mean([val_p for _, val_p, _ in passes], axis=0)
+    if len(paths) > 1:
+        for path, (_, val_p, _) in zip(paths, passes):
+            print(f"train: teacher {path}: {classification_metrics(val.labels, val_p.argmax(1))['accuracy']:.4f} "
+                  "on validation", flush=True)
     metrics = {
         "teacher_train_accuracy": classification_metrics(train.labels, probabilities.argmax(1))["accuracy"],
         "teacher_val_accuracy": classification_metrics(val.labels, val_probabilities.argmax(1))["accuracy"],
         "teacher_seconds": time.perf_counter() - started,
     }
-    print(f"train: teacher accuracy {metrics['teacher_train_accuracy']:.4f} on the training images, "
-          f"{metrics['teacher_val_accuracy']:.4f} on validation ({metrics['teacher_seconds']:.0f} s)", flush=True)
+    print(f"train: {'ensemble ' if len(paths) > 1 else ''}teacher accuracy {metrics['teacher_train_accuracy']:.4f} "
+          f"on the training images, {metrics['teacher_val_accuracy']:.4f} on validation "
+          f"({metrics['teacher_seconds']:.0f} s)", flush=True)
     metrics = {k: round(float(v), 6 if "accuracy" in k else 1) for k, v in metrics.items()}
     return {"targets": distillation_targets(probabilities, train.labels, p.teacher_weight),
-            "sha256": sha256, "metrics": metrics}
+            "sha256": ",".join(sha256 for _, _, sha256 in passes), "metrics": metrics}
 
 
 def fit_run(model, p: TrainParams, train: Split, val_ds, targets, checkpoint: Path, history: HistoryWriter,

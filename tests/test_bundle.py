@@ -43,6 +43,11 @@ def test_card_says_when_the_model_was_distilled_from_a_teacher():
     assert ("0.25 x the one-hot label + 0.75 x the probabilities of the teacher `default` (train.teacher_model; "
             "the model bundled before this one) averaged over its `crops` test-time views, which scored 0.6733 "
             "on validation, before label smoothing 0.1.") in card
+    params["train"].update(teacher_model=["default", "models/resnet.keras"], teacher_tta="none")
+    card = model_card(params, {**train, "teacher_val_accuracy": 0.69}, evaluation, split, matrix)
+    assert ("0.75 x the probabilities of the ensemble of 2 teachers `default` (the model bundled before this one), "
+            "`models/resnet.keras` (train.teacher_model; their probabilities averaged), each averaged over its `none` "
+            "test-time views, which together scored 0.6900 on validation") in card
 
 
 def test_card_names_the_test_time_views_and_the_accuracy_of_fewer_views():
