@@ -59,6 +59,8 @@ def test_the_repository_params_are_valid():
         ({"evaluate.tta_zoom_crops": 44}, "evaluate.tta_zoom_crops", "valid list"),
         ({"train.teacher_tta": "ten_crops"}, "train.teacher_tta", "expected one of none, flip, crops"),
         ({"train.teacher_weight": 1.5}, "train.teacher_weight", "less than or equal to 1"),
+        ({"train.teacher_model": []}, "train.teacher_model", "at least one model"),
+        ({"train.teacher_model": ["a.keras", "a.keras"]}, "train.teacher_model", "listed twice"),
         ({"train.soup_runs": 0}, "train.soup_runs", "greater than or equal to 1"),
         ({"train.soup_runs": 3}, "train.soup_runs", "3 runs need train.initial_model"),
     ],

@@ -259,7 +259,7 @@ def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate
         np.testing.assert_allclose(stored["val"], predict_probabilities(load_model(project / "data/teacher.keras"),
                                                                         val.images, PRESETS["flip"]), rtol=1e-5)
     _, undistilled = happy_share(0.0)  # same teacher, views and images: read back, not recomputed
-    assert "teacher probabilities read from data/cache/teacher/" in capsys.readouterr().out
+    assert "teacher.keras read from data/cache/teacher/" in capsys.readouterr().out
     assert sorted((project / "data/cache/teacher").glob("*.npz")) == cached
     assert distilled > 0.4 and distilled > undistilled + 0.2, (distilled, undistilled)  # seen: 0.65 vs 0.15
     metrics = json.loads((project / "metrics/train.json").read_text())
@@ -270,6 +270,43 @@ def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate
         assert run.data.metrics[name] == pytest.approx(expected, abs=1e-6)
     assert run.data.params["train.teacher_tta"] == "flip"
     assert run.data.params["train.teacher_model_sha256"] == sha256_file(project / "data/teacher.keras")
+
+
+def test_a_list_of_teachers_is_one_ensemble_teacher(trained, isolate, set_params, load_stage, capsys):
+    """train.teacher_model as a list: the teachers' probabilities are averaged. A 'happy' teacher
+    and a 'sad' one pull the student towards both classes, each teacher's pass is cached on its
+    own, and the run records both files."""
+    from emotion_recognition.evaluation import classification_metrics, predict_probabilities
+    from emotion_recognition.labels import EMOTIONS
+    from emotion_recognition.model import build_model
+
+    project, _, _, client = trained
+    happy, sad = EMOTIONS.index("happy"), EMOTIONS.index("sad")
+    for name, label, bias in (("happy", happy, 5.0), ("sad", sad, 4.0)):  # the 'happy' one is surer: it wins the average
+        teacher = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+        weights = [np.zeros_like(w) for w in teacher.get_weights()]
+        weights[-1][label] = bias
+        teacher.set_weights(weights)
+        teacher.save(project / f"data/{name}_teacher.keras")
+    start = project / "data/student_start.keras"
+    load_model(project / "data/train/checkpoint.keras").save(start)
+    cached = set((project / "data/cache/teacher").glob("*.npz"))
+    run = retrain(project, client, isolate, set_params, load_stage, epochs=3, batch_size=16, seed=5,
+                  initial_model="data/student_start.keras", learning_rate=0.05, warmup_epochs=0.0,
+                  label_smoothing=0.0, teacher_model=["data/happy_teacher.keras", "data/sad_teacher.keras"],
+                  teacher_tta="none", teacher_weight=1.0)
+    out = capsys.readouterr().out
+    assert "happy_teacher.keras: " in out and "sad_teacher.keras: " in out
+    assert "ensemble teacher accuracy" in out
+    assert len(set((project / "data/cache/teacher").glob("*.npz")) - cached) == 2  # one pass per teacher
+    val = load_split(project / "data/split/val.npz")
+    shares = predict_probabilities(load_model(project / "data/model/model.keras"), val.images).mean(axis=0)
+    assert shares[happy] > 0.25 and shares[sad] > 0.25, shares  # both teachers were heard
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    expected = classification_metrics(val.labels, np.full(len(val), happy))["accuracy"]
+    assert metrics["teacher_val_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert run.data.params["train.teacher_model_sha256"] == ",".join(
+        sha256_file(project / f"data/{name}_teacher.keras") for name in ("happy", "sad"))
 
 
 def test_a_teacher_of_the_wrong_shape_is_refused_naming_the_param(trained, isolate, set_params, load_stage, capsys):
