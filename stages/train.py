@@ -149,11 +149,10 @@ def teacher_cache_path(teacher_sha256: str, tta: TestTimeAugmentation, train: Sp
     return TEACHER_CACHE / f"{digest.hexdigest()[:32]}.npz"
 
 
-def teacher_pass(path: Path, tta: TestTimeAugmentation, train: Split, val: Split) -> tuple[np.ndarray, np.ndarray, str]:
+def teacher_pass(teacher: keras.Model, path: Path, tta: TestTimeAugmentation, train: Split,
+                 val: Split) -> tuple[np.ndarray, np.ndarray, str]:
     """One teacher's probabilities for the training and validation images (from the cache when
     this teacher already saw these images with these views) and its file's sha256."""
-    teacher = load_model(path)
-    check_teacher_shapes(teacher, path)
     sha256 = sha256_file(path)
     cache = teacher_cache_path(sha256, tta, train, val)
     if cache.is_file():
@@ -176,10 +175,13 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | Non
     if not paths:
         return None
     tta = from_preset(p.teacher_tta)
+    teachers = [load_model(path) for path in paths]
+    for teacher, path in zip(teachers, paths):  # all checked before the first (long) pass
+        check_teacher_shapes(teacher, path)
     print(f"train: distilling from {', '.join(map(str, paths))} with {tta.describe()}, teacher_weight "
           f"{p.teacher_weight}", flush=True)
     started = time.perf_counter()
-    passes = [teacher_pass(path, tta, train, val) for path in paths]
+    passes = [teacher_pass(teacher, path, tta, train, val) for teacher, path in zip(teachers, paths)]
     probabilities = np.mean([train_p for train_p, _, _ in passes], axis=0)
     val_probabilities = np.mean([val_p for _, val_p, _ in passes], axis=0)
     if len(paths) > 1:

@@ -316,6 +316,16 @@ def test_a_teacher_of_the_wrong_shape_is_refused_naming_the_param(trained, isola
         project / "data/three_classes.keras")
     error = refused_run(project, isolate, set_params, load_stage, capsys, teacher_model="data/three_classes.keras")
     assert "train.teacher_model" in error and "returns 3 values per face" in error
+    # In a list, the misfit is refused before any teacher's pass has run
+    from emotion_recognition.model import build_model
+
+    build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16).save(project / "data/good_teacher.keras")
+    cache = project / "data/cache/teacher"
+    before = set(cache.glob("*.npz"))
+    error = refused_run(project, isolate, set_params, load_stage, capsys,
+                        teacher_model=["data/good_teacher.keras", "data/three_classes.keras"])
+    assert "three_classes.keras" in error and "returns 3 values per face" in error
+    assert set(cache.glob("*.npz")) == before
 
 
 def test_a_soup_averages_runs_from_one_start_with_different_seeds(trained, isolate, set_params, load_stage):
