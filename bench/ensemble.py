@@ -19,7 +19,7 @@ import numpy as np
 from emotion_recognition.data import load_split
 from emotion_recognition.evaluation import predict_probabilities
 from emotion_recognition.model import load_model
-from emotion_recognition.tta import from_preset
+from emotion_recognition.tta import PRESETS, from_preset
 
 
 def subset_accuracies(probabilities: list[np.ndarray], labels: np.ndarray) -> dict[tuple[int, ...], float]:
@@ -34,7 +34,7 @@ def subset_accuracies(probabilities: list[np.ndarray], labels: np.ndarray) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help=".keras files, each taking 48x48x1 faces and returning 7 probabilities")
-    parser.add_argument("--tta", default="none", help="each model's test-time views: none, flip or crops")
+    parser.add_argument("--tta", default="none", choices=sorted(PRESETS), help="each model's test-time views")
     args = parser.parse_args()
     tta = from_preset(args.tta)
     for model in args.models:
@@ -46,14 +46,12 @@ def main() -> None:
         if not path.is_file():
             raise SystemExit(f"error: {path} is missing: run `dvc repro split` first")
         splits[split] = load_split(path)
-    results = {}
     probabilities = {split: [] for split in splits}
     for model_path in args.models:
         model = load_model(model_path)
         for split, data in splits.items():
             probabilities[split].append(predict_probabilities(model, data.images, tta))
-    for split, data in splits.items():
-        results[split] = subset_accuracies(probabilities[split], data.labels)
+    results = {split: subset_accuracies(probabilities[split], data.labels) for split, data in splits.items()}
     print(f"accuracy with {tta.describe()} per model (validation {len(splits['val'])} faces, "
           f"PublicTest {len(splits['test'])})")
     print(f"{'models':<60} {'validation':>10} {'PublicTest':>10}")
