@@ -338,7 +338,16 @@ def teacher_model_paths(teacher_model: str | list[str]) -> list[Path]:
     """The ``train.teacher_model`` param as model files: none for 'none', one for a path or
     'default', several for a list (an ensemble teacher)."""
     values = teacher_model if isinstance(teacher_model, list) else [teacher_model]
-    return [path for value in values if (path := model_param_path("teacher_model", value)) is not None]
+    named = [(value, path) for value in values if (path := model_param_path("teacher_model", value)) is not None]
+    # The params validator catches a name listed twice; this catches one file under two names
+    # ('default' and the bundled file's path, or two relative spellings), which would count twice.
+    seen: dict[Path, str] = {}
+    for value, path in named:
+        if path.resolve() in seen:
+            raise ParamsError(f"train.teacher_model lists the file {path.resolve()} twice ({seen[path.resolve()]!r} and "
+                              f"{value!r}): each teacher counts once in the average")
+        seen[path.resolve()] = value
+    return [path for _, path in named]
 
 
 def initial_model_path(initial_model: str) -> Path | None:

@@ -32,6 +32,7 @@ from emotion_recognition.training import (
     resolve_precision,
     sample_beta,
     steps_per_epoch,
+    teacher_model_paths,
     teacher_probabilities,
 )
 
@@ -526,6 +527,21 @@ def test_initial_model_param_names_the_file_to_start_from(tmp_path):
         initial_model_path(str(tmp_path / "weights.h5"))
     with pytest.raises(ParamsError, match=r"train.teacher_model is '.*missing.keras'.*no model file"):
         model_param_path("teacher_model", str(tmp_path / "missing.keras"))
+
+
+def test_teacher_list_refuses_one_file_under_two_names(tmp_path, monkeypatch):
+    from emotion_recognition.model_files import BUNDLED_MODEL
+    from emotion_recognition.params import ParamsError
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.keras", "b.keras"):
+        (tmp_path / name).write_bytes(b"x")  # only the names are resolved here, not loaded
+    assert teacher_model_paths("none") == []
+    assert [path.name for path in teacher_model_paths(["a.keras", "b.keras"])] == ["a.keras", "b.keras"]
+    with pytest.raises(ParamsError, match=r"lists the file .*a.keras twice \('a.keras' and '\./a.keras'\)"):
+        teacher_model_paths(["a.keras", "b.keras", "./a.keras"])
+    with pytest.raises(ParamsError, match=r"twice \('default' and"):
+        teacher_model_paths(["default", str(BUNDLED_MODEL)])
 
 
 def test_initial_weights_are_copied_only_into_the_same_architecture(tmp_path):
