@@ -124,6 +124,9 @@ def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix:
         start += (f" Knowledge distillation: each training target was {1 - t['teacher_weight']:g} x the one-hot label + "
                   f"{t['teacher_weight']:g} x the probabilities of {teachers} averaged over its "
                   f"`{t['teacher_tta']}` test-time views{teacher_accuracy}, before label smoothing {t['label_smoothing']}.")
+        if t.get("teacher_weight_end") is not None:
+            start += (f" The teacher's share fell linearly from {t['teacher_weight']:g} at the first epoch to "
+                      f"{t['teacher_weight_end']:g} at the last planned one (train.teacher_weight_end).")
     earlier = training_section(previous_card) if initial == "default" else ""
     if earlier:  # last: the quote is a block of its own
         start += f"\n\n{STARTING_MODEL}\n\n" + "\n".join(f"> {line}".rstrip() for line in earlier.splitlines())

@@ -101,6 +101,9 @@ class TrainParams(Group):
     teacher_tta: str = Field("crops", description="the teacher's test-time augmentation preset: none, flip or crops")
     teacher_weight: float = Field(0.5, ge=0, le=1, description="share of each training target taken from the "
                                   "teacher's probabilities; the rest is the one-hot label")
+    teacher_weight_end: float | None = Field(None, ge=0, le=1, description="null: the teacher's share stays "
+                                             "`teacher_weight` throughout; a number: the share falls linearly from "
+                                             "`teacher_weight` at the first epoch to this at the last planned one")
     soup_runs: int = Field(1, ge=1, le=16, description="1: one run; N > 1: N runs from `initial_model` with seeds "
                            "seed, seed+1, ... (each at most `epochs` long, a time budget shared between them), whose weights "
                            "are averaged (a model soup) and the average kept if it beats every run on validation")
@@ -130,6 +133,14 @@ class TrainParams(Group):
             if len(set(value)) < len(value):
                 raise ValueError(f"a teacher is listed twice in {value}: each one counts once in the average")
             return value[0] if len(value) == 1 else value
+        return value
+
+    @field_validator("teacher_weight_end")
+    @classmethod
+    def _decay_needs_a_teacher(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("teacher_model", "none") in ("none", ""):
+            raise ValueError(f"{value} is the teacher's share at the end, but train.teacher_model is 'none': "
+                             "set a teacher or leave teacher_weight_end null")
         return value
 
     @field_validator("teacher_tta")

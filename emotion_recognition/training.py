@@ -71,9 +71,13 @@ def limit_per_class(split: Split, limit: int, seed: int) -> Split:
 
 
 def make_dataset(split: Split, batch_size: int, training: bool, params: TrainParams,
-                 repeat: bool = False, targets: np.ndarray | None = None) -> tf.data.Dataset:
+                 repeat: bool = False, targets: np.ndarray | None = None,
+                 teacher_weight: tf.Variable | None = None) -> tf.data.Dataset:
     """Decoded arrays in memory -> batches of ((N,48,48,1) float 0-255, one-hot labels), or of
     (faces, ``targets``) where given: (N, 7) soft targets, e.g. from ``distillation_targets``.
+    With ``teacher_weight`` (a variable, so a callback can change it while the iterator runs),
+    ``targets`` are a teacher's probabilities and each batch's targets are mixed from them and
+    the one-hot labels at the variable's current value (``TeacherWeightDecay``).
 
     Training batches get cheap random flips and shifts on the fly (on top of the offline
     copies from the augment stage), so no two epochs see identical pixels; with
@@ -88,7 +92,12 @@ def make_dataset(split: Split, batch_size: int, training: bool, params: TrainPar
     labels = tf.one_hot(split.labels, NUM_CLASSES) if targets is None else np.asarray(targets, np.float32)
     if len(labels) != len(images):
         raise ValueError(f"{len(labels)} targets for {len(images)} images")
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if teacher_weight is not None:
+        if targets is None:
+            raise ValueError("teacher_weight needs the teacher's probabilities as targets")
+        ds = tf.data.Dataset.from_tensor_slices((images, (tf.one_hot(split.labels, NUM_CLASSES), labels)))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         ds = ds.shuffle(len(split), seed=params.seed, reshuffle_each_iteration=True)
     shift = int(round(params.online_shift * images.shape[1]))
@@ -103,6 +112,9 @@ def make_dataset(split: Split, batch_size: int, training: bool, params: TrainPar
         return x, y
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    if teacher_weight is not None:  # before mixing: mixup/CutMix mix these targets
+        ds = ds.map(lambda x, y: (x, teacher_weight * y[1] + (1.0 - teacher_weight) * y[0]),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     augment = online_augmentation(params) if training else None
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
@@ -364,6 +376,31 @@ def check_teacher_shapes(teacher: keras.Model, path: Path) -> None:
             f"train.teacher_model {path}: takes {inputs} and returns {outputs} values per face; a teacher must "
             f"take ({FACE_SIZE}, {FACE_SIZE}, 1) grayscale faces (0-255) and return {NUM_CLASSES} probabilities"
         )
+
+
+class TeacherWeightDecay(keras.callbacks.Callback):
+    """Sets the teacher's share of the targets (the variable ``make_dataset`` mixes with) before
+    each epoch: ``start`` at the first, falling linearly to ``end`` at the last planned epoch
+    (``budget``'s plan where there is one, which may change after any epoch, else ``epochs``).
+    Why: with a fixed share, every student here lost most of the test-time-augmentation gain; a
+    share falling to 0 lets the last epochs, at the lowest learning rates, learn the labels alone.
+    Records the share of each epoch as ``teacher_weight`` in the logs (history CSV, MLflow)."""
+
+    def __init__(self, weight: tf.Variable, start: float, end: float, epochs: int, budget: TimeBudget | None = None):
+        super().__init__()
+        self.weight, self.start, self.end, self.epochs, self.budget = weight, start, end, epochs, budget
+
+    def value(self, epoch: int) -> float:
+        planned = (self.budget.planned_epochs if self.budget else None) or self.epochs
+        progress = min(epoch / (planned - 1), 1.0) if planned > 1 else 1.0
+        return self.start + (self.end - self.start) * progress
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.weight.assign(self.value(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["teacher_weight"] = float(self.weight.numpy())
 
 
 def distillation_targets(probabilities: np.ndarray, labels: np.ndarray, weight: float) -> np.ndarray:

@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import tensorflow as tf
 from mlflow.models import infer_signature
 
 from emotion_recognition.data import Split, load_split, sha256_file
@@ -34,6 +35,7 @@ from emotion_recognition.training import (
     EpochTimer,
     MLflowEpochLogger,
     PreciseBatchNorm,
+    TeacherWeightDecay,
     TimeBudget,
     WeightAverage,
     average_weights,
@@ -168,7 +170,7 @@ def teacher_pass(teacher: keras.Model, path: Path, tta: TestTimeAugmentation, tr
 
 
 def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | None:
-    """With ``train.teacher_model`` set: the teacher's soft targets for every training image and
+    """With ``train.teacher_model`` set: the teacher's probabilities for every training image and
     its accuracy (with ``train.teacher_tta``) on the training and validation images, for the log.
     A list of teachers is one ensemble teacher: the average of their probabilities."""
     paths = teacher_model_paths(p.teacher_model)
@@ -197,16 +199,22 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | Non
           f"on the training images, {metrics['teacher_val_accuracy']:.4f} on validation "
           f"({metrics['teacher_seconds']:.0f} s)", flush=True)
     metrics = {k: round(float(v), 6 if "accuracy" in k else 1) for k, v in metrics.items()}
-    return {"targets": distillation_targets(probabilities, train.labels, p.teacher_weight),
+    return {"probabilities": probabilities,
             "sha256": ",".join(sha256 for _, _, sha256 in passes), "metrics": metrics}
 
 
-def fit_run(model, p: TrainParams, train: Split, val_ds, targets, checkpoint: Path, history: HistoryWriter,
-            budget_seconds: float | None, budget_started: float) -> dict:
-    """Compile and train ``model`` with ``p`` (its seed drives shuffling and augmentation); on
-    return it holds the best epoch's weights, or the average of the last epochs if better."""
+def fit_run(model, p: TrainParams, train: Split, val_ds, teacher: np.ndarray | None, checkpoint: Path,
+            history: HistoryWriter, budget_seconds: float | None, budget_started: float) -> dict:
+    """Compile and train ``model`` with ``p`` (its seed drives shuffling and augmentation), with
+    ``teacher``'s probabilities mixed into the targets where given; on return it holds the best
+    epoch's weights, or the average of the last epochs if better."""
     steps = steps_per_epoch(len(train), p.batch_size)
-    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True, targets=targets)  # one iterator: no per-epoch stalls
+    decaying = teacher is not None and p.teacher_weight_end is not None
+    teacher_weight = tf.Variable(p.teacher_weight, trainable=False, dtype=tf.float32) if decaying else None
+    targets = (None if teacher is None else teacher if decaying else
+               distillation_targets(teacher, train.labels, p.teacher_weight))
+    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True, targets=targets,  # one iterator: no per-epoch stalls
+                            teacher_weight=teacher_weight)
     model.compile(
         optimizer=make_optimizer(p, steps),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing),
@@ -215,7 +223,8 @@ def fit_run(model, p: TrainParams, train: Split, val_ds, targets, checkpoint: Pa
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     averager = WeightAverage(p.average_last_epochs, p.epochs) if p.average_last_epochs else None
     budget = TimeBudget(budget_seconds, budget_started, steps, averager) if budget_seconds is not None else None
-    callbacks = [
+    decay = [TeacherWeightDecay(teacher_weight, p.teacher_weight, p.teacher_weight_end, p.epochs, budget)] if decaying else []
+    callbacks = decay + [  # the decay first: it sets the share before the epoch and logs it after
         EpochTimer(len(train)),
         PreciseBatchNorm(train.images, seed=p.seed),
         keras.callbacks.EarlyStopping(
@@ -256,7 +265,7 @@ def keep_better_soup(model, runs: list[list[np.ndarray]], accuracies: list[float
             "best_run_val_accuracy": round(float(accuracies[best]), 6), "model_is_soup": int(keep)}
 
 
-def fit_soup(model, p: TrainParams, m: ModelParams, initial: Path, train: Split, val_ds, targets,
+def fit_soup(model, p: TrainParams, m: ModelParams, initial: Path, train: Split, val_ds, teacher,
              history: HistoryWriter, budget_seconds: float | None, stage_started: float,
              parent_name: str) -> tuple[keras.Model, list[dict], dict]:
     """``train.soup_runs`` runs from the ``initial`` weights with seeds ``p.seed``, ``p.seed + 1``, ...,
@@ -276,7 +285,7 @@ def fit_soup(model, p: TrainParams, m: ModelParams, initial: Path, train: Split,
         history.start_run(index + 1)
         with mlflow.start_run(run_name=f"{parent_name}-run{index + 1}", nested=True):
             mlflow.log_params({"train.seed": run_params.seed, "soup_run": index + 1})
-            fitted.append(fit_run(model, run_params, train, val_ds, targets,
+            fitted.append(fit_run(model, run_params, train, val_ds, teacher,
                                   CHECKPOINT.with_name(f"checkpoint-run{index + 1}.keras"), history,
                                   share, time.perf_counter()))
             accuracies.append(model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
@@ -307,7 +316,7 @@ def main() -> None:
         load_initial_weights(model, initial)
         print(f"train: starting from the weights of {initial}", flush=True)
     distillation = distill_from_teacher(p, train, val)
-    targets = distillation["targets"] if distillation else None
+    teacher = distillation["probabilities"] if distillation else None
     val_ds = make_dataset(val, 256, False, p)
     history = HistoryWriter(HISTORY)
 
@@ -326,10 +335,10 @@ def main() -> None:
             mlflow.log_metrics(distillation["metrics"])
         budget_seconds = p.time_budget_minutes * 60 if p.time_budget_minutes else None
         if p.soup_runs == 1:
-            fitted = [fit_run(model, p, train, val_ds, targets, CHECKPOINT, history, budget_seconds, stage_started)]
+            fitted = [fit_run(model, p, train, val_ds, teacher, CHECKPOINT, history, budget_seconds, stage_started)]
             soup = None
         else:
-            model, fitted, soup = fit_soup(model, p, m, initial, train, val_ds, targets, history, budget_seconds,
+            model, fitted, soup = fit_soup(model, p, m, initial, train, val_ds, teacher, history, budget_seconds,
                                            stage_started, run.info.run_name)
         seconds = sum(f["seconds"] for f in fitted)
 

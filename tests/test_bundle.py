@@ -43,6 +43,11 @@ def test_card_says_when_the_model_was_distilled_from_a_teacher():
     assert ("0.25 x the one-hot label + 0.75 x the probabilities of the teacher `default` (train.teacher_model; "
             "the model bundled before this one) averaged over its `crops` test-time views, which scored 0.6733 "
             "on validation, before label smoothing 0.1.") in card
+    assert "teacher_weight_end" not in card
+    params["train"]["teacher_weight_end"] = 0.0
+    card = model_card(params, {**train, "teacher_val_accuracy": 0.6733}, evaluation, split, matrix)
+    assert ("The teacher's share fell linearly from 0.75 at the first epoch to 0 at the last planned one "
+            "(train.teacher_weight_end).") in card
     params["train"].update(teacher_model=["default", "models/resnet.keras"], teacher_tta="none")
     card = model_card(params, {**train, "teacher_val_accuracy": 0.69}, evaluation, split, matrix)
     assert ("0.75 x the probabilities of the ensemble of 2 teachers `default` (the model bundled before this one), "

@@ -32,6 +32,7 @@ from emotion_recognition.training import (
     resolve_precision,
     sample_beta,
     steps_per_epoch,
+    TeacherWeightDecay,
     teacher_model_paths,
     teacher_probabilities,
 )
@@ -608,6 +609,47 @@ def test_datasets_carry_soft_targets_in_place_of_one_hot_labels(split):
     np.testing.assert_array_equal(faces[..., 0], split.images[order])
     with pytest.raises(ValueError, match="3 targets for 30 images"):
         make_dataset(split, 8, False, TrainParams(), targets=targets[:3])
+
+
+def test_a_teacher_weight_variable_mixes_the_targets_when_the_batches_are_made(split):
+    """The share is read when each batch is made, not when the pipeline is built, so a callback
+    can change it while training runs."""
+    teacher = np.random.default_rng(2).dirichlet(np.ones(NUM_CLASSES), len(split)).astype(np.float32)
+    one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[split.labels]
+    weight = tf.Variable(1.0, trainable=False)
+    ds = make_dataset(split, 8, False, TrainParams(), targets=teacher, teacher_weight=weight)
+
+    def targets():
+        return np.concatenate([y.numpy() for _, y in ds])
+
+    np.testing.assert_allclose(targets(), teacher, rtol=1e-6)
+    weight.assign(0.0)
+    np.testing.assert_allclose(targets(), one_hot)
+    weight.assign(0.25)
+    np.testing.assert_allclose(targets(), 0.25 * teacher + 0.75 * one_hot, rtol=1e-6)
+    with pytest.raises(ValueError, match="needs the teacher's probabilities"):
+        make_dataset(split, 8, False, TrainParams(), teacher_weight=weight)
+
+
+def test_teacher_weight_decay_falls_linearly_to_the_end_of_the_plan():
+    weight = tf.Variable(0.0, trainable=False)
+    decay = TeacherWeightDecay(weight, 0.8, 0.0, epochs=5)
+    assert [round(decay.value(e), 6) for e in range(6)] == [0.8, 0.6, 0.4, 0.2, 0.0, 0.0]
+    decay.on_epoch_begin(1)
+    logs = {}
+    decay.on_epoch_end(1, logs)
+    assert weight.numpy() == pytest.approx(0.6) and logs["teacher_weight"] == pytest.approx(0.6)
+
+    class Plan:  # a time budget's plan, which may change after any epoch
+        planned_epochs = None
+
+    plan = Plan()
+    decay = TeacherWeightDecay(weight, 0.5, 0.1, epochs=91, budget=plan)
+    assert decay.value(0) == pytest.approx(0.5) and decay.value(45) == pytest.approx(0.3)  # no plan yet: epochs
+    plan.planned_epochs = 3
+    assert [round(decay.value(e), 6) for e in range(3)] == [0.5, 0.3, 0.1]
+    plan.planned_epochs = 1
+    assert decay.value(0) == pytest.approx(0.1)
 
 
 def test_teacher_probabilities_average_the_views_and_report_progress(split):

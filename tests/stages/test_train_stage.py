@@ -272,6 +272,26 @@ def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate
     assert run.data.params["train.teacher_model_sha256"] == sha256_file(project / "data/teacher.keras")
 
 
+def test_the_teachers_share_can_fall_to_zero_over_the_run(trained, isolate, set_params, load_stage):
+    """train.teacher_weight_end: the share falls linearly from teacher_weight at the first epoch to
+    teacher_weight_end at the last; each epoch's share is in the history CSV and in MLflow."""
+    project, _, _, client = trained
+    (project / "data/decay").mkdir(exist_ok=True)
+    build_model_file = project / "data/decay/teacher.keras"
+    from emotion_recognition.model import build_model
+
+    build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16).save(build_model_file)
+    run = retrain(project, client, isolate, set_params, load_stage, epochs=3, batch_size=16,
+                  teacher_model="data/decay/teacher.keras", teacher_tta="none", teacher_weight=0.8,
+                  teacher_weight_end=0.0)
+    with open(project / "plots/train_history.csv") as f:
+        shares = [float(row["teacher_weight"]) for row in csv.DictReader(f)]
+    assert shares == pytest.approx([0.8, 0.4, 0.0])
+    logged = client.get_metric_history(run.info.run_id, "teacher_weight")
+    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == pytest.approx([0.8, 0.4, 0.0])
+    assert run.data.params["train.teacher_weight_end"] == "0.0"
+
+
 def test_a_list_of_teachers_is_one_ensemble_teacher(trained, isolate, set_params, load_stage, capsys):
     """train.teacher_model as a list: the teachers' probabilities are averaged. A 'happy' teacher
     and a 'sad' one pull the student towards both classes, each teacher's pass is cached on its
