@@ -384,7 +384,9 @@ class TeacherWeightDecay(keras.callbacks.Callback):
     (``budget``'s plan where there is one, which may change after any epoch, else ``epochs``).
     Why: with a fixed share, every student here lost most of the test-time-augmentation gain; a
     share falling to 0 lets the last epochs, at the lowest learning rates, learn the labels alone.
-    Records the share of each epoch as ``teacher_weight`` in the logs (history CSV, MLflow)."""
+    Records the share of each epoch as ``teacher_weight`` in the logs (history CSV, MLflow). The
+    few batches tf.data has already prefetched keep the previous epoch's share; early stopping
+    can end a run before the share reaches ``end``."""
 
     def __init__(self, weight: tf.Variable, start: float, end: float, epochs: int, budget: TimeBudget | None = None):
         super().__init__()
