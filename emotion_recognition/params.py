@@ -83,7 +83,9 @@ class TrainParams(Group):
     cutmix_alpha: float = Field(0.0, ge=0, le=10, description="CutMix: 0 off; > 0 pastes a box from a partner face, "
                                 "its area share drawn from Beta(alpha, alpha) (1.0 is usual); with mixup on too, each batch "
                                 "uses one of the two at even odds")
-    early_stopping_patience: int = Field(10, ge=1)
+    early_stopping_patience: int = Field(10, ge=0, description="stop after this many epochs without a better "
+                                         "validation accuracy; 0: never stop early. Either way the best epoch's "
+                                         "weights are kept")
     time_budget_minutes: float = Field(0, ge=0, description="0: train `epochs` epochs; > 0: end training "
                                        "within this many minutes from the stage's start (a teacher's pass counts; "
                                        "saving and logging afterwards do not): after each epoch, plan as many epochs "

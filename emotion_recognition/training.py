@@ -558,15 +558,32 @@ class EpochTimer(keras.callbacks.Callback):
             logs["images_per_second"] = self.images_per_epoch / seconds
 
 
+def early_stopping(params: TrainParams) -> keras.callbacks.EarlyStopping:
+    """Stops training after ``early_stopping_patience`` epochs without a better validation accuracy
+    and, at the end of training either way, restores the best epoch's weights. Patience 0 never
+    stops: the count of epochs without improvement cannot reach ``epochs``."""
+    return keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
+                                         patience=params.early_stopping_patience or params.epochs)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds ``learning_rate``, the rate the schedule gives at the end of each epoch, to the logs
+    (history CSV, MLflow): with a time budget the schedule is refitted during the run, so the
+    rate an epoch ended at is not known from the params alone."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            lr = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+
 class MLflowEpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's metrics (and the learning rate) to the active MLflow run."""
+    """Logs every epoch's metrics to the active MLflow run (NaN values are left out)."""
 
     def on_epoch_end(self, epoch, logs=None):
         import mlflow
 
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(v)}
-        lr = self.model.optimizer.learning_rate
-        metrics["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
         mlflow.log_metrics(metrics, step=epoch + 1)
 
 

@@ -33,6 +33,8 @@ from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.training import (
     EpochTimer,
+    early_stopping,
+    LearningRateLogger,
     MLflowEpochLogger,
     PreciseBatchNorm,
     TeacherWeightDecay,
@@ -98,14 +100,17 @@ class HistoryWriter(keras.callbacks.Callback):
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
+    """Loss, accuracy and (where logged) the learning rate per epoch, side by side."""
     epochs = [r["epoch"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for key in ("loss", "val_loss"):
-        left.plot(epochs, [r[key] for r in rows], label=key)
-    for key in ("accuracy", "val_accuracy"):
-        right.plot(epochs, [r[key] for r in rows], label=key)
-    left.set_xlabel("epoch"), right.set_xlabel("epoch"), left.legend(), right.legend()
-    left.set_title("loss"), right.set_title("accuracy")
+    with_rate = all("learning_rate" in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if with_rate else 2, figsize=(15 if with_rate else 10, 3.5))
+    panels = [("loss", ("loss", "val_loss")), ("accuracy", ("accuracy", "val_accuracy"))]
+    if with_rate:  # a time budget refits the schedule mid-run: this shows the rate each epoch ended at
+        panels.append(("learning rate", ("learning_rate",)))
+    for axis, (title, keys) in zip(axes, panels):
+        for key in keys:
+            axis.plot(epochs, [r[key] for r in rows], label=key)
+        axis.set_xlabel("epoch"), axis.set_title(title), axis.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -226,10 +231,9 @@ def fit_run(model, p: TrainParams, train: Split, val_ds, teacher: np.ndarray | N
     decay = [TeacherWeightDecay(teacher_weight, p.teacher_weight, p.teacher_weight_end, p.epochs, budget)] if decaying else []
     callbacks = decay + [  # the decay first: it sets the share before the epoch and logs it after
         EpochTimer(len(train)),
+        LearningRateLogger(),
         PreciseBatchNorm(train.images, seed=p.seed),
-        keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=p.early_stopping_patience, restore_best_weights=True
-        ),
+        early_stopping(p),
         keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_accuracy", mode="max", save_best_only=True),
         MLflowEpochLogger(),
         history,

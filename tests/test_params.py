@@ -63,6 +63,7 @@ def test_the_repository_params_are_valid():
         ({"train.teacher_model": ["a.keras", "a.keras"]}, "train.teacher_model", "listed twice"),
         ({"train.teacher_weight_end": 0.0}, "train.teacher_weight_end", "train.teacher_model is 'none'"),
         ({"train.teacher_weight_end": -0.1}, "train.teacher_weight_end", "greater than or equal to 0"),
+        ({"train.early_stopping_patience": -1}, "train.early_stopping_patience", "greater than or equal to 0"),
         ({"train.soup_runs": 0}, "train.soup_runs", "greater than or equal to 1"),
         ({"train.soup_runs": 3}, "train.soup_runs", "3 runs need train.initial_model"),
     ],

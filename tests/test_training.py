@@ -12,6 +12,7 @@ from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.params import TrainParams
 from emotion_recognition.training import (
     EpochTimer,
+    LearningRateLogger,
     MLflowEpochLogger,
     TimeBudget,
     WarmupCosine,
@@ -20,6 +21,7 @@ from emotion_recognition.training import (
     cpu_info,
     cutmix,
     distillation_targets,
+    early_stopping,
     initial_model_path,
     limit_per_class,
     load_initial_weights,
@@ -399,6 +401,46 @@ def test_epoch_timer_adds_speed_to_the_logs():
     assert logs["epoch_seconds"] > 0 and logs["images_per_second"] == pytest.approx(1000 / logs["epoch_seconds"])
 
 
+def test_learning_rate_logger_adds_the_rate_each_epoch_ends_at():
+    from emotion_recognition.model import build_model
+
+    model = build_model("vgg", widths=[8], dense_units=8)
+    optimizer = make_optimizer(TrainParams(epochs=2, learning_rate=0.01, warmup_epochs=0), 4)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+    logger = LearningRateLogger()
+    logger.set_model(model)
+    rates = []
+    for step in (0, 4, 6):  # the start, the end of epoch 1 (half-way: half the peak), 3/4 of the way
+        optimizer.iterations.assign(step)
+        logs = {"loss": 1.0}
+        logger.on_epoch_end(0, logs)
+        rates.append(logs["learning_rate"])
+    assert rates == pytest.approx([0.01, 0.005, 0.01 * 0.5 * (1 + np.cos(0.75 * np.pi))], rel=1e-5)
+
+
+@pytest.mark.parametrize("patience, stops_after", [(2, 3), (0, None)])
+def test_early_stopping_patience_or_never_and_the_best_epoch_is_restored(patience, stops_after):
+    from emotion_recognition.model import build_model
+
+    epochs = 6
+    model = build_model("vgg", widths=[8], dense_units=8)
+    callback = early_stopping(TrainParams(epochs=epochs, early_stopping_patience=patience))
+    callback.set_model(model)
+    model.stop_training = False  # as fit() sets it
+    callback.on_train_begin()
+    best = [w.copy() for w in model.get_weights()]
+    stopped = None
+    for epoch, accuracy in enumerate([0.5, 0.4, 0.4, 0.4, 0.4, 0.4]):  # the first epoch is the best
+        callback.on_epoch_end(epoch, {"val_accuracy": accuracy})
+        model.set_weights([w + 1.0 for w in model.get_weights()])  # later epochs move the weights
+        if model.stop_training and stopped is None:
+            stopped = epoch + 1
+    callback.on_train_end()
+    assert stopped == stops_after
+    for a, b in zip(model.get_weights(), best):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_epoch_logger_writes_each_epoch_to_the_active_run(mlflow_store):
     from emotion_recognition.model import build_model
     from emotion_recognition.tracking import configure_mlflow
@@ -409,12 +451,12 @@ def test_epoch_logger_writes_each_epoch_to_the_active_run(mlflow_store):
     logger = MLflowEpochLogger()
     logger.set_model(model)
     with mlflow.start_run() as run:
-        logger.on_epoch_end(0, {"loss": 2.0, "val_accuracy": 0.25, "val_loss": float("nan")})
-        logger.on_epoch_end(1, {"loss": 1.5, "val_accuracy": 0.5})
+        logger.on_epoch_end(0, {"loss": 2.0, "val_accuracy": 0.25, "val_loss": float("nan"), "learning_rate": 0.01})
+        logger.on_epoch_end(1, {"loss": 1.5, "val_accuracy": 0.5, "learning_rate": 0.005})
     client = MlflowClient()
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [(1, 2.0), (2, 1.5)]
     assert "val_loss" not in client.get_run(run.info.run_id).data.metrics  # NaN is not logged
-    assert len(client.get_metric_history(run.info.run_id, "learning_rate")) == 2
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "learning_rate")] == [0.01, 0.005]
 
 
 def batch_norm_model() -> keras.Model:

@@ -55,7 +55,10 @@ def test_metrics_and_plots_for_dvc(trained):
     with open(project / "plots/train_history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
-    assert {"accuracy", "loss", "val_accuracy", "val_loss", "images_per_second"} <= set(rows[0])
+    assert {"accuracy", "loss", "val_accuracy", "val_loss", "images_per_second", "learning_rate"} <= set(rows[0])
+    # the cosine decay falls over the run (the planned run ends at 0: the last epoch ends there)
+    rates = [float(r["learning_rate"]) for r in rows]
+    assert rates[0] > rates[-1] == 0.0
     assert float(rows[metrics["best_epoch"] - 1]["val_accuracy"]) == metrics["val_accuracy"]
     assert (project / "plots/train_curves.png").read_bytes()[:4] == b"\x89PNG"
 
