@@ -33,7 +33,6 @@ from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.training import (
     EpochTimer,
-    early_stopping,
     LearningRateLogger,
     MLflowEpochLogger,
     PreciseBatchNorm,
@@ -44,6 +43,7 @@ from emotion_recognition.training import (
     check_teacher_shapes,
     cpu_info,
     distillation_targets,
+    early_stopping,
     float32_copy,
     initial_model_path,
     limit_per_class,
