@@ -386,7 +386,7 @@ class TeacherWeightDecay(keras.callbacks.Callback):
     share falling to 0 lets the last epochs, at the lowest learning rates, learn the labels alone.
     Records the share of each epoch as ``teacher_weight`` in the logs (history CSV, MLflow). The
     few batches tf.data has already prefetched keep the previous epoch's share; early stopping
-    can end a run before the share reaches ``end``."""
+    (when on) can end a run before the share reaches ``end``."""
 
     def __init__(self, weight: tf.Variable, start: float, end: float, epochs: int, budget: TimeBudget | None = None):
         super().__init__()
