@@ -185,8 +185,9 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | Non
     teachers = [load_model(path) for path in paths]
     for teacher, path in zip(teachers, paths):  # all checked before the first (long) pass
         check_teacher_shapes(teacher, path)
-    print(f"train: distilling from {', '.join(map(str, paths))} with {tta.describe()}, teacher_weight "
-          f"{p.teacher_weight}", flush=True)
+    share = (f"teacher_weight {p.teacher_weight}" if p.teacher_weight_end is None else
+             f"teacher_weight {p.teacher_weight} falling to {p.teacher_weight_end} at the last planned epoch")
+    print(f"train: distilling from {', '.join(map(str, paths))} with {tta.describe()}, {share}", flush=True)
     started = time.perf_counter()
     passes = [teacher_pass(teacher, path, tta, train, val) for teacher, path in zip(teachers, paths)]
     probabilities = np.mean([train_p for train_p, _, _ in passes], axis=0)

@@ -275,9 +275,10 @@ def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate
     assert run.data.params["train.teacher_model_sha256"] == sha256_file(project / "data/teacher.keras")
 
 
-def test_the_teachers_share_can_fall_to_zero_over_the_run(trained, isolate, set_params, load_stage):
+def test_the_teachers_share_can_fall_to_zero_over_the_run(trained, isolate, set_params, load_stage, capsys):
     """train.teacher_weight_end: the share falls linearly from teacher_weight at the first epoch to
-    teacher_weight_end at the last; each epoch's share is in the history CSV and in MLflow."""
+    teacher_weight_end at the last; the log says so, and each epoch's share is in the history CSV
+    and in MLflow."""
     project, _, _, client = trained
     (project / "data/decay").mkdir(exist_ok=True)
     build_model_file = project / "data/decay/teacher.keras"
@@ -287,6 +288,7 @@ def test_the_teachers_share_can_fall_to_zero_over_the_run(trained, isolate, set_
     run = retrain(project, client, isolate, set_params, load_stage, epochs=3, batch_size=16,
                   teacher_model="data/decay/teacher.keras", teacher_tta="none", teacher_weight=0.8,
                   teacher_weight_end=0.0)
+    assert "teacher_weight 0.8 falling to 0.0 at the last planned epoch" in capsys.readouterr().out
     with open(project / "plots/train_history.csv") as f:
         shares = [float(row["teacher_weight"]) for row in csv.DictReader(f)]
     assert shares == pytest.approx([0.8, 0.4, 0.0])
