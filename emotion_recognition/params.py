@@ -106,6 +106,11 @@ class TrainParams(Group):
     teacher_weight_end: float | None = Field(None, ge=0, le=1, description="null: the teacher's share stays "
                                              "`teacher_weight` throughout; a number: the share falls linearly from "
                                              "`teacher_weight` at the first epoch to this at the last planned one")
+    teacher_views: Literal["stored", "augmented"] = Field("stored", description="stored: the teacher scores each "
+                                                          "training face once, before training, and every augmented view "
+                                                          "of it gets that target; augmented: the teacher scores every "
+                                                          "augmented view the student trains on, during training (its "
+                                                          "forward pass costs time every step; needs teacher_tta none)")
     soup_runs: int = Field(1, ge=1, le=16, description="1: one run; N > 1: N runs from `initial_model` with seeds "
                            "seed, seed+1, ... (each at most `epochs` long, a time budget shared between them), whose weights "
                            "are averaged (a model soup) and the average kept if it beats every run on validation")
@@ -150,6 +155,13 @@ class TrainParams(Group):
     def _known_teacher_tta(cls, value: str) -> str:
         from_preset(value)  # a ValueError lists the presets
         return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _augmented_views_need_one_view(self) -> "TrainParams":
+        if self.teacher_views == "augmented" and self.teacher_tta != "none":
+            raise ValueError(f"teacher_views 'augmented' scores each augmented view the student sees, so "
+                             f"teacher_tta must be 'none', not {self.teacher_tta!r}")
+        return self
 
 
 class EvaluateParams(Group):

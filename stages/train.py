@@ -27,6 +27,7 @@ from mlflow.models import infer_signature
 
 from emotion_recognition.data import Split, load_split, sha256_file
 from emotion_recognition.evaluation import classification_metrics
+from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.model import build_model, load_model
 from emotion_recognition.params import ModelParams, TrainParams, flat_params, load_params
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
@@ -42,8 +43,10 @@ from emotion_recognition.training import (
     average_weights,
     check_teacher_shapes,
     cpu_info,
+    distill_online,
     distillation_targets,
     early_stopping,
+    ensemble_model,
     float32_copy,
     initial_model_path,
     limit_per_class,
@@ -56,6 +59,7 @@ from emotion_recognition.training import (
     steps_per_epoch,
     teacher_model_paths,
     teacher_probabilities,
+    with_policy,
 )
 from emotion_recognition.tta import TestTimeAugmentation, from_preset
 
@@ -159,8 +163,11 @@ def teacher_cache_path(teacher_sha256: str, tta: TestTimeAugmentation, train: Sp
 def teacher_pass(teacher: keras.Model, path: Path, tta: TestTimeAugmentation, train: Split,
                  val: Split) -> tuple[np.ndarray, np.ndarray, str]:
     """One teacher's probabilities for the training and validation images (from the cache when
-    this teacher already saw these images with these views) and its file's sha256."""
+    this teacher already saw these images with these views) and its file's sha256. With no
+    training images (an online teacher, which scores them during training) only validation's."""
     sha256 = sha256_file(path)
+    if len(train) == 0:
+        return np.zeros((0, NUM_CLASSES), np.float32), teacher_probabilities(teacher, val.images, tta), sha256
     cache = teacher_cache_path(sha256, tta, train, val)
     if cache.is_file():
         with np.load(cache) as stored:
@@ -174,10 +181,12 @@ def teacher_pass(teacher: keras.Model, path: Path, tta: TestTimeAugmentation, tr
     return probabilities, val_probabilities, sha256
 
 
-def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | None:
+def distill_from_teacher(p: TrainParams, train: Split, val: Split, precision: str) -> dict | None:
     """With ``train.teacher_model`` set: the teacher's probabilities for every training image and
     its accuracy (with ``train.teacher_tta``) on the training and validation images, for the log.
-    A list of teachers is one ensemble teacher: the average of their probabilities."""
+    A list of teachers is one ensemble teacher: the average of their probabilities. With
+    ``train.teacher_views: augmented`` the training images are left to the online teacher (under
+    the training ``precision``, returned as ``model``), so only validation is scored here."""
     paths = teacher_model_paths(p.teacher_model)
     if not paths:
         return None
@@ -187,9 +196,12 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | Non
         check_teacher_shapes(teacher, path)
     share = (f"teacher_weight {p.teacher_weight}" if p.teacher_weight_end is None else
              f"teacher_weight {p.teacher_weight} falling to {p.teacher_weight_end} at the last planned epoch")
-    print(f"train: distilling from {', '.join(map(str, paths))} with {tta.describe()}, {share}", flush=True)
+    online = p.teacher_views == "augmented"
+    views = "every augmented view, during training" if online else tta.describe()
+    print(f"train: distilling from {', '.join(map(str, paths))} with {views}, {share}", flush=True)
     started = time.perf_counter()
-    passes = [teacher_pass(teacher, path, tta, train, val) for teacher, path in zip(teachers, paths)]
+    scored = train.subset(np.arange(0)) if online else train
+    passes = [teacher_pass(teacher, path, tta, scored, val) for teacher, path in zip(teachers, paths)]
     probabilities = np.mean([train_p for train_p, _, _ in passes], axis=0)
     val_probabilities = np.mean([val_p for _, val_p, _ in passes], axis=0)
     if len(paths) > 1:
@@ -197,30 +209,41 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split) -> dict | Non
             print(f"train: teacher {path}: {classification_metrics(val.labels, val_p.argmax(1))['accuracy']:.4f} "
                   "on validation", flush=True)
     metrics = {
-        "teacher_train_accuracy": classification_metrics(train.labels, probabilities.argmax(1))["accuracy"],
         "teacher_val_accuracy": classification_metrics(val.labels, val_probabilities.argmax(1))["accuracy"],
         "teacher_seconds": time.perf_counter() - started,
     }
-    print(f"train: {'ensemble ' if len(paths) > 1 else ''}teacher accuracy {metrics['teacher_train_accuracy']:.4f} "
-          f"on the training images, {metrics['teacher_val_accuracy']:.4f} on validation "
-          f"({metrics['teacher_seconds']:.0f} s)", flush=True)
+    on_train = ""
+    if not online:
+        metrics["teacher_train_accuracy"] = classification_metrics(train.labels, probabilities.argmax(1))["accuracy"]
+        on_train = f"{metrics['teacher_train_accuracy']:.4f} on the training images, "
+    print(f"train: {'ensemble ' if len(paths) > 1 else ''}teacher accuracy {on_train}"
+          f"{metrics['teacher_val_accuracy']:.4f} on validation ({metrics['teacher_seconds']:.0f} s)", flush=True)
     metrics = {k: round(float(v), 6 if "accuracy" in k else 1) for k, v in metrics.items()}
-    return {"probabilities": probabilities,
+    model = ensemble_model([with_policy(teacher, precision, f"teacher_{i}")
+                                    for i, teacher in enumerate(teachers, 1)]) if online else None
+    return {"probabilities": None if online else probabilities, "model": model,
             "sha256": ",".join(sha256 for _, _, sha256 in passes), "metrics": metrics}
 
 
-def fit_run(model, p: TrainParams, train: Split, val_ds, teacher: np.ndarray | None, checkpoint: Path,
+def fit_run(model, p: TrainParams, train: Split, val_ds, teacher: np.ndarray | keras.Model | None, checkpoint: Path,
             history: HistoryWriter, budget_seconds: float | None, budget_started: float) -> dict:
     """Compile and train ``model`` with ``p`` (its seed drives shuffling and augmentation), with
-    ``teacher``'s probabilities mixed into the targets where given; on return it holds the best
-    epoch's weights, or the average of the last epochs if better."""
+    ``teacher``'s probabilities mixed into the targets where given (stored per face, or a model
+    that scores every augmented batch); on return it holds the best epoch's weights, or the
+    average of the last epochs if better."""
     steps = steps_per_epoch(len(train), p.batch_size)
+    online = isinstance(teacher, keras.Model)
     decaying = teacher is not None and p.teacher_weight_end is not None
-    teacher_weight = tf.Variable(p.teacher_weight, trainable=False, dtype=tf.float32) if decaying else None
-    targets = (None if teacher is None else teacher if decaying else
-               distillation_targets(teacher, train.labels, p.teacher_weight))
-    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True, targets=targets,  # one iterator: no per-epoch stalls
-                            teacher_weight=teacher_weight)
+    teacher_weight = (tf.Variable(p.teacher_weight, trainable=False, dtype=tf.float32)
+                      if decaying or online else None)
+    if online:
+        distill_online(model, teacher, teacher_weight)
+        train_ds = make_dataset(train, p.batch_size, True, p, repeat=True)  # one iterator: no per-epoch stalls
+    else:
+        targets = (None if teacher is None else teacher if decaying else
+                   distillation_targets(teacher, train.labels, p.teacher_weight))
+        train_ds = make_dataset(train, p.batch_size, True, p, repeat=True, targets=targets,
+                                teacher_weight=teacher_weight)
     model.compile(
         optimizer=make_optimizer(p, steps),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing),
@@ -320,8 +343,9 @@ def main() -> None:
     if initial is not None:
         load_initial_weights(model, initial)
         print(f"train: starting from the weights of {initial}", flush=True)
-    distillation = distill_from_teacher(p, train, val)
-    teacher = distillation["probabilities"] if distillation else None
+    distillation = distill_from_teacher(p, train, val, precision)
+    teacher = (distillation["model"] if p.teacher_views == "augmented" else distillation["probabilities"]) \
+        if distillation else None
     val_ds = make_dataset(val, 256, False, p)
     history = HistoryWriter(HISTORY)
 
