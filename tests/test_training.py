@@ -20,8 +20,10 @@ from emotion_recognition.training import (
     average_weights,
     cpu_info,
     cutmix,
+    distill_online,
     distillation_targets,
     early_stopping,
+    ensemble_model,
     initial_model_path,
     limit_per_class,
     load_initial_weights,
@@ -37,6 +39,7 @@ from emotion_recognition.training import (
     TeacherWeightDecay,
     teacher_model_paths,
     teacher_probabilities,
+    with_policy,
 )
 
 
@@ -730,3 +733,67 @@ def test_average_weights_refuses_models_of_different_architectures():
     wider = build_model("vgg", widths=[8], convs_per_block=1, dense_units=8)
     with pytest.raises(ValueError, match="do not share one architecture"):
         average_weights([small.get_weights(), wider.get_weights()])
+
+
+def constant_teacher(probabilities: np.ndarray, name: str) -> keras.Model:
+    """A model that returns ``probabilities`` for every face, whatever its pixels."""
+    faces = keras.Input((48, 48, 1))
+    logits = keras.layers.Dense(NUM_CLASSES, kernel_initializer="zeros",
+                                bias_initializer=keras.initializers.Constant(np.log(probabilities)))(
+        keras.layers.Flatten()(faces))
+    return keras.Model(faces, keras.layers.Activation("softmax")(logits), name=name)
+
+
+def test_with_policy_rebuilds_every_layer_but_the_output_in_the_given_precision():
+    from emotion_recognition.model import build_model
+
+    model = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+    copy = with_policy(model, "mixed_bfloat16", name="teacher_1")
+    assert copy.name == "teacher_1"
+    assert [layer.dtype_policy.name for layer in copy.layers[1:-1]] == ["mixed_bfloat16"] * (len(model.layers) - 2)
+    assert copy.layers[-1].dtype_policy.name == "float32"  # softmax probabilities stay float32
+    for mine, theirs in zip(model.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    faces = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)
+    bf16 = copy(faces, training=False)
+    assert bf16.dtype == tf.float32
+    np.testing.assert_allclose(bf16, model(faces, training=False), atol=0.03)  # bf16 keeps ~3 digits
+
+
+def test_ensemble_model_averages_its_teachers():
+    happy, sad = np.full(NUM_CLASSES, 0.05), np.full(NUM_CLASSES, 0.05)
+    happy[3], sad[5] = 0.7, 0.7
+    ensemble = ensemble_model([constant_teacher(happy, "happy"), constant_teacher(sad, "sad")])
+    faces = np.zeros((2, 48, 48, 1), np.float32)
+    np.testing.assert_allclose(ensemble(faces), np.tile((happy + sad) / 2, (2, 1)), rtol=1e-5)
+    single = constant_teacher(happy, "one")
+    assert ensemble_model([single]) is single
+
+
+def test_online_teacher_mixes_its_answer_for_each_batch_into_the_targets():
+    """distill_online: the loss ``fit`` reports is the cross-entropy against weight x teacher +
+    (1 - weight) x label for the batch it trained on, the student learns, and the teacher is
+    neither trained nor saved with the student."""
+    rng = np.random.default_rng(1)
+    faces = rng.uniform(0, 255, (16, 48, 48, 1)).astype(np.float32)
+    labels = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, 16)]
+    inputs = keras.Input((48, 48, 1))
+    student = keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, activation="softmax")(
+        keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))))
+    start = student.get_weights()
+    taught = np.array([0.02, 0.02, 0.02, 0.86, 0.02, 0.02, 0.04])
+    teacher = constant_teacher(taught, "teacher")
+    teacher_start = teacher.get_weights()
+    weight = tf.Variable(0.75, trainable=False)
+    distill_online(student, teacher, weight)
+    student.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.CategoricalCrossentropy())
+
+    predicted = student.predict(faces, verbose=0)  # before the one step: what the step's loss saw
+    history = student.fit(faces, labels, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    cross_entropy = lambda targets: float(np.mean(-np.sum(targets * np.log(predicted), axis=1)))
+    assert history.history["loss"][0] == pytest.approx(cross_entropy(0.75 * taught + 0.25 * labels), rel=1e-4)
+    assert history.history["loss"][0] != pytest.approx(cross_entropy(labels), rel=1e-2)
+    assert any(not np.allclose(a, b) for a, b in zip(start, student.get_weights()))  # the student learnt
+    for before, after in zip(teacher_start, teacher.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert len(student.weights) == len(start)  # the teacher is not part of the student

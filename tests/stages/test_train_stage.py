@@ -334,6 +334,47 @@ def test_a_list_of_teachers_is_one_ensemble_teacher(trained, isolate, set_params
         sha256_file(project / f"data/{name}_teacher.keras") for name in ("happy", "sad"))
 
 
+def test_an_online_teacher_scores_the_augmented_views_during_training(trained, isolate, set_params, load_stage,
+                                                                      capsys):
+    """train.teacher_views: augmented: the ensemble scores each training batch as the student sees
+    it, so no pass over the training images runs before training (only validation is scored, for
+    the log); a 'happy' and a 'sad' teacher still pull the student towards both, and the saved
+    student is the student alone."""
+    from emotion_recognition.evaluation import classification_metrics, predict_probabilities
+    from emotion_recognition.labels import EMOTIONS
+    from emotion_recognition.model import build_model
+
+    project, _, _, client = trained
+    happy, sad = EMOTIONS.index("happy"), EMOTIONS.index("sad")
+    (project / "data/online").mkdir(exist_ok=True)
+    for name, label, bias in (("happy", happy, 5.0), ("sad", sad, 4.0)):
+        teacher = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+        weights = [np.zeros_like(w) for w in teacher.get_weights()]
+        weights[-1][label] = bias
+        teacher.set_weights(weights)
+        teacher.save(project / f"data/online/{name}.keras")
+    start = project / "data/student_start.keras"
+    load_model(project / "data/train/checkpoint.keras").save(start)
+    cached = set((project / "data/cache/teacher").glob("*.npz"))
+    run = retrain(project, client, isolate, set_params, load_stage, epochs=3, batch_size=16, seed=5,
+                  initial_model="data/student_start.keras", learning_rate=0.05, warmup_epochs=0.0,
+                  label_smoothing=0.0, teacher_model=["data/online/happy.keras", "data/online/sad.keras"],
+                  teacher_tta="none", teacher_weight=1.0, teacher_views="augmented")
+    out = capsys.readouterr().out
+    assert "with every augmented view, during training, teacher_weight 1.0" in out
+    assert set((project / "data/cache/teacher").glob("*.npz")) == cached  # no pass over the training images
+    val = load_split(project / "data/split/val.npz")
+    student = load_model(project / "data/model/model.keras")
+    assert student.count_params() == load_model(start).count_params()
+    shares = predict_probabilities(student, val.images).mean(axis=0)
+    assert shares[happy] > 0.25 and shares[sad] > 0.25, shares  # both teachers were heard
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert "teacher_train_accuracy" not in metrics
+    expected = classification_metrics(val.labels, np.full(len(val), happy))["accuracy"]
+    assert metrics["teacher_val_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert run.data.params["train.teacher_views"] == "augmented"
+
+
 def test_a_teacher_of_the_wrong_shape_is_refused_naming_the_param(trained, isolate, set_params, load_stage, capsys):
     project, _, _, _ = trained
     inputs = keras.Input((48, 48, 1))
