@@ -227,22 +227,29 @@ def test_a_time_budget_shorter_than_one_epoch_ends_the_run_after_it(trained, iso
     assert "time budget 0.001 min: planning 1 of 3 epochs" in capsys.readouterr().out
 
 
+def save_constant_teacher(path, label: int, bias: float) -> None:
+    """A small teacher model that favours ``label`` for every face, whatever the pixels (only its
+    output bias is non-zero), saved to ``path``."""
+    from emotion_recognition.model import build_model
+
+    teacher = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+    weights = [np.zeros_like(w) for w in teacher.get_weights()]
+    weights[-1][label] = bias
+    teacher.set_weights(weights)
+    teacher.save(path)
+
+
 def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate, set_params, load_stage, capsys):
     """train.teacher_model: the teacher's averaged view probabilities become the targets. A
     teacher that calls every face 'happy' pulls the student's predictions towards 'happy'
     compared with the same run (same seed, same start) with teacher_weight 0."""
     from emotion_recognition.evaluation import classification_metrics, predict_probabilities
     from emotion_recognition.labels import EMOTIONS
-    from emotion_recognition.model import build_model
     from emotion_recognition.tta import PRESETS
 
     project, _, _, client = trained
     happy = EMOTIONS.index("happy")
-    teacher = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
-    weights = [np.zeros_like(w) for w in teacher.get_weights()]
-    weights[-1][happy] = 5.0  # the output bias: 'happy' for every face, whatever the pixels
-    teacher.set_weights(weights)
-    teacher.save(project / "data/teacher.keras")
+    save_constant_teacher(project / "data/teacher.keras", happy, 5.0)
     start = project / "data/student_start.keras"
     load_model(project / "data/train/checkpoint.keras").save(start)
     val = load_split(project / "data/split/val.npz")
@@ -303,16 +310,11 @@ def test_a_list_of_teachers_is_one_ensemble_teacher(trained, isolate, set_params
     own, and the run records both files."""
     from emotion_recognition.evaluation import classification_metrics, predict_probabilities
     from emotion_recognition.labels import EMOTIONS
-    from emotion_recognition.model import build_model
 
     project, _, _, client = trained
     happy, sad = EMOTIONS.index("happy"), EMOTIONS.index("sad")
     for name, label, bias in (("happy", happy, 5.0), ("sad", sad, 4.0)):  # the 'happy' one is surer: it wins the average
-        teacher = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
-        weights = [np.zeros_like(w) for w in teacher.get_weights()]
-        weights[-1][label] = bias
-        teacher.set_weights(weights)
-        teacher.save(project / f"data/{name}_teacher.keras")
+        save_constant_teacher(project / f"data/{name}_teacher.keras", label, bias)
     start = project / "data/student_start.keras"
     load_model(project / "data/train/checkpoint.keras").save(start)
     cached = set((project / "data/cache/teacher").glob("*.npz"))
@@ -342,17 +344,12 @@ def test_an_online_teacher_scores_the_augmented_views_during_training(trained, i
     student is the student alone."""
     from emotion_recognition.evaluation import classification_metrics, predict_probabilities
     from emotion_recognition.labels import EMOTIONS
-    from emotion_recognition.model import build_model
 
     project, _, _, client = trained
     happy, sad = EMOTIONS.index("happy"), EMOTIONS.index("sad")
     (project / "data/online").mkdir(exist_ok=True)
     for name, label, bias in (("happy", happy, 5.0), ("sad", sad, 4.0)):
-        teacher = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
-        weights = [np.zeros_like(w) for w in teacher.get_weights()]
-        weights[-1][label] = bias
-        teacher.set_weights(weights)
-        teacher.save(project / f"data/online/{name}.keras")
+        save_constant_teacher(project / f"data/online/{name}.keras", label, bias)
     start = project / "data/student_start.keras"
     load_model(project / "data/train/checkpoint.keras").save(start)
     cached = set((project / "data/cache/teacher").glob("*.npz"))
