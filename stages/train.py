@@ -160,13 +160,13 @@ def teacher_cache_path(teacher_sha256: str, tta: TestTimeAugmentation, train: Sp
     return TEACHER_CACHE / f"{digest.hexdigest()[:32]}.npz"
 
 
-def teacher_pass(teacher: keras.Model, path: Path, tta: TestTimeAugmentation, train: Split,
+def teacher_pass(teacher: keras.Model, path: Path, tta: TestTimeAugmentation, train: Split | None,
                  val: Split) -> tuple[np.ndarray, np.ndarray, str]:
     """One teacher's probabilities for the training and validation images (from the cache when
-    this teacher already saw these images with these views) and its file's sha256. With no
-    training images (an online teacher, which scores them during training) only validation's."""
+    this teacher already saw these images with these views) and its file's sha256. With ``train``
+    None (an online teacher, which scores them during training) only validation's, not cached."""
     sha256 = sha256_file(path)
-    if len(train) == 0:
+    if train is None:
         return np.zeros((0, NUM_CLASSES), np.float32), teacher_probabilities(teacher, val.images, tta), sha256
     cache = teacher_cache_path(sha256, tta, train, val)
     if cache.is_file():
@@ -200,8 +200,7 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split, precision: st
     views = "every augmented view, during training" if online else tta.describe()
     print(f"train: distilling from {', '.join(map(str, paths))} with {views}, {share}", flush=True)
     started = time.perf_counter()
-    scored = train.subset(np.arange(0)) if online else train
-    passes = [teacher_pass(teacher, path, tta, scored, val) for teacher, path in zip(teachers, paths)]
+    passes = [teacher_pass(teacher, path, tta, None if online else train, val) for teacher, path in zip(teachers, paths)]
     probabilities = np.mean([train_p for train_p, _, _ in passes], axis=0)
     val_probabilities = np.mean([val_p for _, val_p, _ in passes], axis=0)
     if len(paths) > 1:
@@ -219,8 +218,8 @@ def distill_from_teacher(p: TrainParams, train: Split, val: Split, precision: st
     print(f"train: {'ensemble ' if len(paths) > 1 else ''}teacher accuracy {on_train}"
           f"{metrics['teacher_val_accuracy']:.4f} on validation ({metrics['teacher_seconds']:.0f} s)", flush=True)
     metrics = {k: round(float(v), 6 if "accuracy" in k else 1) for k, v in metrics.items()}
-    model = ensemble_model([with_policy(teacher, precision, f"teacher_{i}")
-                                    for i, teacher in enumerate(teachers, 1)]) if online else None
+    model = (ensemble_model([with_policy(teacher, precision, f"teacher_{i}") for i, teacher in enumerate(teachers, 1)])
+             if online else None)
     return {"probabilities": None if online else probabilities, "model": model,
             "sha256": ",".join(sha256 for _, _, sha256 in passes), "metrics": metrics}
 
