@@ -241,6 +241,18 @@ def save_constant_teacher(path, label: int, bias: float) -> None:
     teacher.save(path)
 
 
+def save_happy_and_sad_teachers(project) -> list[str]:
+    """A 'happy' teacher and a less sure 'sad' one (so 'happy' wins their average), saved in
+    ``project``; returns their paths as train.teacher_model lists them."""
+    from emotion_recognition.labels import EMOTIONS
+
+    paths = []
+    for name, bias in (("happy", 5.0), ("sad", 4.0)):
+        paths.append(f"data/{name}_teacher.keras")
+        save_constant_teacher(project / paths[-1], EMOTIONS.index(name), bias)
+    return paths
+
+
 def test_distillation_trains_towards_the_teachers_probabilities(trained, isolate, set_params, load_stage, capsys):
     """train.teacher_model: the teacher's averaged view probabilities become the targets. A
     teacher that calls every face 'happy' pulls the student's predictions towards 'happy'
@@ -306,6 +318,20 @@ def test_the_teachers_share_can_fall_to_zero_over_the_run(trained, isolate, set_
     assert run.data.params["train.teacher_weight_end"] == "0.0"
 
 
+def distil_from_happy_and_sad(trained, isolate, set_params, load_stage, capsys, **train):
+    """Retrain from the first run's checkpoint for 3 full epochs at teacher weight 1 from a 'happy'
+    and a 'sad' teacher (``save_happy_and_sad_teachers``) with these extra train params; returns
+    the MLflow run, the printed log and the teacher-cache files the run added."""
+    project, _, _, client = trained
+    teachers = save_happy_and_sad_teachers(project)
+    load_model(project / "data/train/checkpoint.keras").save(project / "data/student_start.keras")
+    cached = set((project / "data/cache/teacher").glob("*.npz"))
+    run = retrain(project, client, isolate, set_params, load_stage, epochs=3, early_stopping_patience=0, batch_size=16,
+                  seed=5, initial_model="data/student_start.keras", learning_rate=0.05, warmup_epochs=0.0,
+                  label_smoothing=0.0, teacher_model=teachers, teacher_tta="none", teacher_weight=1.0, **train)
+    return run, capsys.readouterr().out, set((project / "data/cache/teacher").glob("*.npz")) - cached
+
+
 def test_a_list_of_teachers_is_one_ensemble_teacher(trained, isolate, set_params, load_stage, capsys):
     """train.teacher_model as a list: the teachers' probabilities are averaged. A 'happy' teacher
     and a 'sad' one pull the student towards both classes, each teacher's pass is cached on its
@@ -313,21 +339,13 @@ def test_a_list_of_teachers_is_one_ensemble_teacher(trained, isolate, set_params
     from emotion_recognition.evaluation import classification_metrics, predict_probabilities
     from emotion_recognition.labels import EMOTIONS
 
-    project, _, _, client = trained
+    project = trained[0]
     happy, sad = EMOTIONS.index("happy"), EMOTIONS.index("sad")
-    for name, label, bias in (("happy", happy, 5.0), ("sad", sad, 4.0)):  # the 'happy' one is surer: it wins the average
-        save_constant_teacher(project / f"data/{name}_teacher.keras", label, bias)
-    start = project / "data/student_start.keras"
-    load_model(project / "data/train/checkpoint.keras").save(start)
-    cached = set((project / "data/cache/teacher").glob("*.npz"))
-    run = retrain(project, client, isolate, set_params, load_stage, epochs=3, early_stopping_patience=0, batch_size=16, seed=5,
-                  initial_model="data/student_start.keras", learning_rate=0.05, warmup_epochs=0.0,
-                  label_smoothing=0.0, teacher_model=["data/happy_teacher.keras", "data/sad_teacher.keras"],
-                  teacher_tta="none", teacher_weight=1.0)
-    out = capsys.readouterr().out
+    run, out, added = distil_from_happy_and_sad(trained, isolate, set_params, load_stage, capsys)
     assert "happy_teacher.keras: " in out and "sad_teacher.keras: " in out
     assert "ensemble teacher accuracy" in out
-    assert len(set((project / "data/cache/teacher").glob("*.npz")) - cached) == 2  # one pass per teacher
+    assert len(added) == 2  # one pass per teacher
+
     val = load_split(project / "data/split/val.npz")
     shares = predict_probabilities(load_model(project / "data/model/model.keras"), val.images).mean(axis=0)
     assert shares[happy] > 0.25 and shares[sad] > 0.25, shares  # both teachers were heard
@@ -347,24 +365,15 @@ def test_an_online_teacher_scores_the_augmented_views_during_training(trained, i
     from emotion_recognition.evaluation import classification_metrics, predict_probabilities
     from emotion_recognition.labels import EMOTIONS
 
-    project, _, _, client = trained
+    project = trained[0]
     happy, sad = EMOTIONS.index("happy"), EMOTIONS.index("sad")
-    (project / "data/online").mkdir(exist_ok=True)
-    for name, label, bias in (("happy", happy, 5.0), ("sad", sad, 4.0)):
-        save_constant_teacher(project / f"data/online/{name}.keras", label, bias)
-    start = project / "data/student_start.keras"
-    load_model(project / "data/train/checkpoint.keras").save(start)
-    cached = set((project / "data/cache/teacher").glob("*.npz"))
-    run = retrain(project, client, isolate, set_params, load_stage, epochs=3, early_stopping_patience=0, batch_size=16, seed=5,
-                  initial_model="data/student_start.keras", learning_rate=0.05, warmup_epochs=0.0,
-                  label_smoothing=0.0, teacher_model=["data/online/happy.keras", "data/online/sad.keras"],
-                  teacher_tta="none", teacher_weight=1.0, teacher_views="augmented")
-    out = capsys.readouterr().out
+    run, out, added = distil_from_happy_and_sad(trained, isolate, set_params, load_stage, capsys,
+                                                teacher_views="augmented")
     assert "with every augmented view, during training, teacher_weight 1.0" in out
-    assert set((project / "data/cache/teacher").glob("*.npz")) == cached  # no pass over the training images
+    assert not added  # no pass over the training images
     val = load_split(project / "data/split/val.npz")
     student = load_model(project / "data/model/model.keras")
-    assert student.count_params() == load_model(start).count_params()
+    assert student.count_params() == load_model(project / "data/student_start.keras").count_params()
     shares = predict_probabilities(student, val.images).mean(axis=0)
     assert shares[happy] > 0.25 and shares[sad] > 0.25, shares  # both teachers were heard
     metrics = json.loads((project / "metrics/train.json").read_text())
