@@ -197,15 +197,18 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to 0 at
     ``total_steps``: the curve of Keras' ``CosineDecay`` with warm-up, but its lengths are
     variables, so ``TimeBudget`` can refit a running schedule (``fit_to``), longer or shorter, and
-    it still ends at 0. A refit during the decay continues from the learning rate reached
-    (``decay_from`` at ``decay_start``): a half-cosine from there to 0 over the steps left, with no jump.
+    it still ends at 0. A refit during the decay keeps the cosine's phase (``decay_phase`` at
+    ``decay_start``) and stretches or squeezes the rest of the same curve over the steps left: no
+    jump, and no flat restart. (Until 2026-12-04 a refit started a new half-cosine from the rate
+    reached; a budgeted run refits every few epochs, and each restart began flat, so the rate stayed
+    near its peak for most of the run and fell off a cliff in its last epochs.)
 
     Registered for Keras serialisation: opening a training checkpoint with ``compile=True``
     needs ``emotion_recognition.training`` imported (the project's loaders use ``compile=False``).
     """
 
     def __init__(self, peak: float, warmup_steps: int, total_steps: int,
-                 decay_start: float | None = None, decay_from: float | None = None):
+                 decay_start: float | None = None, decay_from: float | None = None, decay_phase: float = 0.0):
         self.peak = float(peak)
         self.warmup_steps = tf.Variable(float(warmup_steps), trainable=False, dtype=tf.float32, name="warmup_steps")
         self.total_steps = tf.Variable(float(total_steps), trainable=False, dtype=tf.float32, name="total_steps")
@@ -213,12 +216,13 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                                        dtype=tf.float32, name="decay_start")
         self.decay_from = tf.Variable(self.peak if decay_from is None else float(decay_from), trainable=False,
                                       dtype=tf.float32, name="decay_from")
+        self.decay_phase = tf.Variable(float(decay_phase), trainable=False, dtype=tf.float32, name="decay_phase")
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         rising = self.peak * step / tf.maximum(self.warmup_steps, 1.0)
         span = tf.maximum(self.total_steps - self.decay_start, 1.0)
-        progress = tf.clip_by_value((step - self.decay_start) / span, 0.0, 1.0)
+        progress = self.decay_phase + (1.0 - self.decay_phase) * tf.clip_by_value((step - self.decay_start) / span, 0.0, 1.0)
         decaying = 0.5 * self.decay_from * (1.0 + tf.cos(math.pi * progress))
         return tf.where(step < self.warmup_steps, rising, tf.where(step >= self.total_steps, 0.0, decaying))
 
@@ -227,7 +231,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         more than a fifth of the run is cut short (not before ``current_step``: the steps taken
         stay as they were) and the decay starts from ``peak`` where it ends, so most of a
         shortened run still decays; a warm-up once cut stays cut. Past the warm-up, the decay
-        restarts from the current learning rate and reaches 0 at ``total_steps``."""
+        goes on from the cosine phase reached (so from the current learning rate, no jump) and
+        reaches 0 at ``total_steps``."""
         total, current = float(total_steps), float(current_step)
         if total == float(self.total_steps.numpy()):
             return
@@ -239,15 +244,23 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             self.warmup_steps.assign(warmup)
             self.decay_start.assign(warmup)
             self.decay_from.assign(self.peak)
+            self.decay_phase.assign(0.0)
         else:
-            self.decay_from.assign(float(self(current)))
+            self.decay_phase.assign(self.phase(current))
             self.decay_start.assign(current)
         self.total_steps.assign(total)
+
+    def phase(self, step: float) -> float:
+        """How far along the cosine the decay is at ``step``: 0 at its start, 1 at its end."""
+        span = max(float(self.total_steps.numpy()) - float(self.decay_start.numpy()), 1.0)
+        along = min(max((step - float(self.decay_start.numpy())) / span, 0.0), 1.0)
+        start = float(self.decay_phase.numpy())
+        return start + (1.0 - start) * along
 
     def get_config(self) -> dict:
         return {"peak": self.peak, "warmup_steps": int(self.warmup_steps.numpy()),
                 "total_steps": int(self.total_steps.numpy()), "decay_start": float(self.decay_start.numpy()),
-                "decay_from": float(self.decay_from.numpy())}
+                "decay_from": float(self.decay_from.numpy()), "decay_phase": float(self.decay_phase.numpy())}
 
 
 def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:

@@ -221,19 +221,35 @@ def test_schedule_is_keras_cosine_decay_with_warmup_and_its_length_can_change():
         assert float(no_warmup(step)) == pytest.approx(
             float(keras.optimizers.schedules.CosineDecay(0.01, decay_steps=100)(step)), abs=1e-7)
     reached = float(schedule(30))
-    schedule.fit_to(100, current_step=30)  # a shorter run: from the rate reached down to zero at its new end
+    schedule.fit_to(100, current_step=30)  # a shorter run: the rest of the cosine, squeezed into the steps left
     assert float(schedule(30)) == pytest.approx(reached, rel=1e-6)  # no jump
-    assert float(schedule(65)) == pytest.approx(reached / 2, rel=1e-3)  # half-way through the rest
+    phase = 10 / 180  # how far along the decay step 30 was
+    halfway = 0.005 * (1 + np.cos(np.pi * (phase + (1 - phase) / 2)))
+    assert float(schedule(65)) == pytest.approx(halfway, rel=1e-4)  # half-way through the rest of the curve
     assert float(schedule(100)) == pytest.approx(0.0, abs=1e-7)
     assert float(schedule(10)) == pytest.approx(0.005)  # a warm-up of a fifth of the run is kept
     reached = float(schedule(65))
     schedule.fit_to(300, current_step=65)  # longer again: no jump either, and zero at the new end
     assert float(schedule(65)) == pytest.approx(reached, rel=1e-6)
-    assert float(schedule(182.5)) == pytest.approx(reached / 2, rel=1e-3) and float(schedule(300)) == 0.0
+    assert float(schedule(65 + 1e-3)) < reached and float(schedule(300)) == 0.0  # still falling: no flat restart
     restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
     assert isinstance(restored, WarmupCosine)
     assert restored.get_config() == schedule.get_config()
     assert float(restored(100)) == pytest.approx(float(schedule(100)))
+
+
+def test_frequent_small_refits_keep_the_shape_of_one_cosine_over_the_final_plan():
+    # a budgeted run re-plans by an epoch or two every few epochs; the curve it follows must stay
+    # the cosine of its final length, not restart flat at each refit (which kept the rate near the
+    # peak for most of a run and dropped it in the last epochs)
+    schedule = WarmupCosine(0.01, warmup_steps=0, total_steps=700)
+    for step, total in zip(range(50, 700, 50), [720, 690, 700, 710, 700, 690, 700, 710, 700, 700, 700, 700, 700]):
+        schedule.fit_to(total, current_step=step)
+    assert float(schedule.total_steps.numpy()) == 700
+    one_cosine = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=700)
+    for step in range(600, 700, 10):
+        assert float(schedule(step)) == pytest.approx(float(one_cosine(step)), abs=2e-4)
+    assert float(schedule(600)) < 0.001  # 6/7 of the way: about 5% of the peak, not near it
 
 
 def test_a_long_warmup_is_cut_short_when_the_run_is_shortened_but_never_before_the_current_step():
