@@ -216,6 +216,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                                        dtype=tf.float32, name="decay_start")
         self.decay_from = tf.Variable(self.peak if decay_from is None else float(decay_from), trainable=False,
                                       dtype=tf.float32, name="decay_from")
+        # decay_from is the peak; a lower value only comes from configs saved before decay_phase existed
         self.decay_phase = tf.Variable(float(decay_phase), trainable=False, dtype=tf.float32, name="decay_phase")
 
     def __call__(self, step):
