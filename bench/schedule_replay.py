@@ -1,0 +1,91 @@
+"""Replay a budgeted run's re-plans through the learning-rate schedule, old refit rule and new.
+
+Usage: dvc repro > repro.log 2>&1; python bench/schedule_replay.py repro.log
+       [--learning-rate 0.002] [--warmup-epochs 1]
+
+Reads the train stage's output (``Epoch k/N``, ``201/201 - ...``, ``time budget ...: planning /
+re-planned to P of N epochs`` and the logged ``learning_rate``), refits ``WarmupCosine`` at the
+same epochs to the same plans, and prints the rate at the end of every 5th epoch: as the run logged
+it, under the refit rule before 2026-12-04 (each refit a new half-cosine from the rate reached),
+under the current rule (``WarmupCosine.fit_to``: the same cosine, from the phase reached), and one
+cosine over the final plan. The logged column matches the rule the run's code had.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+
+from emotion_recognition.training import WarmupCosine
+
+
+def read_train_log(path: Path) -> tuple[int, int, dict[int, int], dict[int, float]]:
+    """Epochs asked for, steps per epoch, {epoch: plan made at its end}, {epoch: logged rate}."""
+    asked = steps = epoch = 0
+    plans: dict[int, int] = {}
+    rates: dict[int, float] = {}
+    for line in path.read_text().splitlines():
+        if match := re.match(r"Epoch (\d+)/(\d+)", line):
+            epoch, asked = int(match.group(1)), int(match.group(2))
+        elif match := re.search(r"(?:planning|re-planned to) (\d+) of", line):
+            plans[epoch] = int(match.group(1))
+        if match := re.match(r"(\d+)/\1 - ", line):
+            steps = int(match.group(1))
+        if match := re.search(r"learning_rate: ([0-9.e+-]+)", line):
+            rates[epoch] = float(match.group(1))
+    if not (asked and steps and plans):
+        raise SystemExit(f"{path}: no budgeted train-stage epochs found (needs the train stage's output "
+                         "with train.time_budget_minutes > 0)")
+    return asked, steps, plans, rates
+
+
+def refit_old_rule(schedule: WarmupCosine, total: int, current: int) -> None:
+    """The refit before 2026-12-04: past the warm-up, a new half-cosine from the rate reached."""
+    if current < float(schedule.warmup_steps.numpy()):
+        schedule.fit_to(total, current)
+        return
+    schedule.decay_from.assign(float(schedule(current)))
+    schedule.decay_phase.assign(0.0)
+    schedule.decay_start.assign(current)
+    schedule.total_steps.assign(total)
+
+
+def replay(asked: int, steps: int, plans: dict[int, int], peak: float, warmup_epochs: float,
+           old_rule: bool) -> dict[int, float]:
+    schedule = WarmupCosine(peak, int(warmup_epochs * steps), asked * steps)
+    rates = {}
+    for epoch in range(1, max(plans.values()) + 1):
+        if epoch in plans and plans[epoch] * steps != int(schedule.total_steps.numpy()):
+            refit = refit_old_rule if old_rule else WarmupCosine.fit_to
+            refit(schedule, plans[epoch] * steps, epoch * steps)
+        rates[epoch] = float(schedule(epoch * steps))
+        if epoch >= int(schedule.total_steps.numpy()) // steps:
+            break
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("log", type=Path)
+    parser.add_argument("--learning-rate", type=float, default=0.002, help="train.learning_rate of the run")
+    parser.add_argument("--warmup-epochs", type=float, default=1.0, help="train.warmup_epochs of the run")
+    args = parser.parse_args()
+    asked, steps, plans, logged = read_train_log(args.log)
+    old = replay(asked, steps, plans, args.learning_rate, args.warmup_epochs, old_rule=True)
+    new = replay(asked, steps, plans, args.learning_rate, args.warmup_epochs, old_rule=False)
+    final = max(old)
+    warmup = args.warmup_epochs * steps
+    print(f"{args.log}: {len(plans)} plans, final {final} epochs of {steps} steps")
+    print(f"{'epoch':>5} {'logged':>9} {'old rule':>9} {'new rule':>9} {'one cosine':>10}")
+    for epoch in sorted(old):
+        if epoch % 5 and epoch < final - 2:
+            continue
+        one = 0.5 * args.learning_rate * (1 + math.cos(math.pi * (epoch * steps - warmup) / (final * steps - warmup)))
+        seen = f"{logged[epoch]:.2e}" if epoch in logged else "-"
+        print(f"{epoch:>5} {seen:>9} {old[epoch]:>9.2e} {new[epoch]:>9.2e} {one:>10.2e}")
+
+
+if __name__ == "__main__":
+    main()
