@@ -1,4 +1,4 @@
-"""Replay a budgeted run's re-plans through the learning-rate schedule, old refit rule and new.
+"""Replay a budgeted run's re-plans through the learning-rate schedule under both refit rules.
 
 Usage: dvc repro > repro.log 2>&1; python bench/schedule_replay.py repro.log
        [--learning-rate 0.002] [--warmup-epochs 1]
@@ -6,9 +6,9 @@ Usage: dvc repro > repro.log 2>&1; python bench/schedule_replay.py repro.log
 Reads the train stage's output (``Epoch k/N``, ``201/201 - ...``, ``time budget ...: planning /
 re-planned to P of N epochs`` and the logged ``learning_rate``), refits ``WarmupCosine`` at the
 same epochs to the same plans, and prints the rate at the end of every 5th epoch: as the run logged
-it, under the refit rule before 2026-12-04 (each refit a new half-cosine from the rate reached),
-under the current rule (``WarmupCosine.fit_to``: the same cosine, from the phase reached), and one
-cosine over the final plan. The logged column matches the rule the run's code had.
+it, under ``train.lr_refit: restart`` (each refit a new half-cosine from the rate reached; the only
+rule before 2026-12-04), under ``keep_phase`` (the same cosine, from the phase reached), and one
+cosine over the final plan. The logged column matches the rule the run used.
 """
 
 from __future__ import annotations
@@ -41,25 +41,13 @@ def read_train_log(path: Path) -> tuple[int, int, dict[int, int], dict[int, floa
     return asked, steps, plans, rates
 
 
-def refit_old_rule(schedule: WarmupCosine, total: int, current: int) -> None:
-    """The refit before 2026-12-04: past the warm-up, a new half-cosine from the rate reached."""
-    if current < float(schedule.warmup_steps.numpy()):
-        schedule.fit_to(total, current)
-        return
-    schedule.decay_from.assign(float(schedule(current)))
-    schedule.decay_phase.assign(0.0)
-    schedule.decay_start.assign(current)
-    schedule.total_steps.assign(total)
-
-
 def replay(asked: int, steps: int, plans: dict[int, int], peak: float, warmup_epochs: float,
            old_rule: bool) -> dict[int, float]:
-    schedule = WarmupCosine(peak, int(warmup_epochs * steps), asked * steps)
+    schedule = WarmupCosine(peak, int(warmup_epochs * steps), asked * steps, refit="restart" if old_rule else "keep_phase")
     rates = {}
     for epoch in range(1, max(plans.values()) + 1):
         if epoch in plans and plans[epoch] * steps != int(schedule.total_steps.numpy()):
-            refit = refit_old_rule if old_rule else WarmupCosine.fit_to
-            refit(schedule, plans[epoch] * steps, epoch * steps)
+            schedule.fit_to(plans[epoch] * steps, epoch * steps)
         rates[epoch] = float(schedule(epoch * steps))
         if epoch >= int(schedule.total_steps.numpy()) // steps:
             break
@@ -78,13 +66,13 @@ def main() -> None:
     final = max(old)
     warmup = args.warmup_epochs * steps
     print(f"{args.log}: {len(plans)} plans, final {final} epochs of {steps} steps")
-    print(f"{'epoch':>5} {'logged':>9} {'old rule':>9} {'new rule':>9} {'one cosine':>10}")
+    print(f"{'epoch':>5} {'logged':>9} {'restart':>9} {'keep_phase':>10} {'one cosine':>10}")
     for epoch in sorted(old):
         if epoch % 5 and epoch < final - 2:
             continue
         one = 0.5 * args.learning_rate * (1 + math.cos(math.pi * (epoch * steps - warmup) / (final * steps - warmup)))
         seen = f"{logged[epoch]:.2e}" if epoch in logged else "-"
-        print(f"{epoch:>5} {seen:>9} {old[epoch]:>9.2e} {new[epoch]:>9.2e} {one:>10.2e}")
+        print(f"{epoch:>5} {seen:>9} {old[epoch]:>9.2e} {new[epoch]:>10.2e} {one:>10.2e}")
 
 
 if __name__ == "__main__":

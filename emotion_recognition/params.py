@@ -91,6 +91,10 @@ class TrainParams(Group):
                                        "saving and logging afterwards do not): after each epoch, plan as many epochs "
                                        "(at most `epochs`) as fit at the pace of the last 3 epochs, with the learning-rate "
                                        "decay and the averaging window fitted to them")
+    lr_refit: Literal["restart", "keep_phase"] = Field(
+        "restart", description="how a time-budget re-plan refits the learning-rate decay: restart: a new "
+        "half-cosine from the rate reached over the epochs left (re-plans every few epochs keep the rate near its "
+        "peak until the last epochs); keep_phase: the rest of one cosine over the final plan")
     average_last_epochs: int = Field(0, ge=0, description="0: keep the best epoch; N: also average the weights "
                                      "of the last N epochs (SWA) and keep the average if its validation accuracy is higher")
     initial_model: str = Field("none", description="start from these weights instead of random ones: 'none', "

@@ -192,31 +192,40 @@ def mix_batch(x: tf.Tensor, y: tf.Tensor, mixup_alpha: float, cutmix_alpha: floa
     return cutmix(x, y, partner, sample_beta(cutmix_alpha))
 
 
+REFIT_RULES = ("restart", "keep_phase")
+
+
 @keras.saving.register_keras_serializable(package="emotion_recognition")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to 0 at
     ``total_steps``: the curve of Keras' ``CosineDecay`` with warm-up, but its lengths are
     variables, so ``TimeBudget`` can refit a running schedule (``fit_to``), longer or shorter, and
-    it still ends at 0. A refit during the decay keeps the cosine's phase (``decay_phase`` at
-    ``decay_start``) and stretches or squeezes the rest of the same curve over the steps left: no
-    jump, and no flat restart. (Until 2026-12-04 a refit started a new half-cosine from the rate
-    reached; a budgeted run refits every few epochs, and each restart began flat, so the rate stayed
-    near its peak for most of the run and fell off a cliff in its last epochs.)
+    it still ends at 0. How a refit during the decay goes on (``refit``), with no jump either way:
+    - ``"restart"``: a new half-cosine from the rate reached (``decay_from`` at ``decay_start``) to 0
+      over the steps left. A half-cosine starts flat, so a budgeted run, which refits every few
+      epochs, keeps the rate near its peak for most of the run and drops it in its last epochs;
+      measured more accurate here than one cosine (docs/model_quality.md).
+    - ``"keep_phase"``: the rest of the same cosine (``decay_phase`` at ``decay_start``), stretched
+      or squeezed over the steps left, so the rate follows one cosine over the final plan.
 
     Registered for Keras serialisation: opening a training checkpoint with ``compile=True``
     needs ``emotion_recognition.training`` imported (the project's loaders use ``compile=False``).
     """
 
     def __init__(self, peak: float, warmup_steps: int, total_steps: int,
-                 decay_start: float | None = None, decay_from: float | None = None, decay_phase: float = 0.0):
+                 decay_start: float | None = None, decay_from: float | None = None, decay_phase: float = 0.0,
+                 refit: str = "keep_phase"):
+        if refit not in REFIT_RULES:
+            raise ValueError(f"WarmupCosine refit: expected one of {', '.join(REFIT_RULES)}, got {refit!r}")
         self.peak = float(peak)
+        self.refit = refit
         self.warmup_steps = tf.Variable(float(warmup_steps), trainable=False, dtype=tf.float32, name="warmup_steps")
         self.total_steps = tf.Variable(float(total_steps), trainable=False, dtype=tf.float32, name="total_steps")
         self.decay_start = tf.Variable(float(warmup_steps if decay_start is None else decay_start), trainable=False,
                                        dtype=tf.float32, name="decay_start")
         self.decay_from = tf.Variable(self.peak if decay_from is None else float(decay_from), trainable=False,
                                       dtype=tf.float32, name="decay_from")
-        # decay_from is the peak; a lower value only comes from configs saved before decay_phase existed
+        # below the peak only after a "restart" refit (or in configs saved before decay_phase existed)
         self.decay_phase = tf.Variable(float(decay_phase), trainable=False, dtype=tf.float32, name="decay_phase")
 
     def __call__(self, step):
@@ -232,8 +241,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         more than a fifth of the run is cut short (not before ``current_step``: the steps taken
         stay as they were) and the decay starts from ``peak`` where it ends, so most of a
         shortened run still decays; a warm-up once cut stays cut. Past the warm-up, the decay
-        goes on from the cosine phase reached (so from the current learning rate, no jump) and
-        reaches 0 at ``total_steps``."""
+        goes on from the current learning rate (no jump) by the ``refit`` rule and reaches 0 at
+        ``total_steps``."""
         total, current = float(total_steps), float(current_step)
         if total == float(self.total_steps.numpy()):
             return
@@ -246,6 +255,10 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             self.decay_start.assign(warmup)
             self.decay_from.assign(self.peak)
             self.decay_phase.assign(0.0)
+        elif self.refit == "restart":
+            self.decay_from.assign(float(self(current)))
+            self.decay_phase.assign(0.0)
+            self.decay_start.assign(current)
         else:
             self.decay_phase.assign(self.phase(current))
             self.decay_start.assign(current)
@@ -261,14 +274,14 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self) -> dict:
         return {"peak": self.peak, "warmup_steps": int(self.warmup_steps.numpy()),
                 "total_steps": int(self.total_steps.numpy()), "decay_start": float(self.decay_start.numpy()),
-                "decay_from": float(self.decay_from.numpy()), "decay_phase": float(self.decay_phase.numpy())}
+                "decay_from": float(self.decay_from.numpy()), "decay_phase": float(self.decay_phase.numpy()), "refit": self.refit}
 
 
 def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """Linear warm-up then cosine decay to zero over the whole run."""
     total = max(1, params.epochs * steps_per_epoch)
     warmup = min(total - 1, int(params.warmup_epochs * steps_per_epoch))
-    schedule = WarmupCosine(params.learning_rate, warmup, total)
+    schedule = WarmupCosine(params.learning_rate, warmup, total, refit=params.lr_refit)
     if params.optimizer == "adamw":
         return keras.optimizers.AdamW(schedule, weight_decay=params.weight_decay)
     return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=params.weight_decay)

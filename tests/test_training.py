@@ -244,7 +244,7 @@ def test_frequent_small_refits_keep_the_shape_of_one_cosine_over_the_final_plan(
     # a budgeted run re-plans by an epoch or two every few epochs; the curve it follows must stay
     # the cosine of its final length, not restart flat at each refit (which kept the rate near the
     # peak for most of a run and dropped it in the last epochs)
-    schedule = WarmupCosine(0.01, warmup_steps=0, total_steps=700)
+    schedule = WarmupCosine(0.01, warmup_steps=0, total_steps=700, refit="keep_phase")
     for step, total in zip(range(50, 700, 50), [720, 690, 700, 710, 700, 690, 700, 710, 700, 700, 700, 700, 700]):
         schedule.fit_to(total, current_step=step)
     assert float(schedule.total_steps.numpy()) == 700
@@ -252,6 +252,32 @@ def test_frequent_small_refits_keep_the_shape_of_one_cosine_over_the_final_plan(
     for step in range(600, 700, 10):
         assert float(schedule(step)) == pytest.approx(float(one_cosine(step)), abs=2e-4)
     assert float(schedule(600)) < 0.001  # 6/7 of the way: about 5% of the peak, not near it
+
+
+def test_the_restart_refit_starts_a_half_cosine_from_the_rate_reached_and_holds_it_near_the_peak():
+    # train.lr_refit: restart, the rule the bundled model trained with: each refit is a new
+    # half-cosine from the current rate, which starts flat, so frequent refits keep the rate high
+    schedule = WarmupCosine(0.01, warmup_steps=0, total_steps=700, refit="restart")
+    reached = float(schedule(50))
+    schedule.fit_to(720, current_step=50)
+    assert float(schedule(50)) == pytest.approx(reached, rel=1e-6)  # no jump
+    assert float(schedule(385)) == pytest.approx(reached / 2, rel=1e-3)  # half-way through the steps left
+    for step, total in zip(range(100, 700, 50), [690, 700, 710, 700, 690, 700, 710, 700, 700, 700, 700, 700]):
+        schedule.fit_to(total, current_step=step)
+    assert float(schedule(700)) == 0.0
+    one_cosine = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=700)
+    assert float(schedule(500)) > 2 * float(one_cosine(500))
+    restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert restored.refit == "restart" and float(restored(600)) == pytest.approx(float(schedule(600)))
+    with pytest.raises(ValueError, match="refit: expected one of restart, keep_phase, got 'flat'"):
+        WarmupCosine(0.01, warmup_steps=0, total_steps=700, refit="flat")
+
+
+def test_the_optimizer_schedule_refits_by_train_lr_refit():
+    for rule in ("restart", "keep_phase"):
+        optimizer = make_optimizer(TrainParams(epochs=10, lr_refit=rule), steps_per_epoch=5)
+        assert optimizer._learning_rate.refit == rule
+    assert TrainParams().lr_refit == "restart"
 
 
 def test_a_long_warmup_is_cut_short_when_the_run_is_shortened_but_never_before_the_current_step():
