@@ -36,6 +36,17 @@ def fewer_views(evaluation: dict) -> str:
     return "".join(line + "\n" for line in lines if line)
 
 
+def decay_words(t: dict) -> str:
+    """The learning-rate decay as trained: a budgeted run's re-plans refit it by train.lr_refit
+    (configs from before that param trained with its default, restart)."""
+    if not t.get("time_budget_minutes"):
+        return "cosine decay"
+    if t.get("lr_refit", "restart") == "keep_phase":
+        return "one cosine decay over the final plan of the time budget (train.lr_refit: keep_phase)"
+    return ("cosine decay, restarted as a half-cosine from the rate reached at each re-plan of the time budget "
+            "(train.lr_refit: restart)")
+
+
 STARTING_MODEL = "The starting model (the card bundled with it):"
 
 
@@ -148,7 +159,7 @@ Augment stage: {params['augment']['copies']} stored augmented copies per image (
 Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t.get('online_rotation', 0)}°, zoom {t.get('online_zoom', 0)}, contrast {t.get('online_contrast', 0)}, random erasing factor {t.get('online_erasing', 0)}; mixup alpha {t.get('mixup_alpha', 0)}, CutMix alpha {t.get('cutmix_alpha', 0)} (0: off).
 
 ## Training
-`dvc repro` with these `params.yaml` values: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, cosine decay), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {epochs}.
+`dvc repro` with these `params.yaml` values: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, {decay_words(t)}), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {epochs}.
 Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s.{start}
 
 ## Results on FER2013 PublicTest ({evaluation['images']} images, {evaluation.get('tta') or ('horizontal-flip test-time augmentation' if evaluation['flip_tta'] else 'no test-time augmentation')})

@@ -137,3 +137,14 @@ def test_known_limits_name_this_models_hardest_classes_and_their_confusions():
     assert hardest_classes(per_class) == ("- The hardest classes for this model on PublicTest: sad (recall 0.55) "
                                           "and angry (recall 0.57).")
     assert hardest_classes({}) == ""
+
+
+def test_card_names_how_the_time_budget_refitted_the_learning_rate():
+    params, train, evaluation, split, matrix = card_inputs()
+    params["train"]["time_budget_minutes"] = 0
+    assert "1.0 warm-up epoch, cosine decay)" in model_card(params, train, evaluation, split, matrix)
+    params["train"]["time_budget_minutes"] = 120
+    params["train"].pop("lr_refit", None)  # params from before train.lr_refit trained with restart
+    assert "(train.lr_refit: restart)" in model_card(params, train, evaluation, split, matrix)
+    params["train"]["lr_refit"] = "keep_phase"
+    assert "(train.lr_refit: keep_phase)" in model_card(params, train, evaluation, split, matrix)
