@@ -42,8 +42,8 @@ def read_train_log(path: Path) -> tuple[int, int, dict[int, int], dict[int, floa
 
 
 def replay(asked: int, steps: int, plans: dict[int, int], peak: float, warmup_epochs: float,
-           old_rule: bool) -> dict[int, float]:
-    schedule = WarmupCosine(peak, int(warmup_epochs * steps), asked * steps, refit="restart" if old_rule else "keep_phase")
+           rule: str) -> dict[int, float]:
+    schedule = WarmupCosine(peak, int(warmup_epochs * steps), asked * steps, refit=rule)
     rates = {}
     for epoch in range(1, max(plans.values()) + 1):
         if epoch in plans and plans[epoch] * steps != int(schedule.total_steps.numpy()):
@@ -61,18 +61,18 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=float, default=1.0, help="train.warmup_epochs of the run")
     args = parser.parse_args()
     asked, steps, plans, logged = read_train_log(args.log)
-    old = replay(asked, steps, plans, args.learning_rate, args.warmup_epochs, old_rule=True)
-    new = replay(asked, steps, plans, args.learning_rate, args.warmup_epochs, old_rule=False)
-    final = max(old)
+    restart = replay(asked, steps, plans, args.learning_rate, args.warmup_epochs, rule="restart")
+    keep_phase = replay(asked, steps, plans, args.learning_rate, args.warmup_epochs, rule="keep_phase")
+    final = max(restart)
     warmup = args.warmup_epochs * steps
     print(f"{args.log}: {len(plans)} plans, final {final} epochs of {steps} steps")
     print(f"{'epoch':>5} {'logged':>9} {'restart':>9} {'keep_phase':>10} {'one cosine':>10}")
-    for epoch in sorted(old):
+    for epoch in sorted(restart):
         if epoch % 5 and epoch < final - 2:
             continue
         one = 0.5 * args.learning_rate * (1 + math.cos(math.pi * (epoch * steps - warmup) / (final * steps - warmup)))
         seen = f"{logged[epoch]:.2e}" if epoch in logged else "-"
-        print(f"{epoch:>5} {seen:>9} {old[epoch]:>9.2e} {new[epoch]:>10.2e} {one:>10.2e}")
+        print(f"{epoch:>5} {seen:>9} {restart[epoch]:>9.2e} {keep_phase[epoch]:>10.2e} {one:>10.2e}")
 
 
 if __name__ == "__main__":

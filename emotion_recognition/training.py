@@ -214,7 +214,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak: float, warmup_steps: int, total_steps: int,
                  decay_start: float | None = None, decay_from: float | None = None, decay_phase: float = 0.0,
-                 refit: str = "keep_phase"):
+                 refit: str = "restart"):  # train.lr_refit's default
         if refit not in REFIT_RULES:
             raise ValueError(f"WarmupCosine refit: expected one of {', '.join(REFIT_RULES)}, got {refit!r}")
         self.peak = float(peak)

@@ -27,8 +27,8 @@ def test_the_log_is_read_and_the_old_rule_stays_higher_than_the_new(tmp_path):
     log.write_text(train_log({1: 12, 3: 13, 5: 12, 7: 13, 9: 12}))
     asked, steps, plans, rates = bench.read_train_log(log)
     assert (asked, steps, plans[9], rates[4]) == (20, 10, 12, 1.0e-3)
-    old = bench.replay(asked, steps, plans, peak=0.01, warmup_epochs=1, old_rule=True)
-    new = bench.replay(asked, steps, plans, peak=0.01, warmup_epochs=1, old_rule=False)
+    old = bench.replay(asked, steps, plans, peak=0.01, warmup_epochs=1, rule="restart")
+    new = bench.replay(asked, steps, plans, peak=0.01, warmup_epochs=1, rule="keep_phase")
     assert max(old) == max(new) == 12 and old[12] == new[12] == 0.0  # both end at the final plan
     assert old[10] > 2 * new[10]  # each old refit restarted flat: the rate lagged behind the cosine
 
