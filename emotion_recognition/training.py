@@ -207,6 +207,10 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
       measured more accurate here than one cosine (docs/model_quality.md).
     - ``"keep_phase"``: the rest of the same cosine (``decay_phase`` at ``decay_start``), stretched
       or squeezed over the steps left, so the rate follows one cosine over the final plan.
+    With ``decay_share`` below 1 the rate is held at ``peak`` after the warm-up and decays only over
+    that last share of the plan (warm-up, hold, decay); a refit while still holding moves the
+    decay's start to the same share of the new plan, so the curve no longer depends on how often
+    the budget re-plans before the decay begins.
 
     Registered for Keras serialisation: opening a training checkpoint with ``compile=True``
     needs ``emotion_recognition.training`` imported (the project's loaders use ``compile=False``).
@@ -214,14 +218,19 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak: float, warmup_steps: int, total_steps: int,
                  decay_start: float | None = None, decay_from: float | None = None, decay_phase: float = 0.0,
-                 refit: str = "restart"):  # train.lr_refit's default
+                 refit: str = "restart", decay_share: float = 1.0):  # train.lr_refit's, train.lr_decay_share's defaults
         if refit not in REFIT_RULES:
             raise ValueError(f"WarmupCosine refit: expected one of {', '.join(REFIT_RULES)}, got {refit!r}")
+        if not 0.0 < decay_share <= 1.0:
+            raise ValueError(f"WarmupCosine decay_share: expected a share in (0, 1], got {decay_share!r}")
         self.peak = float(peak)
         self.refit = refit
+        self.decay_share = float(decay_share)
         self.warmup_steps = tf.Variable(float(warmup_steps), trainable=False, dtype=tf.float32, name="warmup_steps")
         self.total_steps = tf.Variable(float(total_steps), trainable=False, dtype=tf.float32, name="total_steps")
-        self.decay_start = tf.Variable(float(warmup_steps if decay_start is None else decay_start), trainable=False,
+        if decay_start is None:
+            decay_start = self.hold_end(float(warmup_steps), float(total_steps))
+        self.decay_start = tf.Variable(float(decay_start), trainable=False,
                                        dtype=tf.float32, name="decay_start")
         self.decay_from = tf.Variable(self.peak if decay_from is None else float(decay_from), trainable=False,
                                       dtype=tf.float32, name="decay_from")
@@ -247,12 +256,13 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         if total == float(self.total_steps.numpy()):
             return
         warmup = float(self.warmup_steps.numpy())
-        if current < warmup:  # still warming up: the decay will start from the peak
-            if total < float(self.total_steps.numpy()) and warmup > total / 5:
-                warmup = max(current, total / 5)
-            warmup = min(warmup, total)
-            self.warmup_steps.assign(warmup)
-            self.decay_start.assign(warmup)
+        if current < float(self.decay_start.numpy()):  # warming up or holding: the decay will start from the peak
+            if current < warmup:
+                if total < float(self.total_steps.numpy()) and warmup > total / 5:
+                    warmup = max(current, total / 5)
+                warmup = min(warmup, total)
+                self.warmup_steps.assign(warmup)
+            self.decay_start.assign(max(current, self.hold_end(warmup, total)))
             self.decay_from.assign(self.peak)
             self.decay_phase.assign(0.0)
         elif self.refit == "restart":
@@ -264,6 +274,11 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             self.decay_start.assign(current)
         self.total_steps.assign(total)
 
+    def hold_end(self, warmup: float, total: float) -> float:
+        """Where the decay starts in a plan of ``total`` steps: after the warm-up and the hold,
+        so that it takes the last ``decay_share`` of the steps after the warm-up."""
+        return warmup + (1.0 - self.decay_share) * max(total - warmup, 0.0)
+
     def phase(self, step: float) -> float:
         """How far along the cosine the decay is at ``step``: 0 at its start, 1 at its end."""
         span = max(float(self.total_steps.numpy()) - float(self.decay_start.numpy()), 1.0)
@@ -274,14 +289,17 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self) -> dict:
         return {"peak": self.peak, "warmup_steps": int(self.warmup_steps.numpy()),
                 "total_steps": int(self.total_steps.numpy()), "decay_start": float(self.decay_start.numpy()),
-                "decay_from": float(self.decay_from.numpy()), "decay_phase": float(self.decay_phase.numpy()), "refit": self.refit}
+                "decay_from": float(self.decay_from.numpy()), "decay_phase": float(self.decay_phase.numpy()), "refit": self.refit,
+                "decay_share": self.decay_share}
 
 
 def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Linear warm-up then cosine decay to zero over the whole run."""
+    """Linear warm-up, the peak held until the last ``train.lr_decay_share`` of the run (none at
+    1), then cosine decay to zero at the run's end."""
     total = max(1, params.epochs * steps_per_epoch)
     warmup = min(total - 1, int(params.warmup_epochs * steps_per_epoch))
-    schedule = WarmupCosine(params.learning_rate, warmup, total, refit=params.lr_refit)
+    schedule = WarmupCosine(params.learning_rate, warmup, total, refit=params.lr_refit,
+                            decay_share=params.lr_decay_share)
     if params.optimizer == "adamw":
         return keras.optimizers.AdamW(schedule, weight_decay=params.weight_decay)
     return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=params.weight_decay)

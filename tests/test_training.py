@@ -280,6 +280,42 @@ def test_the_optimizer_schedule_refits_by_train_lr_refit():
     assert TrainParams().lr_refit == "restart"
 
 
+def test_a_decay_share_holds_the_peak_and_decays_over_the_last_share_of_each_plan():
+    # train.lr_decay_share 0.2: warm-up 0-100, peak held to 100 + 0.8 * 900 = 820, cosine to 0 at 1000
+    schedule = WarmupCosine(0.01, warmup_steps=100, total_steps=1000, refit="restart", decay_share=0.2)
+    assert float(schedule(50)) == pytest.approx(0.005)
+    assert float(schedule(100)) == pytest.approx(0.01) and float(schedule(819)) == pytest.approx(0.01)
+    assert float(schedule(910)) == pytest.approx(0.005, rel=1e-4) and float(schedule(1000)) == 0.0
+    # re-plans during the hold, shorter then longer, only move the decay: always the last fifth
+    for current, total in [(200, 900), (300, 950), (400, 800)]:
+        schedule.fit_to(total, current_step=current)
+        assert float(schedule.decay_start.numpy()) == pytest.approx(100 + 0.8 * (total - 100))
+        assert float(schedule(current)) == pytest.approx(0.01)
+    assert float(schedule(660)) == pytest.approx(0.01) and float(schedule(730)) == pytest.approx(0.005, rel=1e-4)
+    # a re-plan during the decay goes on from the rate reached, by the refit rule, to 0 at the new end
+    reached = float(schedule(700))
+    schedule.fit_to(820, current_step=700)
+    assert float(schedule(700)) == pytest.approx(reached, rel=1e-6) and float(schedule(820)) == 0.0
+    # the same warm-up and decay whichever rule, when no re-plan falls in the decay
+    for rule in ("restart", "keep_phase"):
+        other = WarmupCosine(0.01, warmup_steps=100, total_steps=1000, refit=rule, decay_share=0.2)
+        other.fit_to(900, current_step=300)
+        assert [float(other(s)) for s in (300, 740, 820, 900)] == pytest.approx([0.01, 0.01, 0.005, 0.0], abs=1e-6)
+    restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert restored.decay_share == 0.2 and float(restored(760)) == pytest.approx(float(schedule(760)))
+    with pytest.raises(ValueError, match=r"decay_share: expected a share in \(0, 1\], got 0"):
+        WarmupCosine(0.01, warmup_steps=0, total_steps=700, decay_share=0)
+
+
+def test_the_optimizer_schedule_holds_the_peak_by_train_lr_decay_share():
+    schedule = make_optimizer(TrainParams(epochs=10, warmup_epochs=1.0, lr_decay_share=0.5), steps_per_epoch=10)._learning_rate
+    assert schedule.decay_share == 0.5 and float(schedule.decay_start.numpy()) == 55  # 10 warm-up + half of 90
+    assert TrainParams().lr_decay_share == 1.0  # by default no hold: the decay starts after the warm-up
+    assert float(make_optimizer(TrainParams(epochs=10), 10)._learning_rate.decay_start.numpy()) == 10
+    with pytest.raises(ValueError, match="lr_decay_share"):
+        TrainParams(lr_decay_share=1.5)
+
+
 def test_a_long_warmup_is_cut_short_when_the_run_is_shortened_but_never_before_the_current_step():
     schedule = WarmupCosine(0.01, warmup_steps=300, total_steps=1000)
     schedule.fit_to(200, current_step=100)
