@@ -1,14 +1,15 @@
 """Replay a budgeted run's re-plans through the learning-rate schedule under both refit rules.
 
 Usage: dvc repro > repro.log 2>&1; python bench/schedule_replay.py repro.log
-       [--learning-rate 0.002] [--warmup-epochs 1]
+       [--learning-rate 0.002] [--warmup-epochs 1] [--decay-share 1]
 
 Reads the train stage's output (``Epoch k/N``, ``201/201 - ...``, ``time budget ...: planning /
 re-planned to P of N epochs`` and the logged ``learning_rate``), refits ``WarmupCosine`` at the
 same epochs to the same plans, and prints the rate at the end of every 5th epoch: as the run logged
 it, under ``train.lr_refit: restart`` (each refit a new half-cosine from the rate reached; the only
 rule before 2026-12-04), under ``keep_phase`` (the same cosine, from the phase reached), and one
-cosine over the final plan. The logged column matches the rule the run used.
+cosine over the final plan. The logged column matches the rule the run used (given the run's
+``train.lr_decay_share`` as ``--decay-share``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def read_train_log(path: Path) -> tuple[int, int, dict[int, int], dict[int, floa
 
 
 def replay(asked: int, steps: int, plans: dict[int, int], peak: float, warmup_epochs: float,
-           rule: str) -> dict[int, float]:
-    schedule = WarmupCosine(peak, int(warmup_epochs * steps), asked * steps, refit=rule)
+           rule: str, decay_share: float = 1.0) -> dict[int, float]:
+    schedule = WarmupCosine(peak, int(warmup_epochs * steps), asked * steps, refit=rule, decay_share=decay_share)
     rates = {}
     for epoch in range(1, max(plans.values()) + 1):
         if epoch in plans and plans[epoch] * steps != int(schedule.total_steps.numpy()):
@@ -59,10 +60,13 @@ def main() -> None:
     parser.add_argument("log", type=Path)
     parser.add_argument("--learning-rate", type=float, default=0.002, help="train.learning_rate of the run")
     parser.add_argument("--warmup-epochs", type=float, default=1.0, help="train.warmup_epochs of the run")
+    parser.add_argument("--decay-share", type=float, default=1.0, help="train.lr_decay_share of the run")
     args = parser.parse_args()
     asked, steps, plans, logged = read_train_log(args.log)
-    restart = replay(asked, steps, plans, args.learning_rate, args.warmup_epochs, rule="restart")
-    keep_phase = replay(asked, steps, plans, args.learning_rate, args.warmup_epochs, rule="keep_phase")
+    restart = replay(asked, steps, plans, args.learning_rate, args.warmup_epochs, rule="restart",
+                     decay_share=args.decay_share)
+    keep_phase = replay(asked, steps, plans, args.learning_rate, args.warmup_epochs, rule="keep_phase",
+                        decay_share=args.decay_share)
     final = max(restart)
     warmup = args.warmup_epochs * steps
     print(f"{args.log}: {len(plans)} plans, final {final} epochs of {steps} steps")

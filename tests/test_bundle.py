@@ -148,3 +148,6 @@ def test_card_names_how_the_time_budget_refitted_the_learning_rate():
     assert "(train.lr_refit: restart)" in model_card(params, train, evaluation, split, matrix)
     params["train"]["lr_refit"] = "keep_phase"
     assert "(train.lr_refit: keep_phase)" in model_card(params, train, evaluation, split, matrix)
+    params["train"]["lr_decay_share"] = 0.2
+    assert ("peak held, then cosine decay over the last 0.2 of the run (train.lr_decay_share), as one cosine "
+            "over the final plan" in model_card(params, train, evaluation, split, matrix))

@@ -68,6 +68,9 @@ def test_the_repository_params_are_valid():
          "teacher_tta must be 'none', not 'crops'"),
         ({"train.early_stopping_patience": -1}, "train.early_stopping_patience", "greater than or equal to 0"),
         ({"train.soup_runs": 0}, "train.soup_runs", "greater than or equal to 1"),
+        ({"train.lr_decay_share": 0}, "train.lr_decay_share", "greater than 0"),
+        ({"train.lr_decay_share": 1.2}, "train.lr_decay_share", "less than or equal to 1"),
+        ({"train.lr_refit": "flat"}, "train.lr_refit", "'restart' or 'keep_phase'"),
         ({"train.soup_runs": 3}, "train.soup_runs", "3 runs need train.initial_model"),
     ],
 )
