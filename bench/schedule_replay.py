@@ -8,7 +8,7 @@ re-planned to P of N epochs`` and the logged ``learning_rate``), refits ``Warmup
 same epochs to the same plans, and prints the rate at the end of every 5th epoch: as the run logged
 it, under ``train.lr_refit: restart`` (each refit a new half-cosine from the rate reached; the only
 rule before 2026-12-04), under ``keep_phase`` (the same cosine, from the phase reached), and one
-cosine over the final plan. The logged column matches the rule the run used (given the run's
+cosine over the final plan (from the end of the warm-up, or of the hold with ``--decay-share``). The logged column matches the rule the run used (given the run's
 ``train.lr_decay_share`` as ``--decay-share``).
 """
 
@@ -55,6 +55,15 @@ def replay(asked: int, steps: int, plans: dict[int, int], peak: float, warmup_ep
     return rates
 
 
+def one_cosine(step: float, total: float, peak: float, warmup: float, decay_share: float = 1.0) -> float:
+    """The rate of a run planned at ``total`` steps from the start: the peak until the hold ends,
+    then one cosine to 0 at ``total``."""
+    start = warmup + (1 - decay_share) * (total - warmup)
+    if step <= start:
+        return peak
+    return 0.5 * peak * (1 + math.cos(math.pi * (step - start) / (total - start)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("log", type=Path)
@@ -74,7 +83,7 @@ def main() -> None:
     for epoch in sorted(restart):
         if epoch % 5 and epoch < final - 2:
             continue
-        one = 0.5 * args.learning_rate * (1 + math.cos(math.pi * (epoch * steps - warmup) / (final * steps - warmup)))
+        one = one_cosine(epoch * steps, final * steps, args.learning_rate, warmup, args.decay_share)
         seen = f"{logged[epoch]:.2e}" if epoch in logged else "-"
         print(f"{epoch:>5} {seen:>9} {restart[epoch]:>9.2e} {keep_phase[epoch]:>10.2e} {one:>10.2e}")
 

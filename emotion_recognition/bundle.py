@@ -38,16 +38,20 @@ def fewer_views(evaluation: dict) -> str:
 
 def decay_words(t: dict) -> str:
     """The learning-rate decay as trained: held at the peak until the last train.lr_decay_share of
-    the run (configs from before that param decayed over all of it), and a budgeted run's re-plans
-    during the decay refit it by train.lr_refit (configs from before that param: restart)."""
+    the steps after the warm-up (configs from before that param decayed over all of them), and a
+    budgeted run's re-plans during the decay refit it by train.lr_refit (before that param: restart)."""
     share = float(t.get("lr_decay_share", 1.0))
-    hold = f"peak held, then cosine decay over the last {share:g} of the run (train.lr_decay_share)" if share < 1 \
-        else "cosine decay"
+    if share < 1:
+        hold = f"peak held, then cosine decay over the last {share:.0%} of the steps after it (train.lr_decay_share: {share:g})"
+        during = " during the decay"
+    else:
+        hold, during = "cosine decay", ""
     if not t.get("time_budget_minutes"):
         return hold
     if t.get("lr_refit", "restart") == "keep_phase":
-        return f"{hold}, as one cosine over the final plan of the time budget (train.lr_refit: keep_phase)"
-    return (f"{hold}, restarted as a half-cosine from the rate reached at each re-plan of the time budget "
+        return (f"{hold}, re-plans of the time budget{during} continuing the same cosine to the final plan's end "
+                "(train.lr_refit: keep_phase)")
+    return (f"{hold}, restarted as a half-cosine from the rate reached at each re-plan of the time budget{during} "
             "(train.lr_refit: restart)")
 
 

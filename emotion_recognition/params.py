@@ -92,13 +92,13 @@ class TrainParams(Group):
                                        "(at most `epochs`) as fit at the pace of the last 3 epochs, with the learning-rate "
                                        "decay and the averaging window fitted to them")
     lr_refit: Literal["restart", "keep_phase"] = Field(
-        "restart", description="how a time-budget re-plan refits the learning-rate decay: restart: a new "
+        "restart", description="how a time-budget re-plan during the learning-rate decay refits it: restart: a new "
         "half-cosine from the rate reached over the epochs left (re-plans every few epochs keep the rate near its "
         "peak until the last epochs); keep_phase: the rest of one cosine over the final plan")
     lr_decay_share: float = Field(1.0, gt=0, le=1, description="share of the run after the warm-up over which "
                                   "the learning rate decays to 0; below 1 the peak is held until then (warm-up, "
                                   "hold, decay), and a time-budget re-plan during the hold moves the decay to "
-                                  "the same share of the new plan")
+                                  "the same share of the new plan (or starts it at once if that point has passed)")
     average_last_epochs: int = Field(0, ge=0, description="0: keep the best epoch; N: also average the weights "
                                      "of the last N epochs (SWA) and keep the average if its validation accuracy is higher")
     initial_model: str = Field("none", description="start from these weights instead of random ones: 'none', "

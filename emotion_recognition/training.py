@@ -197,8 +197,9 @@ REFIT_RULES = ("restart", "keep_phase")
 
 @keras.saving.register_keras_serializable(package="emotion_recognition")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to 0 at
-    ``total_steps``: the curve of Keras' ``CosineDecay`` with warm-up, but its lengths are
+    """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then (after a hold at ``peak``
+    when ``decay_share`` < 1) cosine decay to 0 at ``total_steps``: with no hold, the curve of
+    Keras' ``CosineDecay`` with warm-up, but its lengths are
     variables, so ``TimeBudget`` can refit a running schedule (``fit_to``), longer or shorter, and
     it still ends at 0. How a refit during the decay goes on (``refit``), with no jump either way:
     - ``"restart"``: a new half-cosine from the rate reached (``decay_from`` at ``decay_start``) to 0
@@ -208,9 +209,10 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     - ``"keep_phase"``: the rest of the same cosine (``decay_phase`` at ``decay_start``), stretched
       or squeezed over the steps left, so the rate follows one cosine over the final plan.
     With ``decay_share`` below 1 the rate is held at ``peak`` after the warm-up and decays only over
-    that last share of the plan (warm-up, hold, decay); a refit while still holding moves the
-    decay's start to the same share of the new plan, so the curve no longer depends on how often
-    the budget re-plans before the decay begins.
+    that last share of the steps after the warm-up (warm-up, hold, decay); a refit while still
+    holding moves the decay's start to the same share of the new plan (or to the current step, if
+    the new plan's hold is already over), so the curve no longer depends on how often the budget
+    re-plans before the decay begins.
 
     Registered for Keras serialisation: opening a training checkpoint with ``compile=True``
     needs ``emotion_recognition.training`` imported (the project's loaders use ``compile=False``).
@@ -248,15 +250,16 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def fit_to(self, total_steps: int, current_step: int) -> None:
         """End the schedule at ``total_steps``. When that shortens it, a warm-up that would take
         more than a fifth of the run is cut short (not before ``current_step``: the steps taken
-        stay as they were) and the decay starts from ``peak`` where it ends, so most of a
-        shortened run still decays; a warm-up once cut stays cut. Past the warm-up, the decay
+        stay as they were); a warm-up once cut stays cut. Until the decay has begun (during the
+        warm-up or the hold), it is placed over the last ``decay_share`` of the new plan's steps
+        after the warm-up, from ``peak``, and not before ``current_step``. Once it has begun, it
         goes on from the current learning rate (no jump) by the ``refit`` rule and reaches 0 at
         ``total_steps``."""
         total, current = float(total_steps), float(current_step)
         if total == float(self.total_steps.numpy()):
             return
         warmup = float(self.warmup_steps.numpy())
-        if current < float(self.decay_start.numpy()):  # warming up or holding: the decay will start from the peak
+        if not self.decay_begun(current):  # warming up or holding: the decay will start from the peak
             if current < warmup:
                 if total < float(self.total_steps.numpy()) and warmup > total / 5:
                     warmup = max(current, total / 5)
@@ -273,6 +276,14 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             self.decay_phase.assign(self.phase(current))
             self.decay_start.assign(current)
         self.total_steps.assign(total)
+
+    def decay_begun(self, step: float) -> bool:
+        """Whether the rate has left the peak by ``step``: past ``decay_start``, or at it after a
+        refit during the decay (a re-plan falling exactly where the hold ends still moves the decay)."""
+        start = float(self.decay_start.numpy())
+        if step != start:
+            return step > start
+        return float(self.decay_phase.numpy()) > 0.0 or float(self.decay_from.numpy()) < float(np.float32(self.peak))
 
     def hold_end(self, warmup: float, total: float) -> float:
         """Where the decay starts in a plan of ``total`` steps: after the warm-up and the hold,
@@ -294,8 +305,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Linear warm-up, the peak held until the last ``train.lr_decay_share`` of the run (none at
-    1), then cosine decay to zero at the run's end."""
+    """Linear warm-up, the peak held until the last ``train.lr_decay_share`` of the steps after
+    the warm-up (no hold at 1), then cosine decay to zero at the run's end."""
     total = max(1, params.epochs * steps_per_epoch)
     warmup = min(total - 1, int(params.warmup_epochs * steps_per_epoch))
     schedule = WarmupCosine(params.learning_rate, warmup, total, refit=params.lr_refit,

@@ -31,8 +31,12 @@ def test_the_log_is_read_and_the_old_rule_stays_higher_than_the_new(tmp_path):
     new = bench.replay(asked, steps, plans, peak=0.01, warmup_epochs=1, rule="keep_phase")
     assert max(old) == max(new) == 12 and old[12] == new[12] == 0.0  # both end at the final plan
     assert old[10] > 2 * new[10]  # each old refit restarted flat: the rate lagged behind the cosine
+    # with a hold: the final plan (12 epochs) decays over a quarter of its 11 epochs after the warm-up
     held = bench.replay(asked, steps, plans, peak=0.01, warmup_epochs=1, rule="restart", decay_share=0.25)
-    assert held[8] == pytest.approx(0.01) and held[10] < 0.01 and held[12] == 0.0  # decays over the last 3 of 12
+    assert held[9] == pytest.approx(0.01)
+    for epoch in (10, 11):  # no re-plan in the decay: the replay is the final plan's hold-then-cosine
+        expected = bench.one_cosine(epoch * steps, 120, 0.01, warmup=10, decay_share=0.25)
+        assert 0 < held[epoch] < 0.01 and held[epoch] == pytest.approx(expected, rel=1e-4)
 
 
 def test_a_log_without_a_budget_is_named(tmp_path):

@@ -149,5 +149,11 @@ def test_card_names_how_the_time_budget_refitted_the_learning_rate():
     params["train"]["lr_refit"] = "keep_phase"
     assert "(train.lr_refit: keep_phase)" in model_card(params, train, evaluation, split, matrix)
     params["train"]["lr_decay_share"] = 0.2
-    assert ("peak held, then cosine decay over the last 0.2 of the run (train.lr_decay_share), as one cosine "
-            "over the final plan" in model_card(params, train, evaluation, split, matrix))
+    assert ("peak held, then cosine decay over the last 20% of the steps after it (train.lr_decay_share: 0.2), "
+            "re-plans of the time budget during the decay continuing" in model_card(params, train, evaluation, split, matrix))
+    params["train"]["lr_refit"] = "restart"
+    assert "at each re-plan of the time budget during the decay (train.lr_refit: restart)" in model_card(
+        params, train, evaluation, split, matrix)
+    params["train"]["time_budget_minutes"] = 0
+    assert "warm-up epoch, peak held, then cosine decay over the last 20% of the steps after it (train.lr_decay_share: 0.2))" \
+        in model_card(params, train, evaluation, split, matrix)

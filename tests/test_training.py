@@ -303,6 +303,36 @@ def test_a_decay_share_holds_the_peak_and_decays_over_the_last_share_of_each_pla
         assert [float(other(s)) for s in (300, 740, 820, 900)] == pytest.approx([0.01, 0.01, 0.005, 0.0], abs=1e-6)
     restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
     assert restored.decay_share == 0.2 and float(restored(760)) == pytest.approx(float(schedule(760)))
+    # keep_phase: a re-plan during the decay goes on along the same cosine, from the phase reached
+    along = WarmupCosine(0.01, warmup_steps=100, total_steps=1000, refit="keep_phase", decay_share=0.2)
+    along.fit_to(1180, current_step=910)  # half-way down the decay (820-1000): the other half over 910-1180
+    assert float(along(910)) == pytest.approx(0.005, rel=1e-4) and float(along(1045)) == pytest.approx(
+        0.005 * (1 + np.cos(np.pi * 0.75)), rel=1e-3)
+
+
+def test_a_re_plan_where_the_hold_ends_or_during_the_warm_up_still_places_the_decay_by_its_share():
+    schedule = WarmupCosine(0.01, warmup_steps=100, total_steps=1000, decay_share=0.2)
+    schedule.fit_to(2000, current_step=820)  # exactly at the old decay start, still at the peak
+    assert float(schedule.decay_start.numpy()) == pytest.approx(100 + 0.8 * 1900)
+    schedule.fit_to(1700, current_step=1600)  # its hold would have ended at 1380: the decay starts now
+    assert float(schedule.decay_start.numpy()) == 1600 and float(schedule(1600)) == pytest.approx(0.01)
+    assert float(schedule(1650)) == pytest.approx(0.005, rel=1e-4)
+    warming = WarmupCosine(0.01, warmup_steps=300, total_steps=1000, decay_share=0.5)
+    warming.fit_to(800, current_step=100)  # the warm-up is cut to a fifth, the hold ends half-way after it
+    assert float(warming.warmup_steps.numpy()) == 160 and float(warming.decay_start.numpy()) == 480
+    # with no hold a re-plan at the end of the warm-up is a decay over the whole new plan, as before
+    plain = WarmupCosine(0.01, warmup_steps=100, total_steps=1000)
+    plain.fit_to(1100, current_step=100)
+    assert float(plain.decay_start.numpy()) == 100 and float(plain(600)) == pytest.approx(0.005, rel=1e-4)
+
+
+def test_a_schedule_saved_before_decay_share_existed_loads_with_no_hold():
+    config = WarmupCosine(0.01, warmup_steps=100, total_steps=1000, decay_start=400.0, decay_from=0.008).get_config()
+    del config["decay_share"]
+    restored = WarmupCosine.from_config(config)
+    assert restored.decay_share == 1.0 and float(restored.decay_start.numpy()) == 400
+    del config["decay_start"], config["decay_from"]
+    assert float(WarmupCosine.from_config(config).decay_start.numpy()) == 100
     with pytest.raises(ValueError, match=r"decay_share: expected a share in \(0, 1\], got 0"):
         WarmupCosine(0.01, warmup_steps=0, total_steps=700, decay_share=0)
 
