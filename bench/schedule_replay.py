@@ -8,8 +8,9 @@ re-planned to P of N epochs`` and the logged ``learning_rate``), refits ``Warmup
 same epochs to the same plans, and prints the rate at the end of every 5th epoch: as the run logged
 it, under ``train.lr_refit: restart`` (each refit a new half-cosine from the rate reached; the only
 rule before 2026-12-04), under ``keep_phase`` (the same cosine, from the phase reached), and one
-cosine over the final plan (from the end of the warm-up, or of the hold with ``--decay-share``). The logged column matches the rule the run used (given the run's
-``train.lr_decay_share`` as ``--decay-share``).
+cosine over the final plan (from the end of the warm-up, or of the hold with ``--decay-share``).
+The logged column matches the rule the run used (given the run's ``train.lr_decay_share`` as
+``--decay-share``).
 """
 
 from __future__ import annotations
