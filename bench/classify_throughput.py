@@ -2,12 +2,10 @@
 
 Usage: python bench/classify_throughput.py [--model emotion_recognition/default_model/model.keras]
        [--batch-sizes 1,8,32,128,512] [--seconds 5] [--tta none,flip,crops]
-       [--precision float32,mixed_bfloat16]
 
 Times ``EmotionRecognizer.classify_faces``, the service's classification call, once per
-test-time augmentation preset (``emotion_recognition.tta.PRESETS``; the service's ``EMOTION_TTA``)
-and precision: ``float32`` is the file as saved (what the service runs), ``mixed_bfloat16`` the
-model rebuilt by ``training.with_policy``, as an online teacher runs (``train.teacher_views``).
+test-time augmentation preset (``emotion_recognition.tta.PRESETS``; the service's ``EMOTION_TTA``),
+with the float32 file as saved (what the service runs).
 
 Faces are real FER2013 PublicTest crops from data/split/test.npz when present, else random pixels
 (the cost does not depend on the pixel values).
@@ -26,7 +24,6 @@ from emotion_recognition.data import load_split
 from emotion_recognition.inference import EmotionRecognizer
 from emotion_recognition.model import load_model
 from emotion_recognition.model_files import BUNDLED_MODEL
-from emotion_recognition.training import with_policy
 from emotion_recognition.tta import from_preset
 
 
@@ -44,14 +41,12 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8,32,128,512")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--tta", default="none", help="comma-separated presets: none, flip, crops")
-    parser.add_argument("--precision", default="float32", help="comma-separated: float32, mixed_bfloat16")
     args = parser.parse_args()
-    saved = load_model(args.model)
+    model = load_model(args.model)
     print(f"model {args.model}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads")
-    for precision, preset in ((p, t) for p in args.precision.split(",") for t in args.tta.split(",")):
-        model = saved if precision == "float32" else with_policy(saved, precision)
+    for preset in args.tta.split(","):
         recognizer = EmotionRecognizer(model, tta=from_preset(preset))
-        print(f"{precision}, test-time augmentation {preset}: {recognizer.tta.describe()}")
+        print(f"test-time augmentation {preset}: {recognizer.tta.describe()}")
         for size in (int(s) for s in args.batch_sizes.split(",")):
             batch = faces(size)
             recognizer.classify_faces(batch)  # trace + warm up

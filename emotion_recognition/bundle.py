@@ -36,25 +36,6 @@ def fewer_views(evaluation: dict) -> str:
     return "".join(line + "\n" for line in lines if line)
 
 
-def decay_words(t: dict) -> str:
-    """The learning-rate decay as trained: held at the peak until the last train.lr_decay_share of
-    the steps after the warm-up (configs from before that param decayed over all of them), and a
-    budgeted run's re-plans during the decay refit it by train.lr_refit (before that param: restart)."""
-    share = float(t.get("lr_decay_share", 1.0))
-    if share < 1:
-        hold = f"peak held, then cosine decay over the last {share:.0%} of the steps after it (train.lr_decay_share: {share:g})"
-        during = " during the decay"
-    else:
-        hold, during = "cosine decay", ""
-    if not t.get("time_budget_minutes"):
-        return hold
-    if t.get("lr_refit", "restart") == "keep_phase":
-        return (f"{hold}, re-plans of the time budget{during} continuing the same cosine to the final plan's end "
-                "(train.lr_refit: keep_phase)")
-    return (f"{hold}, restarted as a half-cosine from the rate reached at each re-plan of the time budget{during} "
-            "(train.lr_refit: restart)")
-
-
 STARTING_MODEL = "The starting model (the card bundled with it):"
 
 
@@ -63,16 +44,6 @@ def training_section(card: str) -> str:
     own starting model's card, so quotes do not nest generation after generation."""
     _, found, rest = card.partition("\n## Training\n")
     return rest.split("\n## ", 1)[0].split(STARTING_MODEL, 1)[0].strip() if found else ""
-
-
-def soup_sentence(t: dict, train: dict) -> str:
-    if train.get("soup_runs", 1) < 2:
-        return ""
-    kept = "their average" if train["model_is_soup"] else "the best run, as the average did not beat it"
-    return (f" Model soup (train.soup_runs): {train['soup_runs']} runs from those weights with seeds "
-            f"{t['seed']}-{t['seed'] + train['soup_runs'] - 1}, at most {t['epochs']} epochs each; the average of their "
-            f"weights scored {train['soup_val_accuracy']:.4f} on validation against {train['best_run_val_accuracy']:.4f} "
-            f"for the best run, so this file holds {kept}.")
 
 
 def hardest_classes(per_class: dict, matrix: np.ndarray | None = None, count: int = 2, few: int = 100,
@@ -126,32 +97,11 @@ def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix:
     initial = t.get("initial_model", "none")
     start = "" if initial == "none" else (f" Training started from the weights of `{initial}` (train.initial_model"
                                           f"{'; the model bundled before this one' if initial == 'default' else ''}), not from random ones.")
-    start += soup_sentence(t, train)
-    teacher = t.get("teacher_model", "none")
-    if teacher != "none":
-        teacher_accuracy = (f", which {'together ' if isinstance(teacher, list) else ''}scored "
-                            f"{train['teacher_val_accuracy']:.4f} on validation"
-                            if "teacher_val_accuracy" in train else "")
-        if isinstance(teacher, list):
-            names = ", ".join(f"`{name}`" + (" (the model bundled before this one)" if name == "default" else "")
-                              for name in teacher)
-            teachers = (f"the ensemble of {len(teacher)} teachers {names} (train.teacher_model; their probabilities "
-                        f"averaged), each")
-        else:
-            teachers = (f"the teacher `{teacher}` (train.teacher_model"
-                        f"{'; the model bundled before this one' if teacher == 'default' else ''})")
-        start += (f" Knowledge distillation: each training target was {1 - t['teacher_weight']:g} x the one-hot label + "
-                  f"{t['teacher_weight']:g} x the probabilities of {teachers} averaged over its "
-                  f"`{t['teacher_tta']}` test-time views{teacher_accuracy}, before label smoothing {t['label_smoothing']}.")
-        if t.get("teacher_weight_end") is not None:
-            start += (f" The teacher's share fell linearly from {t['teacher_weight']:g} at the first epoch to "
-                      f"{t['teacher_weight_end']:g} at the last planned one (train.teacher_weight_end).")
     earlier = training_section(previous_card) if initial == "default" else ""
     if earlier:  # last: the quote is a block of its own
         start += f"\n\n{STARTING_MODEL}\n\n" + "\n".join(f"> {line}".rstrip() for line in earlier.splitlines())
-    epochs = (f"{train['epochs_run']} epochs in all over the {train['soup_runs']} runs (best single epoch: validation "
-              f"accuracy {train['val_accuracy']:.4f})" if train.get("soup_runs", 1) > 1 else
-              f"{train['epochs_run']} epochs (best validation accuracy {train['val_accuracy']:.4f} at epoch {train['best_epoch']})")
+    epochs = (f"{train['epochs_run']} of {t['epochs']} planned epochs (best validation accuracy {train['val_accuracy']:.4f} "
+              f"at epoch {train['best_epoch']})")
     return f"""# Model card: bundled default emotion classifier
 
 ## What it is
@@ -164,10 +114,10 @@ FER2013 (Goodfellow et al., 2013), the image-folder release (train 28,709 / Publ
 Exact pixel duplicates were removed from train ({split['duplicates_within_train']} repeated copies, {split['train_images_also_in_test']} train images whose pixels also appear in PublicTest), then a stratified {params['split']['val_fraction']:.0%} validation split:
 train {split['sizes']['train']}, validation {split['sizes']['val']}, test {split['sizes']['test']} images.
 Augment stage: {params['augment']['copies']} stored augmented copies per image (flip, rotation ±{params['augment']['max_rotation']}°, shift, zoom, brightness/contrast), rarer classes topped up to {params['augment']['min_per_class']} images with such copies.
-Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t.get('online_rotation', 0)}°, zoom {t.get('online_zoom', 0)}, contrast {t.get('online_contrast', 0)}, random erasing factor {t.get('online_erasing', 0)}; mixup alpha {t.get('mixup_alpha', 0)}, CutMix alpha {t.get('cutmix_alpha', 0)} (0: off).
+Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t.get('online_rotation', 0)}°, zoom {t.get('online_zoom', 0)}, contrast {t.get('online_contrast', 0)} (0: off).
 
 ## Training
-`dvc repro` with these `params.yaml` values: {t['optimizer']} (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, {decay_words(t)}), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {epochs}.
+`dvc repro` with these `params.yaml` values: AdamW (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, then cosine decay to 0 at the last planned epoch), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {epochs}.
 Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s.{start}
 
 ## Results on FER2013 PublicTest ({evaluation['images']} images, {evaluation.get('tta') or ('horizontal-flip test-time augmentation' if evaluation['flip_tta'] else 'no test-time augmentation')})

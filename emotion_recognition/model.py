@@ -18,15 +18,13 @@ from keras import layers
 from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.preprocessing import MODEL_INPUT_SHAPE
 
-ARCHITECTURES = ("vgg", "resnet", "mobilenetv2")
+ARCHITECTURES = ("vgg", "mobilenetv2")
 
 
 def build_model(architecture: str, **options: Any) -> keras.Model:
-    """Build an untrained model by name ('vgg', 'resnet' or 'mobilenetv2') with its options from params."""
+    """Build an untrained model by name ('vgg' or 'mobilenetv2') with its options from params."""
     if architecture == "vgg":
         return build_vgg(**options)
-    if architecture == "resnet":
-        return build_resnet(**options)
     if architecture == "mobilenetv2":
         return build_mobilenetv2(**options)
     raise ValueError(f"model.architecture is {architecture!r}: expected one of {ARCHITECTURES}")
@@ -51,39 +49,6 @@ def build_vgg(
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"b{block}_conv{conv}")(x)
             x = layers.BatchNormalization(name=f"b{block}_bn{conv}")(x)
             x = layers.ReLU(name=f"b{block}_relu{conv}")(x)
-        x = layers.MaxPooling2D(name=f"b{block}_pool")(x)
-    return keras.Model(inputs, classifier_head(x, dense_units, dropout), name=name)
-
-
-def build_resnet(
-    widths: tuple[int, ...] | list[int] = (32, 64, 128, 256),
-    convs_per_block: int = 2,
-    dense_units: int = 256,
-    dropout: float = 0.4,
-    name: str = "emotion_resnet",
-    **_: Any,
-) -> keras.Model:
-    """The VGG-style net with a residual shortcut around each block (He et al., 2016).
-
-    Each block is ``convs_per_block`` conv-BN layers added to a 1x1 conv-BN projection of the block's
-    input, then ReLU and max pooling: the same widths, depth and head as ``build_vgg``, so the two
-    differ only by the shortcuts. At the default widths that is 2.5% more parameters but, measured on
-    one core of a 2-core Xeon, 37% more time per epoch (docs/model_quality.md).
-    """
-    inputs = keras.Input(MODEL_INPUT_SHAPE, name="face")
-    x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
-    for block, width in enumerate(widths):
-        shortcut = x
-        if shortcut.shape[-1] != width:  # project to the block's width so the two branches can be added
-            shortcut = layers.Conv2D(width, 1, use_bias=False, name=f"b{block}_project")(shortcut)
-            shortcut = layers.BatchNormalization(name=f"b{block}_project_bn")(shortcut)
-        for conv in range(convs_per_block):
-            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"b{block}_conv{conv}")(x)
-            x = layers.BatchNormalization(name=f"b{block}_bn{conv}")(x)
-            if conv < convs_per_block - 1:  # the last ReLU comes after the addition
-                x = layers.ReLU(name=f"b{block}_relu{conv}")(x)
-        x = layers.Add(name=f"b{block}_add")([x, shortcut])
-        x = layers.ReLU(name=f"b{block}_relu")(x)
         x = layers.MaxPooling2D(name=f"b{block}_pool")(x)
     return keras.Model(inputs, classifier_head(x, dense_units, dropout), name=name)
 

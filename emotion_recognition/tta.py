@@ -83,7 +83,7 @@ class TestTimeAugmentation:
 PRESETS = {
     "none": TestTimeAugmentation(),
     "flip": TestTimeAugmentation(flip=True),
-    # the best validation accuracy among the view sets bench/tta_views.py compares (bundled model)
+    # the best validation accuracy among the view sets compared for the bundled model (docs/decisions.md)
     "crops": TestTimeAugmentation(flip=True, zoom_crops=(44, 42, 40), shift=3),
 }
 

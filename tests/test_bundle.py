@@ -34,27 +34,6 @@ def test_card_says_when_training_started_from_a_trained_model():
     assert "started from the weights of `default`" in model_card(params, train, evaluation, split, matrix)
 
 
-def test_card_says_when_the_model_was_distilled_from_a_teacher():
-    params, train, evaluation, split, matrix = card_inputs()
-    params["train"]["teacher_model"] = "none"
-    assert "distillation" not in model_card(params, train, evaluation, split, matrix)
-    params["train"].update(teacher_model="default", teacher_tta="crops", teacher_weight=0.75, label_smoothing=0.1)
-    card = model_card(params, {**train, "teacher_val_accuracy": 0.6733}, evaluation, split, matrix)
-    assert ("0.25 x the one-hot label + 0.75 x the probabilities of the teacher `default` (train.teacher_model; "
-            "the model bundled before this one) averaged over its `crops` test-time views, which scored 0.6733 "
-            "on validation, before label smoothing 0.1.") in card
-    assert "teacher_weight_end" not in card
-    params["train"]["teacher_weight_end"] = 0.0
-    card = model_card(params, {**train, "teacher_val_accuracy": 0.6733}, evaluation, split, matrix)
-    assert ("The teacher's share fell linearly from 0.75 at the first epoch to 0 at the last planned one "
-            "(train.teacher_weight_end).") in card
-    params["train"].update(teacher_model=["default", "models/resnet.keras"], teacher_tta="none")
-    card = model_card(params, {**train, "teacher_val_accuracy": 0.69}, evaluation, split, matrix)
-    assert ("0.75 x the probabilities of the ensemble of 2 teachers `default` (the model bundled before this one), "
-            "`models/resnet.keras` (train.teacher_model; their probabilities averaged), each averaged over its `none` "
-            "test-time views, which together scored 0.6900 on validation") in card
-
-
 def test_card_names_the_test_time_views_and_the_accuracy_of_fewer_views():
     params, train, evaluation, split, matrix = card_inputs()
     old = model_card(params, train, {k: v for k, v in evaluation.items() if k not in ("tta", "accuracy_single_view", "accuracy_flip")}, split, matrix)
@@ -66,29 +45,16 @@ def test_card_names_the_test_time_views_and_the_accuracy_of_fewer_views():
     assert "**0.6771**" in card and "one view, `EMOTION_TTA=none`): 0.6506" in card and "the service's default): 0.6659" in card
 
 
-def test_card_describes_a_soup_and_what_the_file_holds():
-    params, train, evaluation, split, matrix = card_inputs()
-    assert "soup" not in model_card(params, train, evaluation, split, matrix)
-    params["train"].update(initial_model="default", seed=3, epochs=4)
-    soup = {**train, "soup_runs": 5, "soup_val_accuracy": 0.6512, "best_run_val_accuracy": 0.6494, "model_is_soup": 1}
-    card = model_card(params, soup, evaluation, split, matrix)
-    assert ("Model soup (train.soup_runs): 5 runs from those weights with seeds 3-7, at most 4 epochs each; the average of "
-            "their weights scored 0.6512 on validation against 0.6494 for the best run, so this file holds their "
-            "average.") in card
-    card = model_card(params, {**soup, "soup_val_accuracy": 0.6401, "model_is_soup": 0}, evaluation, split, matrix)
-    assert "so this file holds the best run, as the average did not beat it." in card
-
-
 def test_card_quotes_the_starting_models_training_when_it_continued_the_bundled_model():
     params, train, evaluation, split, matrix = card_inputs()
     previous = model_card(params, {**train, "train_seconds": 4440}, evaluation, split, matrix,
                           {"precision": "mixed_bfloat16", "cpu": "Intel Xeon"})
-    params["train"].update(initial_model="default", teacher_model="default", teacher_tta="flip", teacher_weight=0.5)
+    params["train"].update(initial_model="default", learning_rate=0.0005)
     card = model_card(params, train, evaluation, split, matrix, previous_card=previous)
     quote = card.split("The starting model (the card bundled with it):\n\n", 1)[1].split("\n## ", 1)[0]
     assert "> Trained on a 2-core CPU (Intel Xeon) (no GPU) in 74 minutes" in quote
     assert all(line.startswith(">") for line in quote.strip().splitlines())
-    assert "Knowledge distillation" in card.split("The starting model")[0]  # this model's, outside the quote
+    assert "peak lr 0.0005" in card.split("The starting model")[0]  # this model's, outside the quote
     # the next generation quotes this card's own training, not the quote within it
     grandchild = model_card(params, train, evaluation, split, matrix, previous_card=card)
     assert "> >" not in grandchild and grandchild.count("The starting model") == 1
@@ -139,21 +105,9 @@ def test_known_limits_name_this_models_hardest_classes_and_their_confusions():
     assert hardest_classes({}) == ""
 
 
-def test_card_names_how_the_time_budget_refitted_the_learning_rate():
+
+def test_card_states_the_fixed_plan():
     params, train, evaluation, split, matrix = card_inputs()
-    params["train"]["time_budget_minutes"] = 0
-    assert "1.0 warm-up epoch, cosine decay)" in model_card(params, train, evaluation, split, matrix)
-    params["train"]["time_budget_minutes"] = 120
-    params["train"].pop("lr_refit", None)  # params from before train.lr_refit trained with restart
-    assert "(train.lr_refit: restart)" in model_card(params, train, evaluation, split, matrix)
-    params["train"]["lr_refit"] = "keep_phase"
-    assert "(train.lr_refit: keep_phase)" in model_card(params, train, evaluation, split, matrix)
-    params["train"]["lr_decay_share"] = 0.2
-    assert ("peak held, then cosine decay over the last 20% of the steps after it (train.lr_decay_share: 0.2), "
-            "re-plans of the time budget during the decay continuing" in model_card(params, train, evaluation, split, matrix))
-    params["train"]["lr_refit"] = "restart"
-    assert "at each re-plan of the time budget during the decay (train.lr_refit: restart)" in model_card(
-        params, train, evaluation, split, matrix)
-    params["train"]["time_budget_minutes"] = 0
-    assert "warm-up epoch, peak held, then cosine decay over the last 20% of the steps after it (train.lr_decay_share: 0.2))" \
-        in model_card(params, train, evaluation, split, matrix)
+    card = model_card(params, {**train, "epochs_run": 12, "best_epoch": 11}, evaluation, split, matrix)
+    assert (f"{params['train']['warmup_epochs']} warm-up epoch, then cosine decay to 0 at the last planned epoch" in card
+            and f"12 of {params['train']['epochs']} planned epochs" in card and "at epoch 11" in card)

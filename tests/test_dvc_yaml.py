@@ -89,3 +89,13 @@ def test_stage_deps_cover_the_code_it_runs(stage):
     assert f"stages/{stage}.py" in deps
     missing = sorted(imported_closure(script) - deps)
     assert not missing, f"dvc.yaml stage {stage!r}: add {missing} to its deps"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_deps_name_no_module_it_does_not_run(stage):
+    """A module in a stage's deps that the stage never imports re-runs it for nothing: e.g. the
+    2-hour train stage after a change to serving-side test-time augmentation."""
+    script = REPO_ROOT / "stages" / f"{stage}.py"
+    modules = {dep for dep in STAGES[stage]["deps"] if dep.startswith(f"{PACKAGE}/")}
+    extra = sorted(modules - imported_closure(script))
+    assert not extra, f"dvc.yaml stage {stage!r}: {extra} in its deps, but the stage does not import them"

@@ -22,33 +22,6 @@ def test_vgg_takes_raw_pixels_and_returns_probabilities(faces):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_resnet_takes_raw_pixels_and_returns_probabilities(faces, tmp_path):
-    model = build_model("resnet", widths=[8, 16], dense_units=16)
-    probabilities = model.predict(faces, verbose=0)
-    assert probabilities.shape == (3, NUM_CLASSES)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    model.save(tmp_path / "resnet.keras")  # the Add layers survive a save and load
-    np.testing.assert_allclose(load_model(tmp_path / "resnet.keras").predict(faces, verbose=0), probabilities, rtol=1e-5)
-
-
-def test_resnet_is_the_vgg_net_plus_one_shortcut_per_block():
-    options = {"widths": [8, 16], "convs_per_block": 2, "dense_units": 16}
-    vgg, resnet = build_model("vgg", **options), build_model("resnet", **options)
-    weighted = {layer.name: layer.count_params() for layer in vgg.layers if layer.count_params()}
-    # the same convs, norms and head under the same names, so the two differ only by the shortcuts
-    assert {layer.name: layer.count_params() for layer in resnet.layers if layer.name in weighted} == weighted
-    adds = [layer for layer in resnet.layers if isinstance(layer, keras.layers.Add)]
-    assert [layer.name for layer in adds] == ["b0_add", "b1_add"]
-    # 1x1 projections where the width changes: 1 -> 8 and 8 -> 16 channels
-    projections = {layer.name: layer.kernel.shape for layer in resnet.layers if layer.name.endswith("_project")}
-    assert projections == {"b0_project": (1, 1, 1, 8), "b1_project": (1, 1, 8, 16)}
-
-
-def test_resnet_keeps_the_identity_shortcut_when_the_width_does_not_change():
-    model = build_model("resnet", widths=[8, 8], convs_per_block=1, dense_units=8)
-    assert [layer.name for layer in model.layers if layer.name.endswith("_project")] == ["b0_project"]
-
-
 def test_mobilenetv2_takes_the_same_input(faces):
     model = build_model("mobilenetv2", input_size=32, alpha=0.35, weights="none")
     probabilities = model.predict(faces, verbose=0)
