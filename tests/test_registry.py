@@ -1,5 +1,7 @@
 """The champion rule on a real MLflow SQLite store: every evaluated model becomes a version;
-`champion` moves only to a version that beats the current champion on the same test images."""
+`champion` moves only to a version that beats the current champion on the same test images, and
+in an empty store only to one that beats the bundled default model (else that model is registered
+and becomes the champion)."""
 
 import numpy as np
 import pytest
@@ -23,16 +25,23 @@ def make_test_set(majority: int, majority_count: int, seed: int):
 
 
 @pytest.fixture
-def registry(mlflow_store, make_constant_model, log_keras_model):
-    """Registers an always-predicts-``label`` model the way the evaluate stage does."""
+def registry(mlflow_store, make_constant_model, log_keras_model, tmp_path):
+    """Registers an always-predicts-``label`` model the way the evaluate stage does. ``baseline``:
+    the class a stand-in for the bundled default model always predicts (saved as a real .keras
+    file), or None for an installation without a bundled model."""
     configure_mlflow()
     client = MlflowClient()
 
-    def register(label: int, images, labels, tta: TestTimeAugmentation = TestTimeAugmentation()):
+    def register(label: int, images, labels, tta: TestTimeAugmentation = TestTimeAugmentation(),
+                 baseline: int | None = None):
         model = make_constant_model(label)
         run_id, model_uri = log_keras_model(model)
         accuracy = classification_metrics(labels, predict_probabilities(model, images, tta).argmax(axis=1))["accuracy"]
-        decision = register_and_promote(model_uri, run_id, accuracy, images, labels, tta)
+        baseline_file = None
+        if baseline is not None:
+            baseline_file = tmp_path / f"bundled_{baseline}.keras"
+            make_constant_model(baseline).save(baseline_file)
+        decision = register_and_promote(model_uri, run_id, accuracy, images, labels, tta, baseline=baseline_file)
         versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
         newest = max(versions, key=lambda v: int(v.version))
         return newest, accuracy, decision
@@ -46,11 +55,12 @@ def champion_version(client) -> str:
 
 
 def test_first_version_becomes_champion_with_its_test_set_recorded(registry):
+    """Without a bundled model to compare with (an installation that lacks the file)."""
     images, labels = make_test_set(HAPPY, 9, seed=0)
     version, accuracy, decision = registry(ANGRY, images, labels)
     assert accuracy == pytest.approx(1 / 15)
     assert str(version.version) == "1" and champion_version(registry.client) == "1"
-    assert "first version" in decision
+    assert "no champion and no bundled model to compare with" in decision
     tags = registry.client.get_model_version(REGISTERED_MODEL_NAME, "1").tags
     assert tags["test_accuracy"] == f"{1 / 15:.4f}"
     assert tags["test_set_sha256"] == digest_of(images, labels)
@@ -125,3 +135,50 @@ def test_the_champion_is_re_measured_with_the_same_views(mlflow_store, make_cons
     run_id, model_uri = log_keras_model(make_constant_model(HAPPY))
     decision = register_and_promote(model_uri, run_id, 0.0, images, labels, flip)
     assert f"v1 ({with_flip:.4f}" in decision and "1.0000" not in decision
+
+
+def test_in_an_empty_store_a_model_becomes_champion_only_if_it_beats_the_bundled_model(registry, caplog):
+    images, labels = make_test_set(HAPPY, 9, seed=0)
+    with caplog.at_level("INFO", logger="emotion_recognition.registry"):
+        version, _, decision = registry(HAPPY, images, labels, baseline=ANGRY)  # 9/15 against 1/15
+    assert champion_version(registry.client) == str(version.version) == "1"
+    assert "beats the bundled default model (0.0667) on the same test set" in decision
+    assert decision in caplog.messages  # the stage's log says which way it went
+
+
+def test_in_an_empty_store_a_worse_model_leaves_the_bundled_model_champion(registry):
+    """A 4-minute smoke run in a fresh store must not become the model serving imports."""
+    images, labels = make_test_set(HAPPY, 9, seed=0)
+    client = registry.client
+    _, _, decision = registry(SAD, images, labels, baseline=HAPPY)  # 1/15 against 9/15
+    assert decision.startswith(f"registered {REGISTERED_MODEL_NAME} v1 (accuracy 0.0667)")
+    assert "does not beat the bundled default model (0.6000 on the same test set)" in decision
+    assert "registered as v2 and is @champion" in decision and champion_version(client) == "2"
+    bundled = client.get_model_version(REGISTERED_MODEL_NAME, "2")
+    assert bundled.tags["source"] == "bundled default model" and bundled.tags["test_accuracy"] == "0.6000"
+    assert bundled.tags["test_set_sha256"] == digest_of(images, labels)
+    # from now on the normal rule: the bundled model is the champion to beat, re-measured
+    _, _, decision = registry(HAPPY, images, labels, baseline=ANGRY)  # a tie with it: not better
+    assert champion_version(client) == "2" and "champion stays v2 (0.6000" in decision
+
+
+def test_only_a_missing_model_counts_as_no_champion(monkeypatch, registry):
+    """An unreachable tracking server is an error, not an empty registry: nothing is registered
+    and nothing promoted without the comparison."""
+    import socket
+
+    from mlflow.exceptions import MlflowException
+
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    unreachable = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}", registry_uri=f"http://127.0.0.1:{port}")
+    with pytest.raises(MlflowException, match="API request"):
+        current_champion(unreachable)
+    assert current_champion(registry.client) is None  # an empty store: the model does not exist
+    images, labels = make_test_set(HAPPY, 9, seed=0)
+    registry(HAPPY, images, labels)
+    registry.client.delete_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
+    assert current_champion(registry.client) is None  # a model without the alias
