@@ -22,14 +22,14 @@ import numpy as np
 
 from emotion_recognition.labels import CSV_CODE_TO_INDEX, EMOTION_INDEX, EMOTIONS
 from emotion_recognition.preprocessing import FACE_SIZE, resize_face
-from emotion_recognition.stage_io import atomic_path
+from emotion_recognition.stage_io import StageInputError, atomic_path
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CSV_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "test"}  # PrivateTest is not used
 
 
-class DatasetError(ValueError):
+class DatasetError(StageInputError):
     """The dataset is unusable; the message names the file/entry and what was expected."""
 
 

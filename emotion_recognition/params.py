@@ -1,7 +1,9 @@
 """``params.yaml``, validated in one place.
 
-Each DVC stage reads its own group (``load_params().train`` ...). Unknown keys and wrong types
-are refused with a message that names the field, the value and what was expected.
+params.yaml is the only source of the pipeline's settings: this schema has no defaults, so every
+field must be set there (a missing one is refused, as are unknown keys and wrong types, with a
+message that names the field, the value and what was expected). Each DVC stage reads its own
+group (``load_params().train`` ...).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from emotion_recognition.stage_io import StageInputError
 from emotion_recognition.tta import TestTimeAugmentation
 
 
@@ -20,68 +23,68 @@ class Group(BaseModel):
 
 
 class DataParams(Group):
-    source: str = Field(description="local path or http(s) URL of fer2013.zip (image folders) or fer2013.csv")
-    sha256: str | None = Field(default=None, description="expected sha256 of the source file (optional)")
+    source: str
+    sha256: str | None = Field(description="expected sha256 of the source file, or null not to check it")
 
 
 class FetchParams(Group):
-    skip_bad_images: bool = False
+    skip_bad_images: bool
 
 
 class SplitParams(Group):
-    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    seed: int = 42
-    drop_duplicates: bool = True
+    val_fraction: float = Field(gt=0.0, lt=0.5)
+    seed: int
+    drop_duplicates: bool
 
 
 class AugmentParams(Group):
-    seed: int = 7
-    copies: int = Field(1, ge=0, le=20, description="augmented copies of every training image")
-    min_per_class: int = Field(0, ge=0, description="add augmented copies of rarer classes up to this many images")
-    flip: bool = True
-    max_rotation: float = Field(10.0, ge=0, le=45, description="degrees")
-    max_shift: float = Field(0.1, ge=0, le=0.3, description="fraction of the image side")
-    zoom: float = Field(0.1, ge=0, le=0.5, description="max zoom in/out as a fraction")
-    brightness: float = Field(0.2, ge=0, le=1)
-    contrast: float = Field(0.2, ge=0, le=1)
-    preview_images: int = Field(8, ge=1, le=32)
+    seed: int
+    copies: int = Field(ge=0, le=20, description="augmented copies of every training image")
+    min_per_class: int = Field(ge=0, description="add augmented copies of rarer classes up to this many images")
+    flip: bool
+    max_rotation: float = Field(ge=0, le=45, description="degrees")
+    max_shift: float = Field(ge=0, le=0.3, description="fraction of the image side")
+    zoom: float = Field(ge=0, le=0.5, description="max zoom in/out as a fraction")
+    brightness: float = Field(ge=0, le=1)
+    contrast: float = Field(ge=0, le=1)
+    preview_images: int = Field(ge=1, le=32)
 
 
 class ModelParams(Group):
-    architecture: Literal["vgg", "mobilenetv2"] = "vgg"
-    widths: list[int] = [32, 64, 128, 256]
-    convs_per_block: int = Field(2, ge=1, le=4)
-    dense_units: int = Field(256, ge=8)
-    dropout: float = Field(0.4, ge=0, lt=1)
+    architecture: Literal["vgg", "mobilenetv2"]
+    widths: list[int]
+    convs_per_block: int = Field(ge=1, le=4)
+    dense_units: int = Field(ge=8)
+    dropout: float = Field(ge=0, lt=1)
     # MobileNetV2 only
-    input_size: int = Field(96, ge=32)
-    weights: str = Field("none", description="'imagenet' (download), 'none', or a local weights file path")
-    alpha: float = 1.0
+    input_size: int = Field(ge=32)
+    weights: str = Field(description="'imagenet' (download), 'none', or a local weights file path")
+    alpha: float
 
 
 class TrainParams(Group):
-    seed: int = 1
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: float = Field(1.0, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    seed: int
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_epochs: float = Field(ge=0)
+    label_smoothing: float = Field(ge=0, lt=1)
     precision: Literal["auto", "float32", "mixed_bfloat16"] = Field(
-        "auto", description="auto: mixed_bfloat16 on CPUs with bf16 instructions (AVX512_BF16 or AMX-BF16), "
+        description="auto: mixed_bfloat16 on CPUs with bf16 instructions (AVX512_BF16 or AMX-BF16), "
         "float32 elsewhere, where emulated bf16 trains about 14x slower")
-    online_flip: bool = True
-    online_shift: float = Field(0.1, ge=0, le=0.3)
-    online_rotation: float = Field(0.0, ge=0, le=45, description="degrees, drawn per image every epoch")
-    online_zoom: float = Field(0.0, ge=0, le=0.5)
-    online_contrast: float = Field(0.0, ge=0, le=1)
-    early_stopping_patience: int = Field(10, ge=0, description="stop after this many epochs without a better "
+    online_flip: bool
+    online_shift: float = Field(ge=0, le=0.3)
+    online_rotation: float = Field(ge=0, le=45, description="degrees, drawn per image every epoch")
+    online_zoom: float = Field(ge=0, le=0.5)
+    online_contrast: float = Field(ge=0, le=1)
+    early_stopping_patience: int = Field(ge=0, description="stop after this many epochs without a better "
                                          "validation accuracy; 0: never stop early. Either way the best epoch's "
                                          "weights are kept")
-    initial_model: str = Field("none", description="start from these weights instead of random ones: 'none', "
+    initial_model: str = Field(description="start from these weights instead of random ones: 'none', "
                                "'default' (the bundled default model) or the path of a .keras model "
                                "with the same architecture; for fine-tuning or continued training")
-    limit_per_class: int = Field(0, ge=0, description="use at most this many training images per class (0: all); for smoke runs")
+    limit_per_class: int = Field(ge=0, description="use at most this many training images per class (0: all); for smoke runs")
 
     @field_validator("batch_size")
     @classmethod
@@ -92,12 +95,12 @@ class TrainParams(Group):
 
 
 class EvaluateParams(Group):
-    flip_tta: bool = Field(True, description="test-time augmentation: also classify each face's mirror image")
-    tta_zoom_crops: list[int] = Field(default_factory=list, description="test-time augmentation: centre crops "
+    flip_tta: bool = Field(description="test-time augmentation: also classify each face's mirror image")
+    tta_zoom_crops: list[int] = Field(description="test-time augmentation: centre crops "
                                       "(pixels, 24-47) of each face resized back to 48x48, one extra view each")
-    tta_shift: int = Field(0, description="test-time augmentation: also classify each face moved this many "
+    tta_shift: int = Field(description="test-time augmentation: also classify each face moved this many "
                            "pixels left, right, up and down (0-8; 0: no shifted views)")
-    register_model: bool = True
+    register_model: bool
 
     @model_validator(mode="after")
     def _valid_tta(self) -> "EvaluateParams":
@@ -110,16 +113,16 @@ class EvaluateParams(Group):
 
 class Params(Group):
     data: DataParams
-    fetch: FetchParams = FetchParams()
-    split: SplitParams = SplitParams()
-    augment: AugmentParams = AugmentParams()
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
+    fetch: FetchParams
+    split: SplitParams
+    augment: AugmentParams
+    model: ModelParams
+    train: TrainParams
+    evaluate: EvaluateParams
 
 
-class ParamsError(ValueError):
-    pass
+class ParamsError(StageInputError):
+    """params.yaml is missing, not YAML, or has a value the schema refuses (the message names the field)."""
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -133,10 +136,16 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})" for e in error.errors()
-        )
+        problems = "; ".join(describe(e) for e in error.errors())
         raise ParamsError(f"{path}: {problems}") from None
+
+
+def describe(error: dict) -> str:
+    """One pydantic error as 'group.key: what is wrong (got value)'."""
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "missing":
+        return f"{where}: missing (params.yaml must set it: the code has no defaults)"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')} (got {error.get('input')!r})"
 
 
 def flat_params(params: Params) -> dict[str, object]:

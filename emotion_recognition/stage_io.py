@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+class StageInputError(ValueError):
+    """A problem with what a stage was given (params, data) that the user can fix: the stage stops
+    with this one-line message and exit code 2, not a traceback. ``DatasetError`` and
+    ``ParamsError`` are such errors; defined here so this module imports nothing of the package."""
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
@@ -62,13 +68,10 @@ def run_stage(main: Callable[[], None]) -> None:
 
     SIGTERM and SIGINT (Ctrl+C, `kill`, DVC stopping the stage) end the MLflow run as KILLED.
     """
-    from emotion_recognition.data import DatasetError
-    from emotion_recognition.params import ParamsError
-
     previous = {signum: signal.signal(signum, stop_on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         main()
-    except (DatasetError, ParamsError, FileNotFoundError) as error:
+    except (StageInputError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     finally:  # stages also run inside tests and notebooks: leave their handlers as they were

@@ -1,13 +1,21 @@
-"""Training loop pieces: the in-memory tf.data pipeline, optimiser/schedule, callbacks."""
+"""Training: the in-memory tf.data pipeline, optimiser and schedule, callbacks, one run (``fit_run``)
+and its history and curves."""
 
 from __future__ import annotations
 
+import csv
 import math
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import keras
+import matplotlib
+
+matplotlib.use("Agg")  # plots are written to files; no display on a training machine
+import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
@@ -16,6 +24,7 @@ from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.model import build_model, load_model
 from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
 from emotion_recognition.params import ModelParams, ParamsError, TrainParams
+from emotion_recognition.stage_io import atomic_path
 
 
 # CPU instructions that make Keras' mixed_bfloat16 policy fast. Without them bf16 is emulated:
@@ -270,3 +279,76 @@ class MLflowEpochLogger(keras.callbacks.Callback):
 
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
     return math.ceil(n_images / batch_size)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Rewrites ``path`` (plots/train_history.csv) after every epoch: a DVC plot, readable mid-run."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.rows: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch + 1, **{k: round(float(v), 6) for k, v in (logs or {}).items()}})
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Loss, accuracy and (where logged) the learning rate per epoch, side by side."""
+    epochs = [r["epoch"] for r in rows]
+    with_rate = all("learning_rate" in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if with_rate else 2, figsize=(15 if with_rate else 10, 3.5))
+    panels = [("loss", ("loss", "val_loss")), ("accuracy", ("accuracy", "val_accuracy"))]
+    if with_rate:
+        panels.append(("learning rate", ("learning_rate",)))
+    for axis, (title, keys) in zip(axes, panels):
+        for key in keys:
+            axis.plot(epochs, [r[key] for r in rows], label=key)
+        axis.set_xlabel("epoch"), axis.set_title(title), axis.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def run_name(m: ModelParams, p: TrainParams) -> str:
+    """e.g. 'vgg48-e70-20261125-0650' (architecture, width or input size, epochs, start time)."""
+    shape = f"{m.architecture}{m.widths[0]}" if m.architecture == "vgg" else f"{m.architecture}-{m.input_size}px"
+    return f"{shape}-e{p.epochs}-{time.strftime('%Y%m%d-%H%M')}"
+
+
+def fit_run(model, p: TrainParams, train: Split, val_ds, history: HistoryWriter, checkpoint: Path) -> float:
+    """Compile and train ``model`` with ``p`` (its seed drives shuffling and augmentation); on
+    return it holds the best epoch's weights (also saved to ``checkpoint``). Returns the training time in seconds."""
+    steps = steps_per_epoch(len(train), p.batch_size)
+    train_ds = make_dataset(train, p.batch_size, True, p, repeat=True)  # one iterator: no per-epoch stalls
+    model.compile(
+        optimizer=make_optimizer(p, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing),
+        metrics=["accuracy"],
+    )
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        EpochTimer(len(train)),
+        LearningRateLogger(),
+        PreciseBatchNorm(train.images, seed=p.seed),
+        early_stopping(p),
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_accuracy", mode="max", save_best_only=True),
+        MLflowEpochLogger(),
+        history,
+    ]
+    started = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=p.epochs, steps_per_epoch=steps, callbacks=callbacks,
+              verbose=1 if sys.stdout.isatty() else 2)
+    return time.perf_counter() - started

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotion_recognition.testing import free_port, serve_env, start_bentoml_serve, stop_process_group, wait_ready  # noqa: F401 (re-exported to the serving tests)
+from testkit import free_port, serve_env, start_bentoml_serve, stop_process_group, wait_ready  # noqa: F401 (re-exported to the serving tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"

@@ -21,7 +21,7 @@ from emotion_recognition.detection import (
     square_box,
 )
 from emotion_recognition.preprocessing import resize_face
-from emotion_recognition.testing import face_canvas, iou
+from testkit import face_canvas, iou
 from fixtures_serving import FER_ZIP, media, require_shared
 
 

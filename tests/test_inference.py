@@ -11,7 +11,7 @@ import pytest
 from emotion_recognition.drawing import draw_results, label_text
 from emotion_recognition.inference import EmotionRecognizer, FaceResult, build_results
 from emotion_recognition.labels import EMOTIONS
-from emotion_recognition.testing import face_canvas, iou
+from testkit import face_canvas, iou
 from fixtures_serving import FER_ZIP, HAPPY_P, media, require_shared, tiny_model_file  # noqa: F401
 
 

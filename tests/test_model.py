@@ -1,12 +1,14 @@
 """The model contract: raw (N,48,48,1) 0-255 faces in, 7 probabilities out, for every architecture."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
 from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.model import build_model, load_model, resolve_backbone_weights
-from emotion_recognition.params import ModelParams
+from emotion_recognition.params import load_params
 from emotion_recognition.training import float32_copy, model_options
 
 
@@ -56,7 +58,8 @@ def test_unknown_architecture_is_refused():
 
 
 def test_bf16_trained_model_is_saved_as_float32_with_the_same_predictions(tmp_path, faces):
-    params = ModelParams(widths=[8, 16], dense_units=16)
+    committed = load_params(Path(__file__).resolve().parents[1] / "params.yaml").model
+    params = committed.model_copy(update={"widths": [8, 16], "dense_units": 16})
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         trained = build_model(params.architecture, **model_options(params))

@@ -53,7 +53,8 @@ def test_the_repository_params_are_valid():
         ({"train.time_budget_minutes": 120}, "train.time_budget_minutes", "Extra inputs are not permitted"),
         ({"train.batch_size": 10000}, "train.batch_size", "above 4096"),
         ({"augment.copies": -1}, "augment.copies", "greater than or equal to 0"),
-        ({"data.source": DELETE}, "data.source", "Field required"),
+        ({"data.source": DELETE}, "data.source", "missing (params.yaml must set it"),
+        ({"train.epochs": DELETE}, "train.epochs", "missing (params.yaml must set it"),
         ({"fetch.skip_bad_images": "sometimes"}, "fetch.skip_bad_images", "valid boolean"),
         ({"evaluate.tta_zoom_crops": [44, 52]}, "evaluate", "zoom crop 52 px: expected 24-47"),
         ({"evaluate.tta_shift": 12}, "evaluate", "shift 12 px: expected 0-8"),
@@ -90,9 +91,22 @@ def test_invalid_yaml_and_missing_file_are_explained(write, tmp_path):
         load_params(tmp_path / "absent.yaml")
 
 
-def test_defaults_fill_missing_groups(write):
-    params = load_params(write(text="data:\n  source: x.zip\n"))
-    assert params.train.epochs == 30 and params.data.sha256 is None
+def test_params_yaml_is_the_only_source_of_defaults(write):
+    """No field has a default in code, so a value can't silently differ from params.yaml's."""
+    from emotion_recognition.params import Group
+
+    groups = [field.annotation for field in Params.model_fields.values()]
+    assert all(issubclass(group, Group) for group in groups)
+    with_defaults = [f"{group.__name__}.{name}" for group in [Params, *groups]
+                     for name, field in group.model_fields.items() if not field.is_required()]
+    assert not with_defaults
+    with pytest.raises(ParamsError, match=r"train: missing .*evaluate: missing"):
+        load_params(write(text="data:\n  source: x.zip\n  sha256: null\nfetch: {skip_bad_images: false}\n"
+                                "split: {val_fraction: 0.1, seed: 1, drop_duplicates: true}\n"
+                                "augment: {seed: 1, copies: 0, min_per_class: 0, flip: true, max_rotation: 0, "
+                                "max_shift: 0, zoom: 0, brightness: 0, contrast: 0, preview_images: 1}\n"
+                                "model: {architecture: vgg, widths: [8], convs_per_block: 1, dense_units: 8, "
+                                "dropout: 0, input_size: 96, weights: none, alpha: 1.0}\n"))
 
 
 def test_flat_params_name_every_field_by_group():

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from mlflow import MlflowClient
+from pathlib import Path
 
 from emotion_recognition.data import Split
 from emotion_recognition.labels import NUM_CLASSES
-from emotion_recognition.params import TrainParams
+from emotion_recognition.params import TrainParams, load_params
 from emotion_recognition.training import (
     EpochTimer,
     LearningRateLogger,
@@ -25,6 +26,15 @@ from emotion_recognition.training import (
     resolve_precision,
     steps_per_epoch,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_params(**changes) -> TrainParams:
+    """params.yaml's train group (the only source of defaults) with ``changes``; online
+    rotation, zoom and contrast off unless given, so a test sees only what it turns on."""
+    committed = load_params(ROOT / "params.yaml").train.model_dump()
+    return TrainParams(**{**committed, "online_rotation": 0.0, "online_zoom": 0.0, "online_contrast": 0.0, **changes})
 
 
 @pytest.fixture
@@ -44,7 +54,7 @@ def test_limit_per_class_keeps_at_most_n_of_each_class_deterministically(split):
 
 
 def test_validation_batches_are_the_raw_images_in_order(split):
-    params = TrainParams()
+    params = train_params()
     batches = list(make_dataset(split, 8, training=False, params=params))
     x = np.concatenate([b[0].numpy() for b in batches])
     y = np.concatenate([b[1].numpy() for b in batches])
@@ -56,7 +66,7 @@ def test_validation_batches_are_the_raw_images_in_order(split):
 def test_repeated_training_data_gives_every_image_once_per_epoch_reshuffled(split):
     """`repeat=True` (one iterator for the whole run) keeps epochs intact: each image once per epoch."""
     split.images[:] = np.arange(len(split))[:, None, None]  # pixel value = image index
-    params = TrainParams(seed=3, online_flip=False, online_shift=0.0)
+    params = train_params(seed=3, online_flip=False, online_shift=0.0)
     steps = steps_per_epoch(len(split), 8)
     batches = list(make_dataset(split, 8, training=True, params=params, repeat=True).take(2 * steps))
     epochs = [np.concatenate([b[0].numpy()[:, 0, 0, 0] for b in batches[e * steps:(e + 1) * steps]]) for e in (0, 1)]
@@ -66,7 +76,7 @@ def test_repeated_training_data_gives_every_image_once_per_epoch_reshuffled(spli
 
 
 def test_training_batches_are_shuffled_flipped_and_shifted_but_keep_labels(split):
-    params = TrainParams(seed=3, online_flip=True, online_shift=0.1)
+    params = train_params(seed=3, online_flip=True, online_shift=0.1)
     x, y = next(iter(make_dataset(split, len(split), training=True, params=params)))
     x, y = x.numpy()[..., 0], y.numpy()
     assert x.shape == split.images.shape and x.min() >= 0 and x.max() <= 255
@@ -82,15 +92,15 @@ def test_training_batches_are_shuffled_flipped_and_shifted_but_keep_labels(split
     assert sorted(y.argmax(axis=1)) == sorted(split.labels)  # a shuffle of all the labels
 
 
-def test_online_augmentation_is_off_by_default_and_built_from_params():
-    assert online_augmentation(TrainParams()) is None
-    augment = online_augmentation(TrainParams(online_rotation=15, online_zoom=0.15, online_contrast=0.3))
+def test_online_augmentation_is_none_when_all_off_and_built_from_params():
+    assert online_augmentation(train_params()) is None
+    augment = online_augmentation(train_params(online_rotation=15, online_zoom=0.15, online_contrast=0.3))
     assert [type(layer).__name__ for layer in augment.layers] == ["RandomRotation", "RandomZoom", "RandomContrast"]
     assert all(layer.dtype_policy.name == "float32" for layer in augment.layers)
 
 
 def test_online_rotation_zoom_contrast_change_training_pixels_only(split):
-    params = TrainParams(online_flip=False, online_shift=0.0, online_rotation=15, online_zoom=0.15, online_contrast=0.3)
+    params = train_params(online_flip=False, online_shift=0.0, online_rotation=15, online_zoom=0.15, online_contrast=0.3)
     x, y = next(iter(make_dataset(split, len(split), training=True, params=params)))
     x = x.numpy()
     assert x.shape == (len(split), 48, 48, 1) and x.min() >= 0 and x.max() <= 255
@@ -101,7 +111,7 @@ def test_online_rotation_zoom_contrast_change_training_pixels_only(split):
 
 
 def test_optimizer_warms_up_then_decays_over_the_whole_run():
-    params = TrainParams(epochs=10, learning_rate=0.01, warmup_epochs=1.0, weight_decay=0.05)
+    params = train_params(epochs=10, learning_rate=0.01, warmup_epochs=1.0, weight_decay=0.05)
     optimizer = make_optimizer(params, steps_per_epoch=20)
     schedule = optimizer._learning_rate
     assert isinstance(optimizer, keras.optimizers.AdamW)
@@ -113,7 +123,7 @@ def test_optimizer_warms_up_then_decays_over_the_whole_run():
 
 
 def test_optimizer_without_warmup_starts_at_the_peak():
-    params = TrainParams(epochs=2, learning_rate=0.1, warmup_epochs=0)
+    params = train_params(epochs=2, learning_rate=0.1, warmup_epochs=0)
     schedule = make_optimizer(params, steps_per_epoch=5)._learning_rate
     assert float(schedule(0)) == pytest.approx(0.1)
     assert float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
@@ -121,7 +131,7 @@ def test_optimizer_without_warmup_starts_at_the_peak():
 
 def test_the_schedule_is_keras_own_and_fixed_by_the_params():
     """The plan depends on the params alone: the same schedule on any machine, saved and restored by Keras."""
-    params = TrainParams(epochs=10, learning_rate=0.01, warmup_epochs=1.0)
+    params = train_params(epochs=10, learning_rate=0.01, warmup_epochs=1.0)
     schedule = make_optimizer(params, steps_per_epoch=20)._learning_rate
     assert type(schedule) is keras.optimizers.schedules.CosineDecay
     restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
@@ -145,7 +155,7 @@ def test_learning_rate_logger_adds_the_rate_each_epoch_ends_at():
     from emotion_recognition.model import build_model
 
     model = build_model("vgg", widths=[8], dense_units=8)
-    optimizer = make_optimizer(TrainParams(epochs=2, learning_rate=0.01, warmup_epochs=0), 4)
+    optimizer = make_optimizer(train_params(epochs=2, learning_rate=0.01, warmup_epochs=0), 4)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy")
     logger = LearningRateLogger()
     logger.set_model(model)
@@ -164,7 +174,7 @@ def test_early_stopping_patience_or_never_and_the_best_epoch_is_restored(patienc
 
     epochs = 6
     model = build_model("vgg", widths=[8], dense_units=8)
-    callback = early_stopping(TrainParams(epochs=epochs, early_stopping_patience=patience))
+    callback = early_stopping(train_params(epochs=epochs, early_stopping_patience=patience))
     callback.set_model(model)
     model.stop_training = False  # as fit() sets it
     callback.on_train_begin()
@@ -187,7 +197,7 @@ def test_epoch_logger_writes_each_epoch_to_the_active_run(mlflow_store):
 
     configure_mlflow()
     model = build_model("vgg", widths=[8], dense_units=8)
-    model.compile(optimizer=make_optimizer(TrainParams(epochs=2, learning_rate=0.01), 4), loss="categorical_crossentropy")
+    model.compile(optimizer=make_optimizer(train_params(epochs=2, learning_rate=0.01), 4), loss="categorical_crossentropy")
     logger = MLflowEpochLogger()
     logger.set_model(model)
     with mlflow.start_run() as run:

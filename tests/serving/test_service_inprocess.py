@@ -13,7 +13,7 @@ from PIL import Image
 
 from emotion_recognition.labels import EMOTIONS, TRANSLATIONS
 from emotion_recognition.media import encode_image
-from emotion_recognition.testing import face_canvas, iou
+from testkit import face_canvas, iou
 from fixtures_serving import HAPPY_P, media, png_bomb
 
 

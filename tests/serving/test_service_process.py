@@ -15,7 +15,7 @@ import pytest
 
 from emotion_recognition.detection import Box
 from emotion_recognition.media import encode_image
-from emotion_recognition.testing import face_canvas, iou
+from testkit import face_canvas, iou
 from fixtures_serving import REPO_ROOT, media, png_bomb, serve_env
 
 pytestmark = pytest.mark.slow

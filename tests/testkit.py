@@ -1,4 +1,5 @@
-"""Test and benchmark helpers: images with several real faces at known places, and a
+"""Test and benchmark helpers (kept out of the shipped package; bench/serving_common.py puts
+tests/ on sys.path to use them): images with several real faces at known places, and a
 `bentoml serve` process on a free port (start, wait until ready, stop).
 
 ``face_canvas`` pastes FER2013 faces (read from the image-folder zip, upscaled) onto one
