@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--architecture", default="vgg", choices=list(ARCHITECTURES))
     parser.add_argument("--input-size", type=int, default=96, help="mobilenetv2 only")
-    parser.add_argument("--widths", default="32,64,128,256", help="vgg and resnet only")
+    parser.add_argument("--widths", default="32,64,128,256", help="vgg only")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--precision", default="float32,auto",

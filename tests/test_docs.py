@@ -1,5 +1,6 @@
-"""Every relative link in the project's Markdown files leads somewhere: the file exists and, for
-`file#anchor` or `#anchor`, a heading in it has that GitHub anchor."""
+"""The project's Markdown: every relative link leads somewhere (the file exists and, for
+`file#anchor` or `#anchor`, a heading in it has that GitHub anchor), README is a short user's guide
+that starts with the two commands, and docs/ stays small."""
 
 import re
 from pathlib import Path
@@ -22,7 +23,7 @@ def anchors(path: Path) -> set[str]:
 
 
 def test_github_anchor_matches_githubs_rules():
-    assert github_anchor("Model soups in the pipeline (`train.soup_runs`)") == "model-soups-in-the-pipeline-trainsoup_runs"
+    assert github_anchor("Changing params and comparing runs (`dvc exp`)") == "changing-params-and-comparing-runs-dvc-exp"
     assert github_anchor("1. Put a model into BentoML's model store (the import step)") == \
         "1-put-a-model-into-bentomls-model-store-the-import-step"
 
@@ -40,3 +41,17 @@ def test_relative_links_resolve(doc):
         elif anchor and path.suffix == ".md" and anchor not in anchors(path):
             broken.append(f"{target}: no heading with anchor #{anchor} in {path.relative_to(ROOT)}")
     assert not broken, f"{doc.relative_to(ROOT)} has broken links:\n" + "\n".join(broken)
+
+
+def test_readme_is_a_short_users_guide_that_starts_with_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) <= 14 * 1024, f"README.md is {len(readme.encode()):,} bytes, over 14 KB"
+    first_block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    assert first_block.splitlines()[0].startswith("make serve") and "http://localhost:3000/ui/" in first_block
+    assert first_block.splitlines()[1].startswith("make test")
+    assert readme.index("make serve") < readme.index("## ")  # before any section
+
+
+def test_docs_stay_small():
+    sizes = {path.name: len(path.read_bytes()) for path in (ROOT / "docs").glob("*.md")}
+    assert sum(sizes.values()) <= 30 * 1024, f"docs/ holds {sum(sizes.values()):,} bytes, over 30 KB: {sizes}"
