@@ -118,9 +118,11 @@ Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t[
 
 ## Training
 `dvc repro` with these `params.yaml` values: AdamW (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, then cosine decay to 0 at the last planned epoch), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {epochs}.
-Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s.{start}
+Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s (`metrics/train.json`).{start}
 
 ## Results on FER2013 PublicTest ({evaluation['images']} images, {evaluation.get('tta') or ('horizontal-flip test-time augmentation' if evaluation['flip_tta'] else 'no test-time augmentation')})
+Written by the evaluate stage of the run that made this file (`metrics/evaluate.json`, `dvc metrics show`); `python -m pytest tests/test_bundled_model_quality.py -s` re-measures the file on a fixed 1,000-face PublicTest subset with the mirror.
+
 - Accuracy: **{evaluation['accuracy']:.4f}**
 - Macro-F1: **{evaluation['macro_f1']:.4f}**
 {fewer_views(evaluation)}
