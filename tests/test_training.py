@@ -1,12 +1,13 @@
 """Training pieces: the tf.data pipeline, the optimiser schedule and the callbacks."""
 
+from pathlib import Path
+
 import keras
 import mlflow
 import numpy as np
 import pytest
 import tensorflow as tf
 from mlflow import MlflowClient
-from pathlib import Path
 
 from emotion_recognition.data import Split
 from emotion_recognition.labels import NUM_CLASSES
