@@ -120,6 +120,11 @@ class FaceTracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
+    @property
+    def tracks_started(self) -> int:
+        """How many tracks (distinct faces, as far as the tracker can tell) have been started."""
+        return self._next_id - 1
+
     def update(self, faces: Sequence[FaceResult]) -> list[TrackedFace]:
         """The faces of the next analysed frame -> the same faces with track ids (same order)."""
         matches = dict(

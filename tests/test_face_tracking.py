@@ -183,3 +183,16 @@ def test_timeline_csv_has_track_ids_and_empty_rows():
         ("0", "0", "1", "happy"), ("0", "1", "2", "angry"),
     ]
     assert float(rows[0]["happy"]) == pytest.approx(0.7) and rows[1]["x"] == "200"
+
+
+def test_annotation_puts_the_track_id_before_the_label():
+    from emotion_recognition.drawing import draw_results, label_text
+
+    result = face(40, 40, probabilities=one_hot("happy"))
+    assert label_text(result, "en", track_id=3) == "#3 happy 70%"
+    assert label_text(result, "es") == "felicidad 70%"
+    image = np.full((200, 200, 3), 60, np.uint8)
+    with_id = draw_results(image, [result], track_ids=[3])
+    assert not np.array_equal(with_id, draw_results(image, [result]))
+    with pytest.raises(ValueError, match="1 track ids for 2 faces"):
+        draw_results(image, [result, result], track_ids=[3])
