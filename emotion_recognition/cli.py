@@ -3,7 +3,7 @@
     emotion photo IN.jpg -o OUT.jpg          # annotated image + OUT.json beside it
     emotion video IN.mp4 -o OUT.mp4          # annotated video + OUT.csv timeline (progress bar);
                                              # faces keep a track id across frames, --smooth N
-    emotion webcam [--camera 0]              # live window: every face labelled, FPS shown
+    emotion webcam [--camera 0]              # live window: every face labelled (#id, smoothed), FPS shown
 
 Options common to all: ``--model PATH`` (a .keras file; default: the bundled model),
 ``--server URL`` (use a running ``bentoml serve`` instead of a local model), ``--language en|es``,
@@ -257,6 +257,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
     if not capture.isOpened():
         raise CliError(f"camera {args.camera} could not be opened (is it connected and free?)")
     analyze = make_analyzer(args)
+    tracker = FaceTracker(smooth_frames=args.smooth)
     window = "emotion (q or Esc to quit)"
     fps, last = 0.0, time.perf_counter()
     try:
@@ -265,11 +266,12 @@ def cmd_webcam(args: argparse.Namespace) -> int:
             if not ok:
                 break
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            results = analyze([rgb])[0]
+            tracked = tracker.update(analyze([rgb])[0])
             now = time.perf_counter()
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if fps else 1.0 / max(now - last, 1e-6)
             last = now
-            drawn = draw_results(rgb, results, language=args.language, fps=fps)
+            drawn = draw_results(rgb, [t.result for t in tracked], language=args.language, fps=fps,
+                                 track_ids=[t.track_id for t in tracked])
             cv2.imshow(window, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 break
@@ -308,13 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--max-frames", type=int, default=0, help="stop after N analysed frames (0: all)")
     video.add_argument("--batch", type=int, default=16, help="frames per model call (default 16)")
     video.add_argument("--smooth", type=int, default=1, metavar="N",
-                       help="label each tracked face with the mean of its last N frames' probabilities "
-                            f"(1-{MAX_SMOOTH_FRAMES}; default 1: no smoothing)")
+                       help="label each tracked face with the mean of its last N analysed frames' "
+                            f"probabilities (1-{MAX_SMOOTH_FRAMES}; default 1: no smoothing)")
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     video.set_defaults(func=cmd_video)
 
     webcam = commands.add_parser("webcam", parents=[common], help="live window with labelled faces and FPS")
     webcam.add_argument("--camera", default="0", help="camera index (default 0) or a video file/URL")
+    webcam.add_argument("--smooth", type=int, default=5, metavar="N",
+                        help="label each tracked face with the mean of its last N frames' probabilities "
+                             f"(1-{MAX_SMOOTH_FRAMES}; default 5, as the web page; 1: off)")
     webcam.set_defaults(func=cmd_webcam)
     return parser
 

@@ -74,6 +74,8 @@ def test_video_track_ids_and_smoothing(tmp_path, capsys, tiny_model_file):  # no
         assert [float(s[e]) for e in EMOTIONS] == pytest.approx(expected, abs=2e-6)
     assert cli.main(["video", str(media("Megamind.avi")), "--smooth", "0"]) == 2
     assert "--smooth must be between 1 and" in capsys.readouterr().err
+    assert cli.main(["webcam", "--smooth", "101"]) == 2
+    assert "--smooth must be between 1 and 100, got 101" in capsys.readouterr().err
 
 
 def test_no_model_is_a_clear_error(tmp_path, capsys, no_bundled_model):
