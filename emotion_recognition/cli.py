@@ -1,8 +1,9 @@
 """``emotion``: faces and emotions in a photo, a video or the webcam, locally or via the service.
 
     emotion photo IN.jpg -o OUT.jpg          # annotated image + OUT.json beside it
-    emotion video IN.mp4 -o OUT.mp4          # annotated video + OUT.csv timeline (progress bar)
-    emotion webcam [--camera 0]              # live window: every face labelled, FPS shown
+    emotion video IN.mp4 -o OUT.mp4          # annotated video + OUT.csv timeline (progress bar);
+                                             # faces keep a track id across frames, --smooth N
+    emotion webcam [--camera 0]              # live window: every face labelled (#id, smoothed), FPS shown
 
 Options common to all: ``--model PATH`` (a .keras file; default: the bundled model),
 ``--server URL`` (use a running ``bentoml serve`` instead of a local model), ``--language en|es``,
@@ -12,7 +13,6 @@ Options common to all: ``--model PATH`` (a .keras file; default: the bundled mod
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -23,8 +23,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from emotion_recognition.detection import DetectionConfig, available_detectors
+from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker
 from emotion_recognition.inference import FaceResult
-from emotion_recognition.labels import EMOTIONS, TRANSLATIONS
+from emotion_recognition.labels import TRANSLATIONS
 from emotion_recognition.media import IMAGE_SUFFIXES, InputError, encode_image
 from emotion_recognition.tta import PRESETS, from_preset
 
@@ -179,6 +180,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
     from emotion_recognition.drawing import draw_results
     from emotion_recognition.media import VideoWriter, iter_video_frames, open_video
+    from emotion_recognition.timeline import timeline_frame, write_timeline_csv
 
     source = Path(args.input)
     out = Path(args.output) if args.output else source.with_name(f"{source.stem}_emotions.mp4")
@@ -191,28 +193,27 @@ def cmd_video(args: argparse.Namespace) -> int:
     total = info.frame_count // args.every if info.frame_count else None
     if args.max_frames and total:
         total = min(total, args.max_frames)
+    tracker = FaceTracker(smooth_frames=args.smooth)
     n_frames = n_faces = 0
     with VideoWriter(out, info.fps / args.every, info.width, info.height) as writer, open(
         csv_path, "w", newline=""
     ) as f:
-        table = csv.writer(f)
-        table.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS])
         frames = iter_video_frames(source, every=args.every, max_frames=args.max_frames or None)
         with tqdm(total=total, unit="frame", desc=source.name, disable=args.quiet) as progress:
             for batch in _chunks(frames, args.batch):
+                entries = []
                 for frame, results in zip(batch, analyze([b.rgb for b in batch])):
-                    writer.write(draw_results(frame.rgb, results, language=args.language))
-                    for i, r in enumerate(results):
-                        table.writerow(
-                            [frame.index, f"{frame.time_s:.4f}", i, r.box.x, r.box.y, r.box.w, r.box.h,
-                             f"{r.confidence:.4f}", r.emotion, *[f"{r.probabilities[e]:.6f}" for e in EMOTIONS]]
-                        )
-                    if not results:
-                        table.writerow([frame.index, f"{frame.time_s:.4f}", *[""] * (7 + len(EMOTIONS))])
+                    tracked = tracker.update(results)
+                    writer.write(
+                        draw_results(frame.rgb, [t.result for t in tracked], language=args.language,
+                                     track_ids=[t.track_id for t in tracked])
+                    )
+                    entries.append(timeline_frame(frame.index, frame.time_s, tracked))
                     n_frames += 1
                     n_faces += len(results)
+                write_timeline_csv(entries, f, header=n_frames == len(entries))  # header before the first chunk
                 progress.update(len(batch))
-    print(f"{n_frames} frame(s), {n_faces} face(s); wrote {out} and {csv_path}")
+    print(f"{n_frames} frame(s), {n_faces} face(s), {tracker.tracks_started} track(s); wrote {out} and {csv_path}")
     return 0
 
 
@@ -256,6 +257,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
     if not capture.isOpened():
         raise CliError(f"camera {args.camera} could not be opened (is it connected and free?)")
     analyze = make_analyzer(args)
+    tracker = FaceTracker(smooth_frames=args.smooth)
     window = "emotion (q or Esc to quit)"
     fps, last = 0.0, time.perf_counter()
     try:
@@ -264,11 +266,12 @@ def cmd_webcam(args: argparse.Namespace) -> int:
             if not ok:
                 break
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            results = analyze([rgb])[0]
+            tracked = tracker.update(analyze([rgb])[0])
             now = time.perf_counter()
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if fps else 1.0 / max(now - last, 1e-6)
             last = now
-            drawn = draw_results(rgb, results, language=args.language, fps=fps)
+            drawn = draw_results(rgb, [t.result for t in tracked], language=args.language, fps=fps,
+                                 track_ids=[t.track_id for t in tracked])
             cv2.imshow(window, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 break
@@ -306,11 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--every", type=int, default=1, help="analyse every N-th frame (default 1)")
     video.add_argument("--max-frames", type=int, default=0, help="stop after N analysed frames (0: all)")
     video.add_argument("--batch", type=int, default=16, help="frames per model call (default 16)")
+    video.add_argument("--smooth", type=int, default=1, metavar="N",
+                       help="label each tracked face with the mean of its last N analysed frames' "
+                            f"probabilities (1-{MAX_SMOOTH_FRAMES}; default 1: no smoothing)")
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     video.set_defaults(func=cmd_video)
 
     webcam = commands.add_parser("webcam", parents=[common], help="live window with labelled faces and FPS")
     webcam.add_argument("--camera", default="0", help="camera index (default 0) or a video file/URL")
+    webcam.add_argument("--smooth", type=int, default=5, metavar="N",
+                        help="label each tracked face with the mean of its last N frames' probabilities "
+                             f"(1-{MAX_SMOOTH_FRAMES}; default 5, as the web page; 1: off)")
     webcam.set_defaults(func=cmd_webcam)
     return parser
 
@@ -319,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "every", 1) < 1 or getattr(args, "batch", 1) < 1:
         print("error: --every and --batch must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    if not 1 <= getattr(args, "smooth", 1) <= MAX_SMOOTH_FRAMES:
+        print(f"error: --smooth must be between 1 and {MAX_SMOOTH_FRAMES}, got {args.smooth}", file=sys.stderr)
         return EXIT_USAGE
     try:
         return args.func(args)

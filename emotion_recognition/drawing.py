@@ -22,8 +22,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
-def label_text(result: FaceResult, language: str = "en") -> str:
-    return f"{translate(result.emotion, language)} {round(100 * result.score)}%"
+def label_text(result: FaceResult, language: str = "en", track_id: int | None = None) -> str:
+    """"happy 87%", or "#3 happy 87%" for a face tracked through a video (its track id)."""
+    prefix = f"#{track_id} " if track_id is not None else ""
+    return f"{prefix}{translate(result.emotion, language)} {round(100 * result.score)}%"
 
 
 def draw_results(
@@ -31,8 +33,10 @@ def draw_results(
     results: Sequence[FaceResult],
     language: str = "en",
     fps: float | None = None,
+    track_ids: Sequence[int | None] | None = None,
 ) -> np.ndarray:
-    """A copy of the RGB ``image`` with each face's box and label (and an FPS counter if given)."""
+    """A copy of the RGB ``image`` with each face's box and label (and an FPS counter if given);
+    ``track_ids`` (one per result) puts each face's track id in front of its label."""
     translate("neutral", language)  # unknown language -> ValueError before drawing anything
     canvas = np.ascontiguousarray(image.copy())
     if canvas.ndim == 2:
@@ -40,11 +44,13 @@ def draw_results(
     height, width = canvas.shape[:2]
     scale = max(0.4, min(width, height) / 700)
     thickness = max(1, round(scale * 2))
-    for result in results:
+    if track_ids is not None and len(track_ids) != len(results):
+        raise ValueError(f"{len(track_ids)} track ids for {len(results)} faces")
+    for i, result in enumerate(results):
         box = result.box
         colour = COLOURS.get(result.emotion, (255, 255, 255))
         cv2.rectangle(canvas, (box.x, box.y), (box.x + box.w - 1, box.y + box.h - 1), colour, thickness)
-        text = label_text(result, language)
+        text = label_text(result, language, track_ids[i] if track_ids is not None else None)
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         top = box.y - th - baseline - 4
         if top < 0:  # no room above the box: draw inside it

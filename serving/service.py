@@ -9,9 +9,10 @@ APIs (multipart uploads; see README.md for curl examples):
 - ``POST /analyze``            image -> JSON list, one entry per face ([] if none);
 - ``POST /annotate``           image (+ language en|es, format jpeg|png) -> annotated image;
 - ``POST /analyze_frames``     several images (video frames) -> one list of faces per frame;
-- ``POST /video_timeline``     video file (+ every, max_frames) -> per-frame timeline JSON;
+- ``POST /video_timeline``     video file (+ every, max_frames, smooth_frames) -> per-frame timeline
+  JSON; each face has a ``track_id``, stable across frames (see docs/video.md);
 - ``POST /video_timeline_csv`` same as CSV;
-- ``POST /annotate_video``     video file -> annotated MP4;
+- ``POST /annotate_video``     video file -> annotated MP4 (each label starts with the face's track id);
 - ``POST /classify``           (N, 48, 48) grayscale faces -> (N, 7) probabilities. Every API above
   sends its faces through this one, which BentoML batches adaptively across concurrent requests;
 - ``GET /ui/``                 the web page (upload a photo, or the live webcam mode);
@@ -28,10 +29,8 @@ most accurate; see ``emotion_recognition.tta``).
 """
 
 import asyncio
-import csv
 import functools
 import logging
-import io
 import json
 import os
 import sys
@@ -54,6 +53,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from emotion_recognition.detection import DetectionConfig
+from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker
 from emotion_recognition.inference import FaceResult, classify_located
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES, TRANSLATIONS
 from emotion_recognition.media import (
@@ -66,6 +66,7 @@ from emotion_recognition.media import (
     open_video,
 )
 from emotion_recognition.preprocessing import FACE_SIZE
+from emotion_recognition.timeline import timeline_frame, write_timeline_csv
 from emotion_recognition.tta import TestTimeAugmentation, from_preset
 from serving.limits import MaxBodySizeMiddleware, max_request_bytes
 from serving.model_store import MODEL_FILE, NoModelError, find_stored_model, model_tag
@@ -74,6 +75,10 @@ logger = logging.getLogger("bentoml.service.emotion")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CPU_THREADS = int(os.environ.get("EMOTION_CPU_THREADS", str(max(os.cpu_count() or 1, 1))))
 MAX_FRAMES_PER_REQUEST = int(os.environ.get("EMOTION_MAX_FRAMES_PER_REQUEST", "64"))
+
+
+# Frames a face's probabilities are averaged over in the video APIs (1: no smoothing).
+SmoothFrames = Annotated[int, Field(ge=1, le=MAX_SMOOTH_FRAMES)]
 
 
 class BadInput(BentoMLException):
@@ -248,20 +253,19 @@ class EmotionService:
                 return
             yield batch, await self._analyze_images([f.rgb for f in batch])
 
-    async def _timeline(self, video: Path, every: int, max_frames: int) -> dict:
+    async def _timeline(self, video: Path, every: int, max_frames: int, smooth_frames: int) -> dict:
         info, frames = await self._run(self._open_video, video, every, max_frames)
+        tracker = FaceTracker(smooth_frames=smooth_frames)  # one per request: frames in order
         timeline: list[dict] = []
         async for batch, results in self._video_chunks(frames):
-            timeline.extend(
-                {"frame": f.index, "time_s": round(f.time_s, 4), "faces": [r.to_dict() for r in faces]}
-                for f, faces in zip(batch, results)
-            )
+            timeline.extend(timeline_frame(f.index, f.time_s, tracker.update(faces)) for f, faces in zip(batch, results))
         return {
             "fps": info.fps,
             "width": info.width,
             "height": info.height,
             "frame_count": info.frame_count,
             "every": every,
+            "smooth_frames": smooth_frames,
             "frames": timeline,
         }
 
@@ -330,10 +334,16 @@ class EmotionService:
 
     @bentoml.api
     async def video_timeline(
-        self, video: Path, every: Annotated[int, Field(ge=1)] = 1, max_frames: int = 0
+        self,
+        video: Path,
+        every: Annotated[int, Field(ge=1)] = 1,
+        max_frames: int = 0,
+        smooth_frames: SmoothFrames = 1,
     ) -> dict:
-        """Per-frame faces of a video file: every ``every``-th frame, at most ``max_frames`` (0: the limit)."""
-        return await self._timeline(video, every, max_frames)
+        """Per-frame faces of a video file: every ``every``-th frame, at most ``max_frames`` (0: the limit).
+        Each face has a ``track_id`` (the same face keeps it across frames); with ``smooth_frames``
+        N > 1 its emotion and probabilities are the mean over its track's last N analysed frames."""
+        return await self._timeline(video, every, max_frames, smooth_frames)
 
     @bentoml.api
     async def video_timeline_csv(
@@ -341,10 +351,12 @@ class EmotionService:
         video: Path,
         every: Annotated[int, Field(ge=1)] = 1,
         max_frames: int = 0,
+        smooth_frames: SmoothFrames = 1,
         context: bentoml.Context = None,  # type: ignore[assignment]
     ) -> Annotated[Path, ContentType("text/csv")]:
-        """The timeline as CSV: one row per face (frames without a face get one empty row)."""
-        timeline = await self._timeline(video, every, max_frames)
+        """The timeline as CSV: one row per face, with its track id (frames without a face get one
+        empty row)."""
+        timeline = await self._timeline(video, every, max_frames, smooth_frames)
         out = Path(context.temp_dir) / "timeline.csv"
         with open(out, "w", newline="") as f:
             write_timeline_csv(timeline["frames"], f)
@@ -358,14 +370,17 @@ class EmotionService:
         every: Annotated[int, Field(ge=1)] = 1,
         max_frames: int = 0,
         format: Literal["mp4", "webm"] = "mp4",
+        smooth_frames: SmoothFrames = 1,
         context: bentoml.Context = None,  # type: ignore[assignment]
     ) -> Path:
-        """The video with boxes and labels drawn on every analysed frame: MP4 (mp4v codec) or
-        WebM (VP8, plays in browsers). The response's Content-Type follows the format."""
+        """The video with boxes and labels ("#track_id emotion NN%") drawn on every analysed frame:
+        MP4 (mp4v codec) or WebM (VP8, plays in browsers). The response's Content-Type follows the
+        format. ``smooth_frames`` as for /video_timeline."""
         from emotion_recognition.drawing import draw_results
         from emotion_recognition.media import VideoWriter
 
         info, frames = await self._run(self._open_video, video, every, max_frames)
+        tracker = FaceTracker(smooth_frames=smooth_frames)
         out = Path(context.temp_dir) / f"annotated.{format}"
         writer = VideoWriter(out, info.fps / every, info.width, info.height)
         try:
@@ -373,7 +388,11 @@ class EmotionService:
 
                 def draw_chunk(batch=batch, results=results) -> None:
                     for f, faces in zip(batch, results):
-                        writer.write(draw_results(f.rgb, faces, language=language))
+                        tracked = tracker.update(faces)
+                        writer.write(
+                            draw_results(f.rgb, [t.result for t in tracked], language=language,
+                                         track_ids=[t.track_id for t in tracked])
+                        )
 
                 await self._run(draw_chunk)
         finally:
@@ -387,22 +406,6 @@ class EmotionService:
 
 
 EmotionService.add_asgi_middleware(MaxBodySizeMiddleware, max_bytes=max_request_bytes())
-
-TIMELINE_COLUMNS = ["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS]
-
-
-def write_timeline_csv(frames: list[dict], f: io.TextIOBase) -> None:
-    writer = csv.writer(f)
-    writer.writerow(TIMELINE_COLUMNS)
-    for row in frames:
-        if not row["faces"]:
-            writer.writerow([row["frame"], row["time_s"], "", "", "", "", "", "", "", *[""] * len(EMOTIONS)])
-        for i, face in enumerate(row["faces"]):
-            box = face["box"]
-            writer.writerow(
-                [row["frame"], row["time_s"], i, box["x"], box["y"], box["w"], box["h"], face["confidence"],
-                 face["emotion"], *[face["probabilities"][e] for e in EMOTIONS]]
-            )
 
 
 if os.environ.get("EMOTION_SKIP_STARTUP_CHECK") != "1":

@@ -38,15 +38,44 @@ def test_video(tmp_path, capsys, tiny_model_file):  # noqa: F811
     )
     assert code == 0
     captured = capsys.readouterr()
-    assert "9 frame(s)" in captured.out
+    assert "9 frame(s)" in captured.out and "track(s)" in captured.out
     assert "frame/s" in captured.err or "9/9" in captured.err  # the tqdm progress bar
     rows = list(csv.DictReader(out.with_suffix(".csv").open()))
     assert sorted({int(r["frame"]) for r in rows}) == list(range(0, 270, 30))
     assert {r["emotion"] for r in rows if r["emotion"]} == {"happy"}
+    assert all(int(r["track_id"]) >= 1 for r in rows if r["face"])
+    # the header is written once although the frames came in chunks of 4
+    assert out.with_suffix(".csv").read_text().count("frame,time_s,face,track_id") == 1
     import cv2
 
     capture = cv2.VideoCapture(str(out))
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 9
+
+
+def test_video_track_ids_and_smoothing(tmp_path, capsys, tiny_model_file):  # noqa: F811
+    """Every 2nd of the first 30 frames of Megamind.avi: the same faces keep their ids, and
+    --smooth 4 gives each face the mean of its track's last 4 probability vectors."""
+    import numpy as np
+
+    tables = {}
+    for smooth in (1, 4):
+        out = tmp_path / f"s{smooth}.avi"
+        code = cli.main(["video", str(media("Megamind.avi")), "-o", str(out), "--model", str(tiny_model_file),
+                         "--every", "2", "--max-frames", "15", "--smooth", str(smooth), "--quiet"])
+        assert code == 0
+        tables[smooth] = [r for r in csv.DictReader(out.with_suffix(".csv").open()) if r["face"]]
+    raw, smoothed = tables[1], tables[4]
+    assert [(r["frame"], r["track_id"], r["x"]) for r in raw] == [(r["frame"], r["track_id"], r["x"]) for r in smoothed]
+    assert len(raw) > 2 * len({r["track_id"] for r in raw})  # ids are reused across frames
+    history: dict[str, list] = {}
+    for r, s in zip(raw, smoothed):
+        history.setdefault(r["track_id"], []).append([float(r[e]) for e in EMOTIONS])
+        expected = np.mean(history[r["track_id"]][-4:], axis=0)
+        assert [float(s[e]) for e in EMOTIONS] == pytest.approx(expected, abs=2e-6)
+    assert cli.main(["video", str(media("Megamind.avi")), "--smooth", "0"]) == 2
+    assert "--smooth must be between 1 and" in capsys.readouterr().err
+    assert cli.main(["webcam", "--smooth", "101"]) == 2
+    assert "--smooth must be between 1 and 100, got 101" in capsys.readouterr().err
 
 
 def test_no_model_is_a_clear_error(tmp_path, capsys, no_bundled_model):

@@ -1,4 +1,6 @@
 // Web page of the emotion service: photo upload and live webcam mode, both calling POST /analyze.
+// In webcam mode a FaceTracker (below) gives each face a stable id across frames and can smooth
+// its probabilities over the last few frames, so labels do not flicker.
 "use strict";
 
 const COLOURS = {
@@ -11,8 +13,76 @@ const $ = (id) => document.getElementById(id);
 function label(face) {
   const lang = $("language").value;
   const name = (translations[lang] || {})[face.emotion] || face.emotion;
-  return `${name} ${Math.round(100 * face.probabilities[face.emotion])}%`;
+  const id = face.track_id === undefined ? "" : `#${face.track_id} `;
+  return `${id}${name} ${Math.round(100 * face.probabilities[face.emotion])}%`;
 }
+
+// ---------------------------------------------------------------- face tracking
+// The same algorithm as emotion_recognition/face_tracking.py (see docs/video.md): greedy matching
+// on IoU with each live track's last box; an unmatched face starts a new track (ids 1, 2, ...);
+// a track with no face keeps its id for up to maxMissed more frames. With smoothFrames N > 1 a
+// face's probabilities are the mean of its track's last N observed vectors, its emotion their argmax.
+
+function boxIou(a, b) {
+  const x0 = Math.max(a.x, b.x), y0 = Math.max(a.y, b.y);
+  const x1 = Math.min(a.x + a.w, b.x + b.w), y1 = Math.min(a.y + a.h, b.y + b.h);
+  const inter = Math.max(0, x1 - x0) * Math.max(0, y1 - y0);
+  const union = a.w * a.h + b.w * b.h - inter;
+  return union > 0 ? inter / union : 0;
+}
+
+class FaceTracker {
+  constructor({ smoothFrames = 1, maxMissed = 5, minIou = 0.3 } = {}) {
+    this.smoothFrames = smoothFrames;
+    this.maxMissed = maxMissed;
+    this.minIou = minIou;
+    this.tracks = []; // {id, box, missed, history: [probability vectors]}
+    this.tracksStarted = 0;
+  }
+
+  // faces: the JSON of /analyze for one frame -> the same faces (same order) with track_id,
+  // and smoothed emotion/probabilities when smoothFrames > 1.
+  update(faces) {
+    const pairs = [];
+    this.tracks.forEach((t, i) => faces.forEach((f, j) => pairs.push([boxIou(t.box, f.box), i, j])));
+    pairs.sort((a, b) => b[0] - a[0] || a[1] - b[1] || a[2] - b[2]);
+    const trackOf = new Map(), usedTracks = new Set();
+    for (const [overlap, i, j] of pairs) {
+      if (overlap < this.minIou) break;
+      if (usedTracks.has(i) || trackOf.has(j)) continue;
+      usedTracks.add(i);
+      trackOf.set(j, this.tracks[i]);
+    }
+    this.tracks.forEach((t, i) => { if (!usedTracks.has(i)) t.missed += 1; });
+    const started = [];
+    const out = faces.map((face, j) => {
+      let track = trackOf.get(j);
+      if (track) {
+        track.box = face.box;
+        track.missed = 0;
+      } else {
+        this.tracksStarted += 1;
+        track = { id: this.tracksStarted, box: face.box, missed: 0, history: [] };
+        started.push(track);
+      }
+      return this.smoothed(track, face);
+    });
+    this.tracks = this.tracks.filter((t) => t.missed <= this.maxMissed).concat(started);
+    return out;
+  }
+
+  smoothed(track, face) {
+    const names = Object.keys(face.probabilities);
+    track.history.push(names.map((n) => face.probabilities[n]));
+    while (track.history.length > this.smoothFrames) track.history.shift();
+    if (this.smoothFrames <= 1) return { ...face, track_id: track.id };
+    const mean = names.map((_, k) => track.history.reduce((sum, v) => sum + v[k], 0) / track.history.length);
+    const top = mean.indexOf(Math.max(...mean));
+    const probabilities = Object.fromEntries(names.map((n, k) => [n, mean[k]]));
+    return { ...face, track_id: track.id, emotion: names[top], probabilities };
+  }
+}
+window.FaceTracker = FaceTracker; // for the browser test (tests/serving/test_browser.py)
 
 function showError(message) { $("error").textContent = message || ""; }
 
@@ -109,6 +179,8 @@ async function liveLoop() {
   const grab = document.createElement("canvas");
   const status = $("live-status");
   let frames = 0, faceTotal = 0, started = performance.now();
+  const tracker = new FaceTracker({ smoothFrames: Number($("smoothing").value) });
+  $("smoothing").onchange = () => { tracker.smoothFrames = Number($("smoothing").value); };
   while (running) {
     if (video.readyState < 2 || !video.videoWidth) { await new Promise((r) => setTimeout(r, 50)); continue; }
     grab.width = video.videoWidth; grab.height = video.videoHeight;
@@ -116,7 +188,7 @@ async function liveLoop() {
     const blob = await new Promise((r) => grab.toBlob(r, "image/jpeg", 0.85));
     let faces = [];
     try {
-      faces = await analyze(blob, "frame.jpg");
+      faces = tracker.update(await analyze(blob, "frame.jpg"));
       showError("");
     } catch (error) {
       showError(error.message);
@@ -131,8 +203,12 @@ async function liveLoop() {
     status.dataset.frames = String(frames);
     status.dataset.faces = String(faceTotal);
     status.dataset.last = faces.map((f) => f.emotion).join(",");
+    status.dataset.tracks = faces.map((f) => f.track_id).join(",");
+    status.dataset.tracksStarted = String(tracker.tracksStarted);
+    status.dataset.smoothing = String(tracker.smoothFrames);
     status.textContent = `frames analysed: ${frames} · faces in last frame: ${faces.length}` +
-      (faces.length ? ` (${faces.map(label).join(", ")})` : "") + ` · ${fps.toFixed(1)} FPS`;
+      (faces.length ? ` (${faces.map(label).join(", ")})` : "") + ` · ${fps.toFixed(1)} FPS` +
+      ` · faces tracked: ${tracker.tracksStarted}`;
   }
 }
 

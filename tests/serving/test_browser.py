@@ -133,6 +133,20 @@ def test_webcam_mode_draws_live_results(live_server, tmp_path):
             assert "FPS" in status.text_content()
             page.wait_for_function("document.getElementById('live-status').dataset.last.includes('happy')", timeout=30_000)
             assert canvas_has_colour(page, "webcam-canvas", HAPPY_RGB)
+            # tracking: labels carry ids, and the faces of Megamind.avi keep them from frame to
+            # frame (fewer tracks started than faces seen), with the default smoothing (5 frames)
+            page.wait_for_function(
+                "(() => { const d = document.getElementById('live-status').dataset;"
+                " return Number(d.faces) >= 10 && d.tracks !== ''; })()",
+                timeout=60_000,
+            )
+            data = page.evaluate("({...document.getElementById('live-status').dataset})")
+            assert data["smoothing"] == "5"
+            assert int(data["tracksStarted"]) * 2 <= int(data["faces"]), data
+            first_id = data["tracks"].split(",")[0]
+            assert f"#{first_id} happy" in status.text_content()
+            page.select_option("#smoothing", "1")  # switching smoothing off while running
+            page.wait_for_function("document.getElementById('live-status').dataset.smoothing === '1'", timeout=30_000)
             # Chromium's built-in fake camera (a test pattern) has no face: faces prove the frames
             # came from Megamind.avi through getUserMedia (scaled to the requested 640x480).
             assert page.evaluate("document.getElementById('webcam-canvas').width") == 640
@@ -140,3 +154,57 @@ def test_webcam_mode_draws_live_results(live_server, tmp_path):
             page.click("#webcam-stop")
         finally:
             context.close()
+
+
+def test_face_tracker_in_the_page(tmp_path):
+    """app.js's FaceTracker on synthetic boxes, in the real browser (the page from disk, no server)."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    page_file = Path(__file__).resolve().parents[2] / "serving" / "static" / "index.html"
+    with sync_playwright() as p:
+        context = launch(p, tmp_path / "profile")
+        try:
+            page = context.new_page()
+            page.goto(page_file.as_uri())
+            result = page.evaluate(
+                """() => {
+                const names = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"];
+                const probs = (top, w) => Object.fromEntries(names.map((n) => [n, n === top ? w : (1 - w) / 6]));
+                const face = (x, y, top = "happy", w = 0.7) =>
+                    ({ box: { x, y, w: 60, h: 60 }, confidence: 0.9, emotion: top, probabilities: probs(top, w) });
+                const ids = (faces) => faces.map((f) => f.track_id);
+                const out = {};
+                let t = new FaceTracker({ maxMissed: 2 });
+                out.moving = [];
+                for (let k = 0; k < 6; k++) {
+                    const faces = [face(20 + 8 * k, 40), face(400 - 6 * k, 300)];
+                    if (k >= 3) faces.push(face(250, 50));
+                    out.moving.push(ids(t.update(faces)));
+                }
+                t = new FaceTracker({ maxMissed: 2 });
+                out.missed = [ids(t.update([face(100, 100)])), ids(t.update([])), ids(t.update([])),
+                              ids(t.update([face(104, 100)])), ids(t.update([])), ids(t.update([])),
+                              ids(t.update([])), ids(t.update([face(104, 100)]))];
+                t = new FaceTracker({ smoothFrames: 3 });
+                out.smooth = ["happy", "sad", "sad", "sad"].map((e, i) => {
+                    const f = t.update([face(50 + i, 50, e, e === "happy" ? 0.9 : 0.6)])[0];
+                    return [f.emotion, f.probabilities.happy, f.probabilities.sad];
+                });
+                return out;
+            }"""
+            )
+        finally:
+            context.close()
+    assert result["moving"] == [[1, 2]] * 3 + [[1, 2, 3]] * 3
+    assert result["missed"] == [[1], [], [], [1], [], [], [], [2]]
+    other_happy, other_sad = (1 - 0.6) / 6, (1 - 0.9) / 6  # the happy frame's "sad" and vice versa
+    expected = [
+        ("happy", 0.9, other_sad),
+        ("happy", (0.9 + other_happy) / 2, (other_sad + 0.6) / 2),
+        ("sad", (0.9 + 2 * other_happy) / 3, (other_sad + 1.2) / 3),
+        ("sad", other_happy, 0.6),  # the window of 3 has dropped the happy frame
+    ]
+    for (emotion, happy, sad), (want_emotion, want_happy, want_sad) in zip(result["smooth"], expected):
+        assert emotion == want_emotion
+        assert happy == pytest.approx(want_happy) and sad == pytest.approx(want_sad)

@@ -123,13 +123,57 @@ def test_video_timeline_json_and_csv(service_client):
     assert timeline["fps"] == pytest.approx(23.976, abs=0.01)
     assert [f["frame"] for f in timeline["frames"]] == list(range(0, 270, 30))
     assert sum(1 for f in timeline["frames"] if f["faces"]) >= 7
+    assert timeline["smooth_frames"] == 1
+    for entry in timeline["frames"]:
+        for face in entry["faces"]:
+            assert isinstance(face["track_id"], int) and face["track_id"] >= 1
     response = service_client.post(
         "/video_timeline_csv", files={"video": ("m.avi", video)}, data={"every": "30", "max_frames": "4"}
     )
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert sorted({int(r["frame"]) for r in rows}) == [0, 30, 60, 90]
-    assert list(rows[0]) == ["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS]
+    assert list(rows[0]) == ["frame", "time_s", "face", "track_id", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS]
+    json_faces = [(e["frame"], f["track_id"], f["box"]["x"]) for e in timeline["frames"][:4] for f in e["faces"]]
+    assert [(int(r["frame"]), int(r["track_id"]), int(r["x"])) for r in rows if r["face"]] == json_faces
+
+
+def test_video_timeline_tracks_the_face_and_smooths(service_client):
+    """Megamind.avi, every 2nd frame of the first 40: two faces (Megamind, large, centre at x
+    290-350, and a small one at x 465-500) each keep one id from frame to frame; with smooth_frames=3 each
+    face's probabilities are the mean of its track's last 3."""
+    video = media("Megamind.avi").read_bytes()
+    fields = {"every": "2", "max_frames": "20"}
+    raw = service_client.post("/video_timeline", files={"video": ("m.avi", video)}, data=fields).json()
+    smooth = service_client.post(
+        "/video_timeline", files={"video": ("m.avi", video)}, data={**fields, "smooth_frames": "3"}
+    ).json()
+    assert smooth["smooth_frames"] == 3
+    faces = [f for e in raw["frames"] for f in e["faces"]]
+    assert len(faces) >= 15
+    def centre_x(face: dict) -> float:
+        return face["box"]["x"] + face["box"]["w"] / 2
+
+    # (box sizes bounded so that a stray false detection near a face is not counted as it)
+    large = [f["track_id"] for f in faces if 120 <= f["box"]["w"] <= 220 and 250 <= centre_x(f) <= 360]
+    small = [f["track_id"] for f in faces if f["box"]["w"] < 130 and centre_x(f) >= 420]
+    assert len(large) >= 15 and len(small) >= 15
+    assert len(set(large)) == 1 and len(set(small)) == 1 and large[0] != small[0], (large, small)
+    history: dict[int, list] = {}
+    for raw_entry, smooth_entry in zip(raw["frames"], smooth["frames"]):
+        assert [f["track_id"] for f in raw_entry["faces"]] == [f["track_id"] for f in smooth_entry["faces"]]
+        for raw_face, smooth_face in zip(raw_entry["faces"], smooth_entry["faces"]):
+            assert raw_face["box"] == smooth_face["box"]
+            past = history.setdefault(raw_face["track_id"], [])
+            past.append([raw_face["probabilities"][e] for e in EMOTIONS])
+            expected = np.mean(past[-3:], axis=0)
+            got = [smooth_face["probabilities"][e] for e in EMOTIONS]
+            assert got == pytest.approx(expected, abs=2e-6)
+            assert smooth_face["emotion"] == EMOTIONS[int(np.argmax(expected))]
+    response = service_client.post(
+        "/video_timeline", files={"video": ("m.avi", video)}, data={**fields, "smooth_frames": "0"}
+    )
+    assert response.status_code == 400 and "smooth_frames" in response.text
 
 
 @pytest.mark.parametrize("format", ["mp4", "webm"])
