@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from emotion_recognition.detection import DetectionConfig, available_detectors
+from emotion_recognition.detection import DetectionConfig, detector_choices
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import EMOTIONS, TRANSLATIONS
 from emotion_recognition.media import IMAGE_SUFFIXES, InputError, encode_image
@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--model", help="a .keras model file (default: the bundled model)")
     common.add_argument("--server", metavar="URL", help="use a running service, e.g. http://localhost:3000")
     common.add_argument("--language", choices=sorted(TRANSLATIONS), default="en", help="label language")
-    common.add_argument("--detector", choices=available_detectors(), default=DetectionConfig.detector)
+    common.add_argument("--detector", choices=detector_choices(), default=DetectionConfig.detector,
+                        help="auto (default): yunet if EMOTION_YUNET_MODEL is set, else yuface, else haar")
     common.add_argument("--min-face-size", type=int, default=DetectionConfig.min_face_size, metavar="PIXELS")
     common.add_argument("--tta", choices=list(PRESETS), default="flip",
                         help="test-time views per face: flip (default: face + mirror), none (fastest), "

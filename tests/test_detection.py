@@ -90,7 +90,7 @@ def test_config_validation_and_unknown_detector():
     with pytest.raises(ValueError, match="scale_factor"):
         DetectionConfig(scale_factor=1.0)
     with pytest.raises(ValueError, match="margin"):
-        DetectionConfig(margin=-0.1)
+        DetectionConfig(margin=-0.3)
     with pytest.raises(ValueError, match="unknown face detector 'nope'"):
         detect_faces(np.zeros((100, 100), np.uint8), DetectionConfig(detector="nope"))
     assert {"haar", "haar_alt2"} <= set(available_detectors())
