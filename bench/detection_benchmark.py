@@ -345,6 +345,16 @@ def calibrate_framing(photos: list[Photo], config: DetectionConfig, classifier: 
     return Framing(*best), {f"{m:+.2f}/{s:+.2f}": round(v, 4) for (m, s), v in scores.items()}
 
 
+def speed_only(photos: list[Photo], detectors: dict[str, DetectionConfig]) -> None:
+    print("load average before:", open("/proc/loadavg").read().split()[:3])
+    for name, config in detectors.items():
+        for threads in (1, 2):
+            cv2.setNumThreads(threads)  # OpenCV's pool (Haar, FaceDetectorYN); yuface ignores it
+            times = {k: round(v, 1) for k, v in time_detection(photos, config, count=40).items()}
+            print(f"{name} cv2.setNumThreads({threads}): {times}", flush=True)
+    print("load average after:", open("/proc/loadavg").read().split()[:3])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=200)
@@ -353,6 +363,8 @@ def main() -> None:
     parser.add_argument("--yunet-model", default=str(SHARED / "models" / "face_detection_yunet_2023mar.onnx"))
     parser.add_argument("--model", default=str(BUNDLED_MODEL))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "detection.json"))
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only time each detector at its defaults (a minute; rerun when the cores are idle)")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -371,6 +383,10 @@ def main() -> None:
     detectors = {"haar": DetectionConfig(detector="haar"), "yuface": DetectionConfig(detector="yuface")}
     if Path(args.yunet_model).exists():
         detectors["yunet"] = DetectionConfig(detector="yunet", yunet_model=args.yunet_model)
+
+    if args.speed_only:
+        speed_only(evaluation, detectors)
+        return
 
     # Levers: input scale (detect once per scale at the lowest threshold, then filter by score)
     # and score threshold; OpenCV threads for yunet. Speed: median ms over 20 photos per size.

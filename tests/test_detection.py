@@ -332,3 +332,50 @@ def test_auto_falls_back_to_haar_with_a_warning_when_yuface_is_missing(monkeypat
     finally:
         monkeypatch.undo()
         detection.reset_detectors()
+
+
+# ---------------------------------------------------------------- alignment (synthetic face)
+
+
+def synthetic_face(angle: float) -> tuple[np.ndarray, Box]:
+    """A grey 200x200 image with a light disc (face) holding two dark eyes 60 px apart, the whole
+    face turned by ``angle`` degrees (counter-clockwise as displayed) about (100, 100)."""
+    image = np.full((200, 200), 60, np.uint8)
+    cv2.circle(image, (100, 100), 70, 200, -1)
+    eyes = np.array([[70.0, 80.0], [130.0, 80.0]])  # the subject's right eye on the image's left
+    for x, y in eyes:
+        cv2.circle(image, (int(x), int(y)), 8, 0, -1)
+    matrix = cv2.getRotationMatrix2D((100, 100), angle, 1.0)
+    image = cv2.warpAffine(image, matrix, (200, 200), borderValue=60)
+    moved = np.hstack([eyes, np.ones((2, 1))]) @ matrix.T
+    points = (tuple(moved[0]), tuple(moved[1]), (100.0, 110.0), (80.0, 140.0), (120.0, 140.0))
+    return image, Box(30, 30, 140, 140, 0.9, points)
+
+
+def eye_rows(face48: np.ndarray) -> tuple[float, float]:
+    """Row of the darkest blob in the left and in the right half of the upper face."""
+    upper = face48[:24].astype(float)
+    rows = []
+    for half in (upper[:, :24], upper[:, 24:]):
+        weights = (half < 60).astype(float)
+        rows.append(float((weights.sum(axis=1) * np.arange(24)).sum() / weights.sum()))
+    return rows[0], rows[1]
+
+
+@pytest.mark.parametrize("angle", [-25, -10, 10, 25])
+def test_aligned_crop_levels_the_eyes(angle):
+    image, box = synthetic_face(angle)
+    assert detection.eye_angle(box.landmarks) == pytest.approx(-angle, abs=0.01)
+    left, right = eye_rows(crop_face(image, box))
+    assert abs(left - right) > 3  # the plain crop keeps the tilt
+    aligned = detection.aligned_crop(image, box)
+    left, right = eye_rows(aligned)
+    assert aligned.shape == (48, 48) and abs(left - right) < 0.6
+    upright, upright_box = synthetic_face(0)
+    assert np.abs(aligned.astype(int) - crop_face(upright, upright_box).astype(int)).mean() < 6
+
+
+def test_aligned_crop_without_landmarks_is_the_plain_crop():
+    image, box = synthetic_face(20)
+    plain = Box(box.x, box.y, box.w, box.h)
+    assert np.array_equal(detection.aligned_crop(image, plain), crop_face(image, plain))
