@@ -117,7 +117,7 @@ FRAMING: dict[str, Framing] = {
     "haar": Framing(margin=0.02, shift_y=0.0),
     "haar_alt2": Framing(margin=0.02, shift_y=0.0),
     "yunet": Framing(margin=0.0, shift_y=0.0),
-    "yuface": Framing(margin=0.0, shift_y=0.0),
+    "yuface": Framing(margin=-0.05, shift_y=0.05),
 }
 
 # Fraction of the image size the CNN detectors look at, and their score threshold, per detector:
@@ -330,6 +330,10 @@ class YuNetOpenCVDetector:
 
 def import_yuface():
     """The ``yuface`` module, or DetectorUnavailable (not installed / no wheel for this platform)."""
+    # yuface runs on its own OpenMP runtime, whose idle threads spin by default: on cores shared
+    # with TensorFlow or other processes a 640x480 frame went from ~45 ms to ~190 ms median
+    # (bench/README.md). Passive waiting (read when the runtime loads) unless the user chose.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import yuface
     except ImportError as error:
@@ -517,24 +521,3 @@ def locate_faces(
     faces = np.stack([crop_face(gray, b) for b in boxes]) if boxes else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8)
     return boxes, faces
 
-
-def eye_angle(landmarks: Landmarks) -> float:
-    """Degrees the eye line is turned from horizontal (positive: the subject's left eye, on the
-    image's right, is lower)."""
-    (rx, ry), (lx, ly) = landmarks[0], landmarks[1]
-    return math.degrees(math.atan2(ly - ry, lx - rx))
-
-
-def aligned_crop(gray_image: np.ndarray, box: Box) -> np.ndarray:
-    """Like ``crop_face``, but the image is first rotated about the box centre so the eyes are
-    level (``box.landmarks``); a box without landmarks gets the plain crop."""
-    if box.landmarks is None:
-        return crop_face(gray_image, box)
-    gray = to_grayscale(gray_image)
-    side = max(box.w, box.h)
-    centre = (box.x + box.w / 2.0, box.y + box.h / 2.0)
-    matrix = cv2.getRotationMatrix2D(centre, eye_angle(box.landmarks), 1.0)
-    matrix[0, 2] += side / 2.0 - centre[0]
-    matrix[1, 2] += side / 2.0 - centre[1]
-    face = cv2.warpAffine(gray, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return np.ascontiguousarray(resize_face(face), dtype=np.uint8)

