@@ -373,6 +373,40 @@ def calibrate_framing(photos: list[Photo], config: DetectionConfig, classifier: 
     return Framing(*best), {f"{m:+.2f}/{s:+.2f}": round(v, 4) for (m, s), v in scores.items()}
 
 
+def markdown_tables(report: dict) -> str:
+    """The figures of a results file as the markdown tables of bench/README.md."""
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    truth = report["true_boxes"]
+    lines = [f"{report['photos']} photos, {report['faces']} faces; classifier on the true boxes: "
+             f"{pct(truth['accuracy_all'])} (upright {pct(truth['accuracy_upright'])}, rotated {pct(truth['accuracy_rotated'])})", "",
+             "| detector | recall / precision @0.3 | @0.5 | recall 40-79 px / 80-250 px | ms 640x480 | ms 1280x720 "
+             "| end-to-end (upright / rotated) | ÷ true-box accuracy | aligned (upright / rotated) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in report["detectors"].items():
+        e2e, aligned = row["end_to_end"], row.get("end_to_end_aligned")
+        lines.append(
+            f"| {name} | {pct(row['recall@0.3'])} / {pct(row['precision@0.3'])} | {pct(row['recall@0.5'])} / {pct(row['precision@0.5'])} "
+            f"| {pct(row['recall@0.3_40-79px'])} / {pct(row['recall@0.3_80-250px'])} | {row['ms_640x480']} | {row['ms_1280x720']} "
+            f"| {pct(e2e['accuracy_all'])} ({pct(e2e['accuracy_upright'])} / {pct(e2e['accuracy_rotated'])}) "
+            f"| {e2e['accuracy_all'] / truth['accuracy_all']:.2f} "
+            + (f"| {pct(aligned['accuracy_all'])} ({pct(aligned['accuracy_upright'])} / {pct(aligned['accuracy_rotated'])}) |" if aligned else "| - |"))
+    lines += ["", "| detector | framing margin / shift_y (calibration accuracy: best, 0/0, worst) | messi5.jpg faces (IoU with hand box) | Megamind frames with a face (detections) |",
+              "|---|---|---|---|"]
+    for name, row in report["detectors"].items():
+        grid, media = row.get("framing_grid_calibration_accuracy") or {}, row.get("real_media", {})
+        calib = f" ({pct(max(grid.values()))}, {pct(grid['+0.00/+0.00'])}, {pct(min(grid.values()))})" if grid else " (not calibrated)"
+        lines.append(f"| {name} | {row['framing']['margin']} / {row['framing']['shift_y']}{calib} | "
+                     f"{media.get('messi5_faces')} ({media.get('messi5_best_iou')}) | {media.get('megamind_frames_with_face')} ({media.get('megamind_detections')}) |")
+    lines += ["", "| lever | recall / precision @0.3 | recall 40-79 / 80-250 px | ms 640x480 | ms 1280x720 |", "|---|---|---|---|---|"]
+    for name, row in report["levers"].items():
+        if "recall@0.3" in row:
+            lines.append(f"| {name} | {pct(row['recall@0.3'])} / {pct(row['precision@0.3'])} | "
+                         f"{pct(row['recall@0.3_40-79px'])} / {pct(row['recall@0.3_80-250px'])} | {row['ms_640x480']} | {row['ms_1280x720']} |")
+        else:
+            lines.append(f"| {name} | | | {row['ms_640x480']} | {row['ms_1280x720']} |")
+    return "\n".join(lines)
+
+
 def speed_only(photos: list[Photo], detectors: dict[str, DetectionConfig]) -> None:
     print("load average before:", open("/proc/loadavg").read().split()[:3])
     for name, config in detectors.items():
@@ -391,9 +425,13 @@ def main() -> None:
     parser.add_argument("--yunet-model", default=str(SHARED / "models" / "face_detection_yunet_2023mar.onnx"))
     parser.add_argument("--model", default=str(BUNDLED_MODEL))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "detection.json"))
+    parser.add_argument("--table", metavar="RESULTS_JSON", help="print the markdown tables of a results file and exit")
     parser.add_argument("--speed-only", action="store_true",
                         help="only time each detector at its defaults (a minute; rerun when the cores are idle)")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_tables(json.loads(Path(args.table).read_text())))
+        return
 
     started = time.perf_counter()
     fer = read_zip_faces(args.fer, split="test", limit=100_000)
