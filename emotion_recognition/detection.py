@@ -116,7 +116,7 @@ class Framing:
 FRAMING: dict[str, Framing] = {
     "haar": Framing(margin=0.02, shift_y=0.0),
     "haar_alt2": Framing(margin=0.02, shift_y=0.0),
-    "yunet": Framing(margin=0.0, shift_y=0.0),
+    "yunet": Framing(margin=-0.05, shift_y=-0.05),
     "yuface": Framing(margin=-0.05, shift_y=0.05),
 }
 
