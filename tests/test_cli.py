@@ -31,6 +31,19 @@ def test_photo(tmp_path, capsys, tiny_model_file):  # noqa: F811
     assert "1 face(s): happy" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("detector, has_landmarks", [("haar", False), ("yuface", True)])
+def test_photo_json_has_landmarks_from_cnn_detectors(tmp_path, tiny_model_file, detector, has_landmarks):  # noqa: F811
+    if detector == "yuface":
+        pytest.importorskip("yuface", reason="yuface is not installed")
+    out = tmp_path / "girl.jpg"
+    assert cli.main(["photo", str(media("angry_girl.jpg")), "-o", str(out), "--model", str(tiny_model_file),
+                     "--detector", detector]) == 0
+    [face] = json.loads(out.with_suffix(".json").read_text())["faces"]
+    assert (face["landmarks"] is not None) == has_landmarks
+    if has_landmarks:
+        assert len(face["landmarks"]) == 5 and all(len(point) == 2 for point in face["landmarks"])
+
+
 def test_video(tmp_path, capsys, tiny_model_file):  # noqa: F811
     out = tmp_path / "mm.mp4"
     code = cli.main(
