@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from emotion_recognition.detection import DetectionConfig, detector_choices
+from emotion_recognition.detection import DetectionConfig, DetectorUnavailable, detector_choices, prepare_detector
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import EMOTIONS, TRANSLATIONS
 from emotion_recognition.media import IMAGE_SUFFIXES, InputError, encode_image
@@ -141,8 +141,10 @@ def make_analyzer(args: argparse.Namespace) -> Analyzer:
 
 def detection_config(args: argparse.Namespace) -> DetectionConfig:
     try:
-        return DetectionConfig(detector=args.detector, min_face_size=args.min_face_size)
-    except ValueError as error:
+        config = DetectionConfig(detector=args.detector, min_face_size=args.min_face_size)
+        prepare_detector(config)
+        return config
+    except (ValueError, DetectorUnavailable) as error:
         raise CliError(str(error), EXIT_USAGE) from None
 
 

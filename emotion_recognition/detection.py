@@ -421,9 +421,20 @@ def reset_detectors() -> None:
         _UNAVAILABLE.clear()
 
 
-def describe_detector(config: DetectionConfig) -> dict:
-    """What /model_info and the logs report about detection."""
+def prepare_detector(config: DetectionConfig) -> str:
+    """Resolve and load the detector now (at startup), so a missing package or model file is one
+    clear DetectorUnavailable error before the first image, not a failure inside a request."""
     name = resolve_detector(config)
+    get_detector(name)
+    if name == "yunet":
+        check_yunet_model(config.yunet_model)
+    return name
+
+
+def describe_detector(config: DetectionConfig) -> dict:
+    """What /model_info and the logs report about detection (loads the detector: see
+    ``prepare_detector``)."""
+    name = prepare_detector(config)
     framing = config.framing(name)
     info = {"detector": name, "configured": config.detector, "margin": framing.margin, "shift_y": framing.shift_y}
     if name in ("yunet", "yuface"):

@@ -142,3 +142,11 @@ def test_tta_option_changes_the_views_of_the_bundled_model(tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
         cli.main(["photo", str(media("fear.jpg")), "--tta", "ten-crop"])
     assert error.value.code == 2 and "invalid choice: 'ten-crop'" in capsys.readouterr().err
+
+
+def test_yunet_without_its_model_file_is_a_one_line_error(tmp_path, capsys, monkeypatch, tiny_model_file):  # noqa: F811
+    monkeypatch.delenv("EMOTION_YUNET_MODEL", raising=False)
+    code = cli.main(["photo", str(media("angry_girl.jpg")), "-o", str(tmp_path / "o.jpg"),
+                     "--model", str(tiny_model_file), "--detector", "yunet"])
+    err = capsys.readouterr().err
+    assert code != 0 and "EMOTION_YUNET_MODEL" in err and "Traceback" not in err
