@@ -395,3 +395,15 @@ def test_aligned_crop_without_landmarks_is_the_plain_crop():
     image, box = synthetic_face(20)
     plain = Box(box.x, box.y, box.w, box.h)
     assert np.array_equal(detection_benchmark.aligned_crop(image, plain), crop_face(image, plain))
+
+
+def test_yuface_gives_the_same_faces_from_concurrent_threads(yuface_installed):
+    """The service detects in a thread pool: calls from several threads must not mix results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [rgb(name) for name in ("messi5.jpg", "fear.jpg", "angry_girl.jpg")]
+    config = DetectionConfig(detector="yuface")
+    alone = [detect_faces(image, config) for image in images]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda image: detect_faces(image, config), images * 4))
+    assert together == alone * 4 and all(len(boxes) == 1 for boxes in alone)
