@@ -7,7 +7,7 @@
 
 Options common to all: ``--model PATH`` (a .keras file; default: the bundled model),
 ``--server URL`` (use a running ``bentoml serve`` instead of a local model), ``--language en|es``,
-``--detector haar|haar_alt2``, ``--min-face-size N``. Errors print one line and exit non-zero.
+``--detector auto|yuface|yunet|haar|haar_alt2`` (docs/detection.md), ``--min-face-size N``. Errors print one line and exit non-zero.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from emotion_recognition.detection import DetectionConfig, available_detectors
+
 from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker
+from emotion_recognition.detection import DetectionConfig, DetectorUnavailable, detector_choices, prepare_detector
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import TRANSLATIONS
 from emotion_recognition.media import IMAGE_SUFFIXES, InputError, encode_image
@@ -142,8 +143,10 @@ def make_analyzer(args: argparse.Namespace) -> Analyzer:
 
 def detection_config(args: argparse.Namespace) -> DetectionConfig:
     try:
-        return DetectionConfig(detector=args.detector, min_face_size=args.min_face_size)
-    except ValueError as error:
+        config = DetectionConfig(detector=args.detector, min_face_size=args.min_face_size)
+        prepare_detector(config)
+        return config
+    except (ValueError, DetectorUnavailable) as error:
         raise CliError(str(error), EXIT_USAGE) from None
 
 
@@ -289,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--model", help="a .keras model file (default: the bundled model)")
     common.add_argument("--server", metavar="URL", help="use a running service, e.g. http://localhost:3000")
     common.add_argument("--language", choices=sorted(TRANSLATIONS), default="en", help="label language")
-    common.add_argument("--detector", choices=available_detectors(), default=DetectionConfig.detector)
+    common.add_argument("--detector", choices=detector_choices(), default=DetectionConfig.detector,
+                        help="auto (default): yunet if EMOTION_YUNET_MODEL is set, else yuface, else haar")
     common.add_argument("--min-face-size", type=int, default=DetectionConfig.min_face_size, metavar="PIXELS")
     common.add_argument("--tta", choices=list(PRESETS), default="flip",
                         help="test-time views per face: flip (default: face + mirror), none (fastest), "

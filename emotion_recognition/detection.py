@@ -1,19 +1,29 @@
-"""Face detection and cropping, offline, from what OpenCV 4.x installs.
+"""Face detection and cropping, offline, from what pip installs (no model download at run time).
 
 The chain, each step a small function that can be tested on its own::
 
     image (RGB/gray) --to_grayscale--> gray
-    gray --detector.detect--> raw boxes (x, y, w, h, confidence) in original pixels
-    raw box --square_box--> square around the same centre (side = max(w, h))
-            --expand_box--> grown by ``margin`` x side on every side (FER2013 framing)
-            --clip_box----> inside the image
+    gray --detector.detect--> raw boxes (x, y, w, h, confidence, landmarks) in original pixels
+    raw box --frame_box--> square around the (shifted) centre, grown by the detector's margin,
+                           clipped to the image (FER2013 framing, calibrated per detector)
     gray, box --crop_face--> 48x48 uint8 face for the model
 
 ``crop_face`` is the one crop function: the service, the CLI, the tests and the benchmarks all
 call it (through ``locate_faces``), so a face is framed the same way everywhere.
 
-Detectors are pluggable: anything with ``detect(gray, config) -> list[Box]`` registered under a
-name with ``register_detector``. ``DetectionConfig`` holds the detector name and every threshold.
+Detectors (``DetectionConfig.detector``; docs/detection.md has the measurements):
+
+- ``yuface``: YuNet-s (libfacedetection) compiled into the ``yuface`` wheel from PyPI; no model
+  file needed. Wheels exist for CPython 3.11 on Linux x86_64 and Windows only.
+- ``yunet``: the same network through OpenCV's ``cv2.FaceDetectorYN``, from an ONNX file the user
+  downloads once (``DetectionConfig.yunet_model`` / ``EMOTION_YUNET_MODEL``); its sha256 is checked.
+  Faster than ``yuface`` (OpenCV's DNN runtime) but needs the file.
+- ``haar`` / ``haar_alt2``: OpenCV's Haar cascades (bundled with opencv-python 4.x): the fallback.
+- ``auto`` (default): ``yunet`` if a model file is configured, else ``yuface`` if importable, else
+  ``haar`` with a warning. ``resolve_detector`` says which one runs.
+
+The CNN detectors return five landmarks per face (right eye, left eye, nose tip, right and left
+mouth corners - the subject's right/left, YuNet's order) in image pixels; Haar returns none.
 
 Confidence. OpenCV's Haar cascades do not give a probability. ``detectMultiScale3`` with
 ``outputRejectLevels=True`` returns, for each grouped detection, the ``levelWeight``: the summed
@@ -22,18 +32,24 @@ got). On 400 FER2013 faces the weights of true faces had percentiles 1%/10%/50%/
 about 1.0/3.2/6.3/9.5/11.8. We map it to 0-1 with a logistic curve,
 ``confidence = 1 / (1 + exp(-(weight - 2) / 1.5))`` (weight 1 -> 0.34, 3 -> 0.66, 6 -> 0.93,
 10 -> 0.995). It ranks detections and lets callers drop weak ones
-(``DetectionConfig.min_confidence``); it is not a calibrated probability.
+(``DetectionConfig.min_confidence``); it is not a calibrated probability. YuNet's score is
+already 0-1.
 
-Framing. FER2013 faces are tightly cropped. Haar's frontal-face box on a FER2013 face (upscaled
-3x, pasted on a grey canvas) has a median side of 0.97 of the FER image, centred, so the
-default margin is small (0.02 of the side on each edge).
+Framing. FER2013 faces are tightly cropped, and each detector frames a face its own way (Haar's
+box is square and close to a FER crop; YuNet's is taller than wide, from brow to chin).
+``FRAMING`` holds, per detector, the margin and vertical shift chosen by the end-to-end emotion
+accuracy they give on bench/detection_benchmark.py (see bench/README.md).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import os
 import threading
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Protocol
 
 import cv2
@@ -41,50 +57,138 @@ import numpy as np
 
 from emotion_recognition.preprocessing import FACE_SIZE, resize_face, to_grayscale
 
+logger = logging.getLogger(__name__)
+
+Landmarks = tuple[tuple[float, float], ...]  # 5 (x, y) points in image pixels
+LANDMARK_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
+
+# The model-zoo file the ``yunet`` detector is calibrated and checked against.
+YUNET_MODEL_NAME = "face_detection_yunet_2023mar.onnx"
+YUNET_MODEL_URL = (
+    "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
+)
+YUNET_MODEL_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+YUNET_MIN_FACE = 10  # pixels: smaller faces (in the image the network sees) are not found
+
 
 @dataclass(frozen=True)
 class Box:
-    """A face box in the original image's pixels, with the detector's confidence (0-1)."""
+    """A face box in the original image's pixels, the detector's confidence (0-1) and, when the
+    detector gives them, five landmarks (``LANDMARK_NAMES`` order)."""
 
     x: int
     y: int
     w: int
     h: int
     confidence: float = 1.0
+    landmarks: Landmarks | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"x": self.x, "y": self.y, "w": self.w, "h": self.h, "confidence": self.confidence,
+                "landmarks": landmarks_to_list(self.landmarks)}
+
+
+def landmarks_to_list(landmarks: Landmarks | None) -> list[list[float]] | None:
+    """The JSON form: [[x, y] x 5] rounded to 0.1 pixel, or None."""
+    if landmarks is None:
+        return None
+    return [[round(float(x), 1), round(float(y), 1)] for x, y in landmarks]
+
+
+def landmarks_from_list(points) -> Landmarks | None:
+    if points is None:
+        return None
+    if len(points) != len(LANDMARK_NAMES) or any(len(p) != 2 for p in points):
+        raise ValueError(f"landmarks must be {len(LANDMARK_NAMES)} [x, y] pairs, got {points!r}")
+    return tuple((float(x), float(y)) for x, y in points)
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a detector's raw box becomes a FER2013-like crop: a square of side max(w, h) x
+    (1 + 2 x margin) around the box centre moved down by ``shift_y`` x max(w, h)."""
+
+    margin: float
+    shift_y: float = 0.0
+
+
+# Chosen on bench/detection_benchmark.py by end-to-end emotion accuracy (bench/README.md).
+FRAMING: dict[str, Framing] = {
+    "haar": Framing(margin=0.02, shift_y=0.0),
+    "haar_alt2": Framing(margin=0.02, shift_y=0.0),
+    "yunet": Framing(margin=-0.05, shift_y=-0.05),
+    "yuface": Framing(margin=-0.05, shift_y=0.05),
+}
+
+# Fraction of the image size the CNN detectors look at, and their score threshold, per detector:
+# chosen on the same benchmark. Downscaling is faster but loses the small faces (40-79 px: recall
+# 0.70 at full size, 0.55 at 0.75, 0.35 at 0.5), so it is off. Score 0.4 is the lowest threshold
+# keeping precision >= 97% at IoU 0.3 (0.3 drops it to about 96%).
+INPUT_SCALE: dict[str, float] = {"yunet": 1.0, "yuface": 1.0}
+SCORE_THRESHOLD: dict[str, float] = {"yunet": 0.4, "yuface": 0.4}
+
+
+def _default_yunet_model() -> str:
+    return os.environ.get("EMOTION_YUNET_MODEL", "")
 
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    """Everything that decides which faces are found and how they are framed."""
+    """Everything that decides which faces are found and how they are framed.
 
-    detector: str = "haar"
-    scale_factor: float = 1.1  # image pyramid step of the cascade
-    min_neighbors: int = 5  # overlapping raw detections needed to keep a face
+    ``None`` for margin / shift_y / input_scale / score_threshold means the running detector's
+    calibrated value (``FRAMING``, ``INPUT_SCALE``, ``SCORE_THRESHOLD``).
+    """
+
+    detector: str = "auto"
+    scale_factor: float = 1.1  # Haar: image pyramid step of the cascade
+    min_neighbors: int = 5  # Haar: overlapping raw detections needed to keep a face
     min_face_size: int = 24  # smallest face side in pixels (of the original image)
     max_face_size: int = 0  # 0: no limit
-    margin: float = 0.02  # fraction of the square side added on every edge
-    min_confidence: float = 0.0  # drop detections below this mapped confidence
+    margin: float | None = None  # fraction of the square side added on every edge
+    shift_y: float | None = None  # move the crop centre down by this fraction of the side
+    min_confidence: float = 0.0  # drop detections below this confidence
     max_faces: int = 50  # keep at most this many faces (highest confidence first)
+    score_threshold: float | None = None  # yunet/yuface: keep detections scoring at least this
+    input_scale: float | None = None  # yunet/yuface: detect on the image resized by this factor
+    yunet_model: str = field(default_factory=_default_yunet_model)  # path of the YuNet ONNX file
 
     def __post_init__(self) -> None:
+        if self.detector not in detector_choices():
+            raise ValueError(f"unknown face detector {self.detector!r}: expected one of {detector_choices()}")
         if self.scale_factor <= 1.0:
             raise ValueError(f"scale_factor must be > 1.0, got {self.scale_factor}")
         if self.min_neighbors < 0:
             raise ValueError(f"min_neighbors must be >= 0, got {self.min_neighbors}")
         if self.min_face_size < 1:
             raise ValueError(f"min_face_size must be >= 1 pixel, got {self.min_face_size}")
-        if self.margin < 0:
-            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if self.margin is not None and self.margin < -0.25:
+            raise ValueError(f"margin must be >= -0.25, got {self.margin}")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+        if self.score_threshold is not None and not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if self.input_scale is not None and not 0.05 <= self.input_scale <= 1.0:
+            raise ValueError(f"input_scale must be in [0.05, 1], got {self.input_scale}")
         if self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
 
     def with_options(self, **changes) -> "DetectionConfig":
         return replace(self, **changes)
+
+    def framing(self, detector: str) -> Framing:
+        base = FRAMING.get(detector, Framing(margin=0.0))
+        return Framing(base.margin if self.margin is None else self.margin,
+                       base.shift_y if self.shift_y is None else self.shift_y)
+
+    def detect_scale(self, detector: str) -> float:
+        """The input scale: the configured one, but never so small that a face of
+        ``min_face_size`` pixels shrinks below what YuNet finds."""
+        wanted = INPUT_SCALE.get(detector, 1.0) if self.input_scale is None else self.input_scale
+        return min(1.0, max(wanted, YUNET_MIN_FACE / self.min_face_size))
+
+    def score(self, detector: str) -> float:
+        return SCORE_THRESHOLD.get(detector, 0.5) if self.score_threshold is None else self.score_threshold
 
 
 class FaceDetector(Protocol):
@@ -93,9 +197,18 @@ class FaceDetector(Protocol):
     def detect(self, gray: np.ndarray, config: DetectionConfig) -> list[Box]: ...
 
 
+class DetectorUnavailable(RuntimeError):
+    """The detector cannot run here (package not installed, model file missing or wrong)."""
+
+
 def level_weight_to_confidence(weight: float) -> float:
     """Map a Haar cascade levelWeight to 0-1 (see the module docstring)."""
     return float(1.0 / (1.0 + math.exp(-(float(weight) - 2.0) / 1.5)))
+
+
+def _check_gray(gray: np.ndarray) -> None:
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"detect expects a 2-D uint8 image, got {gray.dtype} {gray.shape}")
 
 
 class HaarCascadeDetector:
@@ -110,20 +223,19 @@ class HaarCascadeDetector:
         if cascade is None:
             data = getattr(cv2, "data", None)
             if data is None:
-                raise RuntimeError(
+                raise DetectorUnavailable(
                     "this OpenCV build has no bundled Haar cascades (cv2.data is missing): "
                     "install opencv-python-headless 4.x (OpenCV 5 removed them)"
                 )
             path = data.haarcascades + self.cascade_file
             cascade = cv2.CascadeClassifier(path)
             if cascade.empty():
-                raise RuntimeError(f"could not load the Haar cascade {path}")
+                raise DetectorUnavailable(f"could not load the Haar cascade {path}")
             self._local.cascade = cascade
         return cascade
 
     def detect(self, gray: np.ndarray, config: DetectionConfig) -> list[Box]:
-        if gray.ndim != 2 or gray.dtype != np.uint8:
-            raise ValueError(f"detect expects a 2-D uint8 image, got {gray.dtype} {gray.shape}")
+        _check_gray(gray)
         if min(gray.shape) < config.min_face_size:
             return []
         max_size = (config.max_face_size, config.max_face_size) if config.max_face_size else (0, 0)
@@ -142,9 +254,119 @@ class HaarCascadeDetector:
         ]
 
 
+def _yunet_rows_to_boxes(rows: np.ndarray, scale: float, config: DetectionConfig) -> list[Box]:
+    """(N, 15) rows [x, y, w, h, 10 landmark coordinates, score] in the scaled image -> Boxes in
+    the original image, without the faces outside the configured size range."""
+    boxes = []
+    for row in np.asarray(rows, dtype=np.float64).reshape(-1, 15):
+        x, y, w, h = row[:4] / scale
+        side = max(w, h)
+        if side < config.min_face_size or (config.max_face_size and side > config.max_face_size):
+            continue
+        points = tuple((float(px / scale), float(py / scale)) for px, py in row[4:14].reshape(5, 2))
+        boxes.append(Box(int(round(x)), int(round(y)), int(round(w)), int(round(h)),
+                         float(min(max(row[14], 0.0), 1.0)), points))
+    return boxes
+
+
+def _scaled_bgr(gray: np.ndarray, scale: float) -> np.ndarray:
+    """The 3-channel image the CNN detectors take (they were trained on colour; gray works)."""
+    if scale < 1.0:
+        size = (max(1, int(round(gray.shape[1] * scale))), max(1, int(round(gray.shape[0] * scale))))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+
+
+def check_yunet_model(path: str | Path) -> Path:
+    """The YuNet file, after checking it is the calibrated 2023mar release (sha256)."""
+    if not str(path):
+        raise DetectorUnavailable(
+            f"the yunet detector needs the model file {YUNET_MODEL_NAME}: download it from "
+            f"{YUNET_MODEL_URL} and set EMOTION_YUNET_MODEL (or DetectionConfig.yunet_model) to its path"
+        )
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DetectorUnavailable(f"YuNet model file {path} does not exist (download: {YUNET_MODEL_URL})")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != YUNET_MODEL_SHA256:
+        raise DetectorUnavailable(
+            f"YuNet model file {path} has sha256 {digest}, expected {YUNET_MODEL_SHA256} "
+            f"({YUNET_MODEL_NAME} from {YUNET_MODEL_URL})"
+        )
+    return path
+
+
+class YuNetOpenCVDetector:
+    """YuNet through ``cv2.FaceDetectorYN`` with the user's ONNX file (checked once per path)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()  # FaceDetectorYN keeps per-call state: one per thread
+        self._checked: set[str] = set()
+
+    def _model(self, config: DetectionConfig, size: tuple[int, int]):
+        path = config.yunet_model
+        if path not in self._checked:
+            check_yunet_model(path)
+            self._checked.add(path)
+        models = getattr(self._local, "models", None)
+        if models is None:
+            models = self._local.models = {}
+        model = models.get(path)
+        if model is None:
+            # score threshold 0 here: the configured threshold is applied per call
+            model = models[path] = cv2.FaceDetectorYN.create(str(path), "", size, 0.0, 0.3, 5000)
+        model.setInputSize(size)
+        return model
+
+    def detect(self, gray: np.ndarray, config: DetectionConfig) -> list[Box]:
+        _check_gray(gray)
+        scale = config.detect_scale("yunet")
+        image = _scaled_bgr(gray, scale)
+        model = self._model(config, (image.shape[1], image.shape[0]))
+        model.setScoreThreshold(config.score("yunet"))
+        _, rows = model.detect(image)
+        return [] if rows is None else _yunet_rows_to_boxes(rows, scale, config)
+
+
+def import_yuface():
+    """The ``yuface`` module, or DetectorUnavailable (not installed / no wheel for this platform)."""
+    # yuface runs on its own OpenMP runtime, whose idle threads spin by default: on cores shared
+    # with TensorFlow or other processes a 640x480 frame went from ~45 ms to ~190 ms median
+    # (bench/README.md). Passive waiting (read when the runtime loads) unless the user chose.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import yuface
+    except ImportError as error:
+        raise DetectorUnavailable(
+            f"the yuface package is not installed ({error}); it has wheels for CPython 3.11 on "
+            "Linux x86_64 and Windows: pip install yuface==2023.5.1"
+        ) from None
+    return yuface
+
+
+class YuFaceDetector:
+    """YuNet-s compiled into the ``yuface`` wheel (libfacedetection): no model file needed."""
+
+    def __init__(self) -> None:
+        self._detect = import_yuface().c_detect  # raw rows; yuface.detect only adds a size warning
+
+    def detect(self, gray: np.ndarray, config: DetectionConfig) -> list[Box]:
+        _check_gray(gray)
+        scale = config.detect_scale("yuface")
+        rows = np.asarray(self._detect(_scaled_bgr(gray, scale)), dtype=np.float64)
+        if rows.size == 0:
+            return []
+        # yuface rows: [score 0-100, x, y, w, h, 10 landmark coordinates, ...] (integers)
+        rows = rows.reshape(rows.shape[0], -1)
+        rows = rows[rows[:, 0] >= 100.0 * config.score("yuface")]
+        reordered = np.concatenate([rows[:, 1:15], rows[:, :1] / 100.0], axis=1)
+        return _yunet_rows_to_boxes(reordered, scale, config)
+
+
 _DETECTORS: dict[str, Callable[[], FaceDetector]] = {}
 _INSTANCES: dict[str, FaceDetector] = {}
 _LOCK = threading.Lock()
+_UNAVAILABLE: set[str] = set()  # detectors ``auto`` found unusable
 
 
 def register_detector(name: str, factory: Callable[[], FaceDetector]) -> None:
@@ -158,6 +380,11 @@ def available_detectors() -> list[str]:
     return sorted(_DETECTORS)
 
 
+def detector_choices() -> list[str]:
+    """Every name ``DetectionConfig.detector`` accepts: ``auto`` and the registered detectors."""
+    return ["auto", *available_detectors()]
+
+
 def get_detector(name: str) -> FaceDetector:
     with _LOCK:
         if name not in _DETECTORS:
@@ -167,8 +394,60 @@ def get_detector(name: str) -> FaceDetector:
         return _INSTANCES[name]
 
 
+def resolve_detector(config: DetectionConfig) -> str:
+    """The detector that runs for ``config``: the configured name, or what ``auto`` picks (yunet
+    with a configured model file, else yuface, else haar with a warning, logged once)."""
+    if config.detector != "auto":
+        return config.detector
+    if config.yunet_model:
+        check_yunet_model(config.yunet_model)  # a configured but wrong file is an error, not a fallback
+        return "yunet"
+    if "yuface" in _UNAVAILABLE:
+        return "haar"
+    try:
+        get_detector("yuface")
+        return "yuface"
+    except DetectorUnavailable as error:
+        _UNAVAILABLE.add("yuface")  # decided once per process: no import attempt per frame
+        logger.warning("face detector: yuface is unavailable, falling back to the Haar cascade "
+                       "(lower recall, see docs/detection.md): %s", error)
+        return "haar"
+
+
+def reset_detectors() -> None:
+    """Forget loaded detectors and ``auto``'s choice (tests that change what is installed)."""
+    with _LOCK:
+        _INSTANCES.clear()
+        _UNAVAILABLE.clear()
+
+
+def prepare_detector(config: DetectionConfig) -> str:
+    """Resolve and load the detector now (at startup), so a missing package or model file is one
+    clear DetectorUnavailable error before the first image, not a failure inside a request."""
+    name = resolve_detector(config)
+    get_detector(name)
+    if name == "yunet":
+        check_yunet_model(config.yunet_model)
+    return name
+
+
+def describe_detector(config: DetectionConfig) -> dict:
+    """What /model_info and the logs report about detection (loads the detector: see
+    ``prepare_detector``)."""
+    name = prepare_detector(config)
+    framing = config.framing(name)
+    info = {"detector": name, "configured": config.detector, "margin": framing.margin, "shift_y": framing.shift_y}
+    if name in ("yunet", "yuface"):
+        info.update(score_threshold=config.score(name), input_scale=config.detect_scale(name))
+    if name == "yunet":
+        info["model_file"] = str(config.yunet_model)
+    return info
+
+
 register_detector("haar", lambda: HaarCascadeDetector("haarcascade_frontalface_default.xml"))
 register_detector("haar_alt2", lambda: HaarCascadeDetector("haarcascade_frontalface_alt2.xml"))
+register_detector("yunet", YuNetOpenCVDetector)
+register_detector("yuface", YuFaceDetector)
 
 
 def square_box(box: Box) -> Box:
@@ -191,9 +470,14 @@ def clip_box(box: Box, width: int, height: int) -> Box:
     return replace(box, x=x0, y=y0, w=x1 - x0, h=y1 - y0)
 
 
-def frame_box(box: Box, config: DetectionConfig, width: int, height: int) -> Box:
+def shift_box(box: Box, fraction_y: float) -> Box:
+    """Move the box down by ``fraction_y`` x its height (up when negative)."""
+    return replace(box, y=box.y + int(round(box.h * fraction_y)))
+
+
+def frame_box(box: Box, framing: Framing, width: int, height: int) -> Box:
     """Detector box -> the FER2013-framed face box inside the image."""
-    return clip_box(expand_box(square_box(box), config.margin), width, height)
+    return clip_box(expand_box(shift_box(square_box(box), framing.shift_y), framing.margin), width, height)
 
 
 def detect_faces(image: np.ndarray, config: DetectionConfig | None = None) -> list[Box]:
@@ -201,8 +485,10 @@ def detect_faces(image: np.ndarray, config: DetectionConfig | None = None) -> li
     config = config or DetectionConfig()
     gray = to_grayscale(image)
     height, width = gray.shape
-    raw = get_detector(config.detector).detect(gray, config)
-    boxes = [frame_box(b, config, width, height) for b in raw if b.confidence >= config.min_confidence]
+    name = resolve_detector(config)
+    framing = config.framing(name)
+    raw = get_detector(name).detect(gray, config)
+    boxes = [frame_box(b, framing, width, height) for b in raw if b.confidence >= config.min_confidence]
     boxes = [b for b in boxes if b.w > 0 and b.h > 0]
     boxes.sort(key=lambda b: (-b.confidence, b.y, b.x))
     return boxes[: config.max_faces]
@@ -245,3 +531,4 @@ def locate_faces(
     boxes = detect_faces(gray, config)
     faces = np.stack([crop_face(gray, b) for b in boxes]) if boxes else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8)
     return boxes, faces
+

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from emotion_recognition.detection import Box, DetectionConfig, locate_faces
+from emotion_recognition.detection import Box, DetectionConfig, landmarks_from_list, landmarks_to_list, locate_faces
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES
 from emotion_recognition.preprocessing import FACE_SIZE, to_model_batch
 from emotion_recognition.tta import TestTimeAugmentation
@@ -46,6 +46,7 @@ class FaceResult:
         return {
             "box": {"x": self.box.x, "y": self.box.y, "w": self.box.w, "h": self.box.h},
             "confidence": round(self.box.confidence, 4),
+            "landmarks": landmarks_to_list(self.box.landmarks),
             "emotion": self.emotion,
             "probabilities": {name: round(p, 6) for name, p in self.probabilities.items()},
         }
@@ -54,7 +55,8 @@ class FaceResult:
     def from_dict(cls, data: dict[str, Any]) -> "FaceResult":
         box = data["box"]
         return cls(
-            Box(int(box["x"]), int(box["y"]), int(box["w"]), int(box["h"]), float(data.get("confidence", 1.0))),
+            Box(int(box["x"]), int(box["y"]), int(box["w"]), int(box["h"]), float(data.get("confidence", 1.0)),
+                landmarks_from_list(data.get("landmarks"))),
             data["emotion"],
             {name: float(data["probabilities"][name]) for name in EMOTIONS},
         )

@@ -22,7 +22,7 @@ Bad input (empty, not an image, truncated, too many bytes or pixels, unsupported
 4xx with a message; the server keeps serving. Limits and detection settings come from
 environment variables (``EMOTION_MAX_IMAGE_BYTES``, ``EMOTION_MAX_IMAGE_PIXELS``,
 ``EMOTION_MAX_VIDEO_BYTES``, ``EMOTION_MAX_VIDEO_FRAMES``, ``EMOTION_MAX_REQUEST_BYTES``,
-``EMOTION_DETECTOR``, ``EMOTION_MIN_FACE_SIZE``, ``EMOTION_MIN_NEIGHBORS``, ``EMOTION_SCALE_FACTOR``,
+``EMOTION_DETECTOR`` (auto|yunet|yuface|haar, see docs/detection.md), ``EMOTION_YUNET_MODEL``, ``EMOTION_MIN_FACE_SIZE``, ``EMOTION_MIN_NEIGHBORS``, ``EMOTION_SCALE_FACTOR``,
 ``EMOTION_FACE_MARGIN``). ``EMOTION_TTA`` picks the test-time augmentation every face gets:
 ``flip`` (default: the face and its mirror image), ``none`` (one view, fastest) or ``crops`` (16 views,
 most accurate; see ``emotion_recognition.tta``).
@@ -52,8 +52,9 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from emotion_recognition.detection import DetectionConfig
+
 from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker
+from emotion_recognition.detection import DetectionConfig, describe_detector
 from emotion_recognition.inference import FaceResult, classify_located
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES, TRANSLATIONS
 from emotion_recognition.media import (
@@ -95,7 +96,8 @@ def detection_config_from_env() -> DetectionConfig:
         scale_factor=float(os.environ.get("EMOTION_SCALE_FACTOR", default.scale_factor)),
         min_neighbors=int(os.environ.get("EMOTION_MIN_NEIGHBORS", default.min_neighbors)),
         min_face_size=int(os.environ.get("EMOTION_MIN_FACE_SIZE", default.min_face_size)),
-        margin=float(os.environ.get("EMOTION_FACE_MARGIN", default.margin)),
+        # unset: the detector's calibrated framing (emotion_recognition.detection.FRAMING)
+        margin=float(os.environ["EMOTION_FACE_MARGIN"]) if os.environ.get("EMOTION_FACE_MARGIN") else None,
     )
 
 
@@ -161,7 +163,9 @@ class EmotionService:
 
         self.recognizer = EmotionRecognizer.from_file(stored.path_of(MODEL_FILE), detection_config_from_env(), tta_from_env())
         self.model_info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()},
-                           "test_time_augmentation": self.recognizer.tta.describe()}
+                           "test_time_augmentation": self.recognizer.tta.describe(),
+                           "face_detection": describe_detector(self.recognizer.detection)}
+        logger.info("face detector: %s", self.model_info["face_detection"])
         self.limits = ImageLimits.from_env()
         self.max_video_bytes, self.max_video_frames = video_limits()
         self._cpu_limiter = None  # created on first use, inside the event loop

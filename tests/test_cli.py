@@ -31,6 +31,19 @@ def test_photo(tmp_path, capsys, tiny_model_file):  # noqa: F811
     assert "1 face(s): happy" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("detector, has_landmarks", [("haar", False), ("yuface", True)])
+def test_photo_json_has_landmarks_from_cnn_detectors(tmp_path, tiny_model_file, detector, has_landmarks):  # noqa: F811
+    if detector == "yuface":
+        pytest.importorskip("yuface", reason="yuface is not installed")
+    out = tmp_path / "girl.jpg"
+    assert cli.main(["photo", str(media("angry_girl.jpg")), "-o", str(out), "--model", str(tiny_model_file),
+                     "--detector", detector]) == 0
+    [face] = json.loads(out.with_suffix(".json").read_text())["faces"]
+    assert (face["landmarks"] is not None) == has_landmarks
+    if has_landmarks:
+        assert len(face["landmarks"]) == 5 and all(len(point) == 2 for point in face["landmarks"])
+
+
 def test_video(tmp_path, capsys, tiny_model_file):  # noqa: F811
     out = tmp_path / "mm.mp4"
     code = cli.main(
@@ -158,3 +171,11 @@ def test_tta_option_changes_the_views_of_the_bundled_model(tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
         cli.main(["photo", str(media("fear.jpg")), "--tta", "ten-crop"])
     assert error.value.code == 2 and "invalid choice: 'ten-crop'" in capsys.readouterr().err
+
+
+def test_yunet_without_its_model_file_is_a_one_line_error(tmp_path, capsys, monkeypatch, tiny_model_file):  # noqa: F811
+    monkeypatch.delenv("EMOTION_YUNET_MODEL", raising=False)
+    code = cli.main(["photo", str(media("angry_girl.jpg")), "-o", str(tmp_path / "o.jpg"),
+                     "--model", str(tiny_model_file), "--detector", "yunet"])
+    err = capsys.readouterr().err
+    assert code != 0 and "EMOTION_YUNET_MODEL" in err and "Traceback" not in err

@@ -44,8 +44,16 @@ def test_analyze_photo(recognizer):
     assert face.emotion == "happy" and list(face.probabilities) == list(EMOTIONS)
     assert face.score == pytest.approx(HAPPY_P, abs=0.06) and 0 < face.confidence <= 1
     data = json.loads(json.dumps(face.to_dict()))
-    assert set(data) == {"box", "confidence", "emotion", "probabilities"}
-    assert FaceResult.from_dict(data).box == face.box.__class__(face.box.x, face.box.y, face.box.w, face.box.h, round(face.confidence, 4))
+    assert set(data) == {"box", "confidence", "landmarks", "emotion", "probabilities"}
+    # the default detector (yuface, or yunet with EMOTION_YUNET_MODEL) gives five landmarks; Haar none
+    if face.box.landmarks is None:
+        assert data["landmarks"] is None
+    else:
+        assert len(data["landmarks"]) == 5 and all(len(p) == 2 for p in data["landmarks"])
+        assert all(p == [round(x, 1), round(y, 1)] for p, (x, y) in zip(data["landmarks"], face.box.landmarks))
+    back = FaceResult.from_dict(data).box
+    assert (back.x, back.y, back.w, back.h, back.confidence) == (face.box.x, face.box.y, face.box.w, face.box.h, round(face.confidence, 4))
+    assert back.landmarks == (None if data["landmarks"] is None else tuple(map(tuple, data["landmarks"])))
 
 
 def test_analyze_frames_batches_everything_into_one_model_call(recognizer):

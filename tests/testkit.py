@@ -53,8 +53,9 @@ def read_zip_faces(zip_path: str | Path, split: str = "test", limit: int = 200) 
 def detectable_faces(
     zip_path: str | Path, count: int, face_px: int = 120, config: DetectionConfig | None = None
 ) -> list[tuple[str, str, np.ndarray]]:
-    """The first ``count`` FER faces that the detector finds alone on a plain canvas."""
-    config = config or DetectionConfig()
+    """The first ``count`` FER faces that the detector (Haar unless given) finds alone on a plain
+    canvas: the same faces whichever detector is the default."""
+    config = config or DetectionConfig(detector="haar")
     chosen = []
     for name, label, face in read_zip_faces(zip_path, limit=max(60, count * 8)):
         big = cv2.resize(face, (face_px, face_px), interpolation=cv2.INTER_CUBIC)

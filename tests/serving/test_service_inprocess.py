@@ -28,9 +28,15 @@ def error_of(response) -> str:
 
 
 def check_face(face: dict, width: int, height: int) -> None:
-    assert set(face) == {"box", "confidence", "emotion", "probabilities"}
+    assert set(face) == {"box", "confidence", "landmarks", "emotion", "probabilities"}
     box = face["box"]
     assert 0 <= box["x"] and 0 <= box["y"] and box["x"] + box["w"] <= width and box["y"] + box["h"] <= height
+    if face["landmarks"] is not None:  # the CNN detectors: eyes, nose, mouth corners inside the face box
+        assert len(face["landmarks"]) == 5
+        for x, y in face["landmarks"]:
+            assert box["x"] <= x <= box["x"] + box["w"] and box["y"] <= y <= box["y"] + box["h"]
+        (rx, ry), (lx, ly), _, (mrx, mry), (mlx, mly) = face["landmarks"]
+        assert rx < lx and mrx < mlx and max(ry, ly) < min(mry, mly)  # upright face: eyes above mouth
     assert 0 < face["confidence"] <= 1
     assert list(face["probabilities"]) == list(EMOTIONS)
     assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
@@ -276,6 +282,25 @@ def test_model_info(service_client):
     assert info["source"] == "file" and info["labels"] == list(EMOTIONS)
     assert info["translations"] == TRANSLATIONS
     assert info["test_time_augmentation"] == "2 views (flip)"  # EMOTION_TTA unset: the face and its mirror
+    from emotion_recognition.detection import DetectionConfig, resolve_detector
+
+    detection = info["face_detection"]
+    assert detection["detector"] == resolve_detector(DetectionConfig()) and detection["configured"] == "auto"
+
+
+def test_landmarks_in_every_face_api(service_client):
+    """The default detector's landmarks reach /analyze, /analyze_frames and the video timeline."""
+    pytest.importorskip("yuface", reason="yuface (the default detector here) is not installed")
+    photo = media("angry_girl.jpg").read_bytes()
+    faces = post_image(service_client, photo, "girl.jpg").json()
+    assert faces and len(faces[0]["landmarks"]) == 5
+    frames = service_client.post("/analyze_frames", files=[("frames", ("a.jpg", photo)), ("frames", ("b.jpg", photo))]).json()
+    assert [f[0]["landmarks"] for f in frames] == [faces[0]["landmarks"]] * 2
+    video = media("Megamind.avi").read_bytes()
+    timeline = service_client.post("/video_timeline", files={"video": ("m.avi", video)},
+                                   data={"every": "60", "max_frames": "3"}).json()
+    found = [face for frame in timeline["frames"] for face in frame["faces"]]
+    assert found and all(len(face["landmarks"]) == 5 for face in found)
 
 
 def test_web_page_is_served(service_client):

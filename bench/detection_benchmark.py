@@ -1,0 +1,513 @@
+"""Face detection benchmark: group photos of FER2013 PublicTest faces with known boxes and labels.
+
+Usage (from the repository root, PYTHONPATH=.):
+
+    python bench/detection_benchmark.py [--photos 200] [--seed 0] [--fer ../shared/data/fer2013.zip]
+        [--yunet-model ../shared/models/face_detection_yunet_2023mar.onnx] [--out bench/results/detection.json]
+
+Photos (deterministic for a seed): 640x480 or 1280x720, 2-8 FER2013 PublicTest faces each
+(40-250 px, log-uniform, no overlap), upscaled from 48x48 and pasted on a background: a synthetic
+texture, a noisy gradient, or a real photo with its faces masked (matplotlib's grace_hopper.jpg,
+../shared/media messi5.jpg and Megamind.avi frames). One face in three is rotated by 10-25 degrees
+either way. Each photo is JPEG-compressed (quality 60-90). Ground truth: the square each FER
+image was pasted into (its side, its centre for rotated faces) and the FER label.
+
+Two photo sets with different seeds: ``calibration`` (seed + 1000) chooses each CNN detector's
+framing (margin, vertical shift) by end-to-end accuracy; ``evaluation`` (seed) gives every figure.
+
+Per detector (at IoU >= 0.3 and >= 0.5, greedy one-to-one matching on the framed boxes):
+recall, precision; ms per 640x480 and per 1280x720 photo (detect_faces alone); end-to-end
+emotion accuracy = faces found with the right label / all faces, with the bundled model and the
+service's default test-time augmentation (flip); and the classifier's accuracy on the same faces
+cropped from their true boxes. Alignment (eyes levelled before the crop) is measured on upright
+and rotated faces. The detector levers (input scale, score threshold, OpenCV threads) are swept
+for speed and recall. Also: found faces on ../shared/media (messi5.jpg against a hand box,
+Megamind.avi every 15th frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emotion_recognition.detection import (
+    FRAMING,
+    Box,
+    DetectionConfig,
+    DetectorUnavailable,
+    Framing,
+    Landmarks,
+    crop_face,
+    detect_faces,
+    frame_box,
+    get_detector,
+    resolve_detector,
+)
+from emotion_recognition.inference import EmotionRecognizer
+from emotion_recognition.labels import EMOTIONS
+from emotion_recognition.model_files import BUNDLED_MODEL
+from emotion_recognition.preprocessing import resize_face, to_grayscale
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the test helpers (tests/testkit.py), not shipped in the package
+from testkit import iou, read_zip_faces  # noqa: E402
+SHARED = ROOT.parent / "shared"
+SIZES = [(640, 480), (1280, 720)]
+MESSI_FACE = Box(226, 93, 39, 39)  # hand-checked box of the one face in messi5.jpg
+
+
+@dataclass
+class Face:
+    box: Box  # ground truth: the square the FER image was pasted into
+    label: str
+    angle: float  # degrees the face was rotated (0: upright)
+    fer_image: np.ndarray = field(repr=False)
+
+
+@dataclass
+class Photo:
+    image: np.ndarray  # RGB, after JPEG
+    faces: list[Face]
+    background: str
+
+
+# ---------------------------------------------------------------- alignment (measured, not in the product)
+# Rotating each face so its eyes are level before the crop did not raise end-to-end accuracy
+# beyond noise (bench/README.md), so it lives here, where it is measured, and not in detection.py.
+
+
+def eye_angle(landmarks: Landmarks) -> float:
+    """Degrees the eye line is turned from horizontal (positive: the subject's left eye, on the
+    image's right, is lower)."""
+    (rx, ry), (lx, ly) = landmarks[0], landmarks[1]
+    return float(np.degrees(np.arctan2(ly - ry, lx - rx)))
+
+
+def aligned_crop(gray_image: np.ndarray, box: Box) -> np.ndarray:
+    """Like ``crop_face``, but the image is first rotated about the box centre so the eyes are
+    level (``box.landmarks``); a box without landmarks gets the plain crop."""
+    if box.landmarks is None:
+        return crop_face(gray_image, box)
+    gray = to_grayscale(gray_image)
+    side = max(box.w, box.h)
+    centre = (box.x + box.w / 2.0, box.y + box.h / 2.0)
+    matrix = cv2.getRotationMatrix2D(centre, eye_angle(box.landmarks), 1.0)
+    matrix[0, 2] += side / 2.0 - centre[0]
+    matrix[1, 2] += side / 2.0 - centre[1]
+    face = cv2.warpAffine(gray, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(resize_face(face), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------- backgrounds
+
+
+def _mask_faces(rgb: np.ndarray) -> np.ndarray:
+    """Cover the faces of a real photo (found by Haar and yuface at a low threshold, boxes grown
+    by 40%) with the photo's median colour, so they are neither ground truth nor false alarms."""
+    out = rgb.copy()
+    boxes = detect_faces(rgb, DetectionConfig(detector="haar", min_neighbors=2, min_face_size=16, margin=0.2))
+    try:
+        boxes += detect_faces(rgb, DetectionConfig(detector="yuface", score_threshold=0.2, min_face_size=10, margin=0.2))
+    except DetectorUnavailable:
+        pass
+    fill = np.median(rgb.reshape(-1, 3), axis=0).astype(np.uint8)
+    for b in boxes:
+        out[max(b.y, 0) : b.y + b.h, max(b.x, 0) : b.x + b.w] = fill
+    return out
+
+
+def real_backgrounds() -> dict[str, np.ndarray]:
+    found = {}
+    import matplotlib
+
+    hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    candidates = {"grace_hopper": hopper, "messi5": SHARED / "media" / "messi5.jpg"}
+    for name, path in candidates.items():
+        if path.exists():
+            found[name] = _mask_faces(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    video = SHARED / "media" / "Megamind.avi"
+    if video.exists():
+        capture = cv2.VideoCapture(str(video))
+        for index in (40, 160):
+            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+            ok, bgr = capture.read()
+            if ok:
+                found[f"megamind_{index}"] = _mask_faces(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return found
+
+
+def background(kind: str, size: tuple[int, int], rng: np.random.Generator, reals: dict[str, np.ndarray]) -> np.ndarray:
+    width, height = size
+    if kind == "texture":
+        yy, xx = np.mgrid[0:height, 0:width]
+        base = 90 + 60 * np.sin(xx / rng.uniform(20, 60)) * np.cos(yy / rng.uniform(20, 60)) + rng.normal(0, 6, (height, width))
+        tint = rng.uniform(0.8, 1.2, 3)
+        return np.clip(base[:, :, None] * tint, 0, 255).astype(np.uint8)
+    if kind == "gradient":
+        ramp = np.linspace(rng.uniform(30, 120), rng.uniform(130, 230), width)[None, :, None]
+        noise = rng.normal(0, 12, (height, width, 3))
+        return np.clip(ramp + noise, 0, 255).astype(np.uint8).repeat(1, axis=0)
+    real = reals[kind]
+    return cv2.resize(real, size, interpolation=cv2.INTER_LINEAR if real.shape[1] < width else cv2.INTER_AREA)
+
+
+# ---------------------------------------------------------------- photos
+
+
+def paste(canvas: np.ndarray, face48: np.ndarray, box: Box, angle: float) -> None:
+    side = box.w
+    big = cv2.resize(face48, (side, side), interpolation=cv2.INTER_CUBIC)
+    if angle:
+        matrix = cv2.getRotationMatrix2D((side / 2, side / 2), angle, 1.0)
+        big = cv2.warpAffine(big, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mask = cv2.warpAffine(np.ones((side, side), np.uint8), matrix, (side, side), flags=cv2.INTER_NEAREST)
+    else:
+        mask = np.ones((side, side), np.uint8)
+    region = canvas[box.y : box.y + side, box.x : box.x + side]
+    region[mask > 0] = big[mask > 0][:, None]
+
+
+def make_photos(fer: list[tuple[str, str, np.ndarray]], count: int, seed: int, reals: dict[str, np.ndarray]) -> list[Photo]:
+    rng = np.random.default_rng(seed)
+    kinds = ["texture", "gradient", *sorted(reals)]
+    order = rng.permutation(len(fer))
+    next_face = 0
+    photos = []
+    for index in range(count):
+        size = SIZES[index % 2]
+        width, height = size
+        kind = kinds[index % len(kinds)]
+        canvas = background(kind, size, rng, reals).copy()
+        faces: list[Face] = []
+        wanted = int(rng.integers(2, 9))
+        for _ in range(wanted * 30):  # rejection sampling of non-overlapping squares
+            if len(faces) == wanted:
+                break
+            side = int(round(np.exp(rng.uniform(np.log(40), np.log(min(250, height // 2))))))
+            x, y = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
+            candidate = Box(x, y, side, side)
+            if any(iou(candidate, f.box) > 0 or _overlap(candidate, f.box) for f in faces):
+                continue
+            _, label, face48 = fer[order[next_face % len(order)]]
+            next_face += 1
+            angle = float(rng.choice([-1, 1]) * rng.uniform(10, 25)) if rng.random() < 1 / 3 else 0.0
+            paste(canvas, face48, candidate, angle)
+            faces.append(Face(candidate, label, angle, face48))
+        quality = int(rng.integers(60, 91))
+        ok, jpeg = cv2.imencode(".jpg", canvas[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+        photos.append(Photo(image, faces, kind))
+    return photos
+
+
+def _overlap(a: Box, b: Box, gap: int = 4) -> bool:
+    return not (a.x + a.w + gap <= b.x or b.x + b.w + gap <= a.x or a.y + a.h + gap <= b.y or b.y + b.h + gap <= a.y)
+
+
+# ---------------------------------------------------------------- matching and scoring
+
+
+def match(truth: list[Box], found: list[Box], threshold: float) -> list[tuple[int, int]]:
+    """Greedy one-to-one pairs (truth index, found index) by decreasing IoU >= threshold."""
+    pairs = sorted(((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
+    used_t, used_f, out = set(), set(), []
+    for value, i, j in pairs:
+        if value < threshold:
+            break
+        if i not in used_t and j not in used_f:
+            used_t.add(i), used_f.add(j), out.append((i, j))
+    return out
+
+
+def raw_detections(photos: list[Photo], config: DetectionConfig) -> list[list[Box]]:
+    """Unframed detector boxes per photo (framing is applied afterwards, per candidate)."""
+    name = resolve_detector(config)
+    detector = get_detector(name)
+    out = []
+    for photo in photos:
+        gray = cv2.cvtColor(photo.image, cv2.COLOR_RGB2GRAY)
+        out.append([b for b in detector.detect(gray, config) if b.confidence >= config.min_confidence])
+    return out
+
+
+def framed(photos: list[Photo], raw: list[list[Box]], framing: Framing) -> list[list[Box]]:
+    out = []
+    for photo, boxes in zip(photos, raw):
+        height, width = photo.image.shape[:2]
+        out.append([b for b in (frame_box(r, framing, width, height) for r in boxes) if b.w > 0 and b.h > 0])
+    return out
+
+
+def detection_scores(photos: list[Photo], boxes: list[list[Box]]) -> dict:
+    result = {}
+    n_truth = sum(len(p.faces) for p in photos)
+    n_found = sum(len(b) for b in boxes)
+    for threshold in (0.3, 0.5):
+        hits = sum(len(match([f.box for f in p.faces], b, threshold)) for p, b in zip(photos, boxes))
+        result[f"recall@{threshold}"] = hits / n_truth
+        result[f"precision@{threshold}"] = hits / n_found if n_found else 0.0
+    # recall@0.3 by face size: small faces (upscaled 48x48 FER images) are the hard part
+    for low, high in ((40, 80), (80, 251)):
+        found = total = 0
+        for p, b in zip(photos, boxes):
+            matched = {i for i, _ in match([f.box for f in p.faces], b, 0.3)}
+            for i, f in enumerate(p.faces):
+                if low <= f.box.w < high:
+                    total += 1
+                    found += i in matched
+        result[f"recall@0.3_{low}-{high - 1}px"] = found / total if total else float("nan")
+    return result
+
+
+class Classifier:
+    def __init__(self, model_path: Path):
+        self.recognizer = EmotionRecognizer.from_file(model_path)  # flip TTA: the service's default
+
+    def labels(self, faces: list[np.ndarray]) -> list[str]:
+        if not faces:
+            return []
+        probabilities = self.recognizer.classify_faces(np.stack(faces))
+        return [EMOTIONS[int(i)] for i in np.argmax(probabilities, axis=1)]
+
+
+def end_to_end(photos: list[Photo], boxes: list[list[Box]], classifier: Classifier, align: bool = False) -> dict:
+    """Right label / all faces, overall and for upright and rotated faces (IoU >= 0.3 matches)."""
+    crops, keys = [], []
+    for pi, (photo, found) in enumerate(zip(photos, boxes)):
+        gray = cv2.cvtColor(photo.image, cv2.COLOR_RGB2GRAY)
+        for ti, fi in match([f.box for f in photo.faces], found, 0.3):
+            crops.append(aligned_crop(gray, found[fi]) if align else crop_face(gray, found[fi]))
+            keys.append((pi, ti))
+    predicted = dict(zip(keys, classifier.labels(crops)))
+    return _accuracies(photos, predicted)
+
+
+def _accuracies(photos: list[Photo], predicted: dict) -> dict:
+    groups = {"all": [0, 0], "upright": [0, 0], "rotated": [0, 0]}
+    for pi, photo in enumerate(photos):
+        for ti, face in enumerate(photo.faces):
+            right = predicted.get((pi, ti)) == face.label
+            for group in ("all", "rotated" if face.angle else "upright"):
+                groups[group][0] += right
+                groups[group][1] += 1
+    return {f"accuracy_{k}": (r / n if n else float("nan")) for k, (r, n) in groups.items()}
+
+
+def true_box_accuracy(photos: list[Photo], classifier: Classifier) -> dict:
+    crops, keys = [], []
+    for pi, photo in enumerate(photos):
+        gray = cv2.cvtColor(photo.image, cv2.COLOR_RGB2GRAY)
+        for ti, face in enumerate(photo.faces):
+            crops.append(crop_face(gray, face.box))
+            keys.append((pi, ti))
+    return _accuracies(photos, dict(zip(keys, classifier.labels(crops))))
+
+
+def time_detection(photos: list[Photo], config: DetectionConfig, count: int = 40) -> dict:
+    """Median ms of detect_faces per photo, per photo size (after a warm-up call). The median,
+    not the mean: the 2 cores are shared, and a busy neighbour inflates single calls."""
+    result = {}
+    for width, height in SIZES:
+        images = [p.image for p in photos if p.image.shape[1] == width][:count]
+        detect_faces(images[0], config)
+        times = []
+        for image in images:
+            start = time.perf_counter()
+            detect_faces(image, config)
+            times.append(time.perf_counter() - start)
+        result[f"ms_{width}x{height}"] = 1000 * float(np.median(times))
+    return result
+
+
+# ---------------------------------------------------------------- real media
+
+
+def real_media(config: DetectionConfig) -> dict:
+    out = {}
+    messi = SHARED / "media" / "messi5.jpg"
+    if messi.exists():
+        boxes = detect_faces(cv2.cvtColor(cv2.imread(str(messi)), cv2.COLOR_BGR2RGB), config)
+        out["messi5_faces"] = len(boxes)
+        out["messi5_best_iou"] = round(max((iou(MESSI_FACE, b) for b in boxes), default=0.0), 2)
+    video = SHARED / "media" / "Megamind.avi"
+    if video.exists():
+        capture = cv2.VideoCapture(str(video))
+        index = frames = with_face = detections = 0
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            if index % 15 == 0:
+                found = detect_faces(bgr[:, :, ::-1], config)
+                frames += 1
+                with_face += bool(found)
+                detections += len(found)
+            index += 1
+        out["megamind_frames_with_face"] = f"{with_face}/{frames}"
+        out["megamind_detections"] = detections  # one person on screen: more than frames = false alarms
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+SCORES = (0.3, 0.4, 0.5, 0.6)
+MARGINS = (-0.1, -0.05, 0.0, 0.05, 0.1)
+SHIFTS = (-0.1, -0.05, 0.0, 0.05, 0.1)
+
+
+def calibrate_framing(photos: list[Photo], config: DetectionConfig, classifier: Classifier) -> tuple[Framing, dict]:
+    raw = raw_detections(photos, config)
+    scores = {}
+    for margin in MARGINS:
+        for shift in SHIFTS:
+            framing = Framing(margin, shift)
+            scores[(margin, shift)] = end_to_end(photos, framed(photos, raw, framing), classifier)["accuracy_all"]
+    best = max(scores, key=scores.get)
+    return Framing(*best), {f"{m:+.2f}/{s:+.2f}": round(v, 4) for (m, s), v in scores.items()}
+
+
+def markdown_tables(report: dict) -> str:
+    """The figures of a results file as the markdown tables of bench/README.md."""
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    truth = report["true_boxes"]
+    lines = [f"{report['photos']} photos, {report['faces']} faces; classifier on the true boxes: "
+             f"{pct(truth['accuracy_all'])} (upright {pct(truth['accuracy_upright'])}, rotated {pct(truth['accuracy_rotated'])})", "",
+             "| detector | recall / precision @0.3 | @0.5 | recall 40-79 px / 80-250 px | ms 640x480 | ms 1280x720 "
+             "| end-to-end (upright / rotated) | ÷ true-box accuracy | aligned (upright / rotated) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in report["detectors"].items():
+        e2e, aligned = row["end_to_end"], row.get("end_to_end_aligned")
+        lines.append(
+            f"| {name} | {pct(row['recall@0.3'])} / {pct(row['precision@0.3'])} | {pct(row['recall@0.5'])} / {pct(row['precision@0.5'])} "
+            f"| {pct(row['recall@0.3_40-79px'])} / {pct(row['recall@0.3_80-250px'])} | {row['ms_640x480']} | {row['ms_1280x720']} "
+            f"| {pct(e2e['accuracy_all'])} ({pct(e2e['accuracy_upright'])} / {pct(e2e['accuracy_rotated'])}) "
+            f"| {e2e['accuracy_all'] / truth['accuracy_all']:.2f} "
+            + (f"| {pct(aligned['accuracy_all'])} ({pct(aligned['accuracy_upright'])} / {pct(aligned['accuracy_rotated'])}) |" if aligned else "| - |"))
+    lines += ["", "| detector | framing margin / shift_y (calibration accuracy: best, 0/0, worst) | messi5.jpg faces (IoU with hand box) | Megamind frames with a face (detections) |",
+              "|---|---|---|---|"]
+    for name, row in report["detectors"].items():
+        grid, media = row.get("framing_grid_calibration_accuracy") or {}, row.get("real_media", {})
+        calib = f" ({pct(max(grid.values()))}, {pct(grid['+0.00/+0.00'])}, {pct(min(grid.values()))})" if grid else " (not calibrated)"
+        lines.append(f"| {name} | {row['framing']['margin']} / {row['framing']['shift_y']}{calib} | "
+                     f"{media.get('messi5_faces')} ({media.get('messi5_best_iou')}) | {media.get('megamind_frames_with_face')} ({media.get('megamind_detections')}) |")
+    lines += ["", "| lever | recall / precision @0.3 | recall 40-79 / 80-250 px | ms 640x480 | ms 1280x720 |", "|---|---|---|---|---|"]
+    for name, row in report["levers"].items():
+        if "recall@0.3" in row:
+            lines.append(f"| {name} | {pct(row['recall@0.3'])} / {pct(row['precision@0.3'])} | "
+                         f"{pct(row['recall@0.3_40-79px'])} / {pct(row['recall@0.3_80-250px'])} | {row['ms_640x480']} | {row['ms_1280x720']} |")
+        else:
+            lines.append(f"| {name} | | | {row['ms_640x480']} | {row['ms_1280x720']} |")
+    return "\n".join(lines)
+
+
+def speed_only(photos: list[Photo], detectors: dict[str, DetectionConfig]) -> None:
+    print("load average before:", open("/proc/loadavg").read().split()[:3])
+    for name, config in detectors.items():
+        for threads in (1, 2):
+            cv2.setNumThreads(threads)  # OpenCV's pool (Haar, FaceDetectorYN); yuface ignores it
+            times = {k: round(v, 1) for k, v in time_detection(photos, config, count=40).items()}
+            print(f"{name} cv2.setNumThreads({threads}): {times}", flush=True)
+    print("load average after:", open("/proc/loadavg").read().split()[:3])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fer", default=str(SHARED / "data" / "fer2013.zip"))
+    parser.add_argument("--yunet-model", default=str(SHARED / "models" / "face_detection_yunet_2023mar.onnx"))
+    parser.add_argument("--model", default=str(BUNDLED_MODEL))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "detection.json"))
+    parser.add_argument("--table", metavar="RESULTS_JSON", help="print the markdown tables of a results file and exit")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only time each detector at its defaults (a minute; rerun when the cores are idle)")
+    args = parser.parse_args()
+    if args.table:
+        print(markdown_tables(json.loads(Path(args.table).read_text())))
+        return
+
+    started = time.perf_counter()
+    fer = read_zip_faces(args.fer, split="test", limit=100_000)
+    reals = real_backgrounds()
+    evaluation = make_photos(fer, args.photos, args.seed, reals)
+    calibration = make_photos(fer[::-1], max(args.photos // 2, 20), args.seed + 1000, reals)
+    n_faces = sum(len(p.faces) for p in evaluation)
+    print(f"{len(evaluation)} evaluation photos, {n_faces} faces; {len(calibration)} calibration photos; "
+          f"backgrounds {['texture', 'gradient', *sorted(reals)]}")
+
+    report: dict = {"command": "python bench/detection_benchmark.py " + f"--photos {args.photos} --seed {args.seed}",
+                    "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+                    "faces": n_faces, "photos": len(evaluation)}
+
+    detectors = {"haar": DetectionConfig(detector="haar"), "yuface": DetectionConfig(detector="yuface")}
+    if Path(args.yunet_model).exists():
+        detectors["yunet"] = DetectionConfig(detector="yunet", yunet_model=args.yunet_model)
+
+    if args.speed_only:
+        speed_only(evaluation, detectors)
+        return
+
+    # Levers: input scale (detect once per scale at the lowest threshold, then filter by score)
+    # and score threshold; OpenCV threads for yunet. Speed: median ms over 20 photos per size.
+    levers = {}
+    for name in ("yuface", "yunet"):
+        if name not in detectors:
+            continue
+        for scale in (1.0, 0.75, 0.5):
+            config = detectors[name].with_options(input_scale=scale, score_threshold=min(SCORES), margin=0.0, shift_y=0.0)
+            raw = raw_detections(evaluation, config)
+            speed = {k: round(v, 1) for k, v in time_detection(evaluation, config, count=20).items()}
+            for score in SCORES:
+                kept = [[b for b in boxes if b.confidence >= score] for boxes in raw]
+                scores = detection_scores(evaluation, framed(evaluation, kept, Framing(0.0)))
+                levers[f"{name} scale={scale} score={score}"] = {**{k: round(v, 4) for k, v in scores.items()}, **speed}
+                print(f"{name} scale={scale} score={score}", levers[f"{name} scale={scale} score={score}"], flush=True)
+    if "yunet" in detectors:
+        for threads in (1, 2):
+            cv2.setNumThreads(threads)
+            levers[f"yunet cv2.setNumThreads({threads})"] = {k: round(v, 1) for k, v in time_detection(evaluation, detectors["yunet"], count=20).items()}
+            print(f"yunet cv2.setNumThreads({threads})", levers[f"yunet cv2.setNumThreads({threads})"], flush=True)
+        cv2.setNumThreads(2)
+    report["levers"] = levers
+    report["load_average_during_levers"] = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else None
+
+    classifier = Classifier(Path(args.model))  # TensorFlow loaded after the detector timings
+    report["true_boxes"] = true_box_accuracy(evaluation, classifier)
+    print("classifier on true boxes:", report["true_boxes"], flush=True)
+    results = {}
+    for name, config in detectors.items():
+        framing, grid = calibrate_framing(calibration, config, classifier) if name != "haar" else (FRAMING["haar"], {})
+        config = config.with_options(margin=framing.margin, shift_y=framing.shift_y)
+        raw = raw_detections(evaluation, config)
+        boxes = framed(evaluation, raw, framing)
+        row = {"framing": {"margin": framing.margin, "shift_y": framing.shift_y},
+               "input_scale": config.detect_scale(name) if name != "haar" else 1.0,
+               "score_threshold": config.score(name) if name != "haar" else None}
+        row.update({k: round(v, 4) for k, v in detection_scores(evaluation, boxes).items()})
+        row.update({k: round(v, 1) for k, v in time_detection(evaluation, config).items()})
+        row["load_average"] = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else None
+        row["end_to_end"] = {k: round(v, 4) for k, v in end_to_end(evaluation, boxes, classifier).items()}
+        if name != "haar":
+            row["end_to_end_aligned"] = {k: round(v, 4) for k, v in end_to_end(evaluation, boxes, classifier, align=True).items()}
+            row["framing_grid_calibration_accuracy"] = grid
+        row["real_media"] = real_media(config)
+        results[name] = row
+        print(name, json.dumps({k: v for k, v in row.items() if k != "framing_grid_calibration_accuracy"}), flush=True)
+    report["detectors"] = results
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out} in {report['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
