@@ -59,15 +59,6 @@ class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000  # width x height
 
-    @classmethod
-    def from_env(cls) -> "ImageLimits":
-        """Limits from EMOTION_MAX_IMAGE_BYTES / EMOTION_MAX_IMAGE_PIXELS when set."""
-        default = cls()
-        return cls(
-            max_bytes=int(os.environ.get("EMOTION_MAX_IMAGE_BYTES", default.max_bytes)),
-            max_pixels=int(os.environ.get("EMOTION_MAX_IMAGE_PIXELS", default.max_pixels)),
-        )
-
 
 def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"

@@ -1,8 +1,8 @@
 """BentoML service: faces and their emotions in photos, video frames and video files.
 
-Serve (from the repository root, after ``python -m serving.import_model``)::
+Serve, from the repository root (the root bentofile.yaml names this service)::
 
-    bentoml serve serving.service:EmotionService --port 3000
+    bentoml serve                      # the imported MLflow champion, else the bundled model
 
 APIs (multipart uploads; see README.md for curl examples):
 
@@ -17,14 +17,10 @@ APIs (multipart uploads; see README.md for curl examples):
 - ``GET /ui/``                 the web page (upload a photo, or the live webcam mode);
 - BentoML's ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` (Prometheus).
 
-Bad input (empty, not an image, truncated, too many bytes or pixels, unsupported format) gets a
-4xx with a message; the server keeps serving. Limits and detection settings come from
-environment variables (``EMOTION_MAX_IMAGE_BYTES``, ``EMOTION_MAX_IMAGE_PIXELS``,
-``EMOTION_MAX_VIDEO_BYTES``, ``EMOTION_MAX_VIDEO_FRAMES``, ``EMOTION_MAX_REQUEST_BYTES``,
-``EMOTION_DETECTOR``, ``EMOTION_MIN_FACE_SIZE``, ``EMOTION_MIN_NEIGHBORS``, ``EMOTION_SCALE_FACTOR``,
-``EMOTION_FACE_MARGIN``). ``EMOTION_TTA`` picks the test-time augmentation every face gets:
-``flip`` (default: the face and its mirror image), ``none`` (one view, fastest) or ``crops`` (16 views,
-most accurate; see ``emotion_recognition.tta``).
+Bad input (empty, not an image, truncated, too many bytes or pixels, unsupported format,
+malformed multipart) gets a 4xx JSON error with a message; the server keeps serving. Settings
+(limits, detection, ``EMOTION_TTA``: none | flip (default) | crops) are ``EMOTION_*`` environment
+variables, all defined and checked in ``serving/settings.py``; docs/serving.md lists them.
 """
 
 import asyncio
@@ -66,14 +62,26 @@ from emotion_recognition.media import (
     open_video,
 )
 from emotion_recognition.preprocessing import FACE_SIZE
-from emotion_recognition.tta import TestTimeAugmentation, from_preset
-from serving.limits import MaxBodySizeMiddleware, max_request_bytes
+from emotion_recognition.tta import from_preset
+from emotion_recognition.model_files import bundled_model_path
+from serving.limits import MaxBodySizeMiddleware
 from serving.model_store import MODEL_FILE, NoModelError, find_stored_model, model_tag
+from serving.settings import ServingSettings, SettingsError, load_settings
 
 logger = logging.getLogger("bentoml.service.emotion")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-CPU_THREADS = int(os.environ.get("EMOTION_CPU_THREADS", str(max(os.cpu_count() or 1, 1))))
-MAX_FRAMES_PER_REQUEST = int(os.environ.get("EMOTION_MAX_FRAMES_PER_REQUEST", "64"))
+
+
+def _settings_or_exit() -> ServingSettings:
+    """The EMOTION_* settings; a bad value stops the server with the variable named, no traceback."""
+    try:
+        return load_settings()
+    except SettingsError as error:
+        print(f"\nerror: {error}\n", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+SETTINGS = _settings_or_exit()
 
 
 class BadInput(BentoMLException):
@@ -83,27 +91,8 @@ class BadInput(BentoMLException):
         super().__init__(message, error_code=HTTPStatus(status))
 
 
-def detection_config_from_env() -> DetectionConfig:
-    default = DetectionConfig()
-    return DetectionConfig(
-        detector=os.environ.get("EMOTION_DETECTOR", default.detector),
-        scale_factor=float(os.environ.get("EMOTION_SCALE_FACTOR", default.scale_factor)),
-        min_neighbors=int(os.environ.get("EMOTION_MIN_NEIGHBORS", default.min_neighbors)),
-        min_face_size=int(os.environ.get("EMOTION_MIN_FACE_SIZE", default.min_face_size)),
-        margin=float(os.environ.get("EMOTION_FACE_MARGIN", default.margin)),
-    )
-
-
-def tta_from_env() -> TestTimeAugmentation:
-    """``EMOTION_TTA``: a preset of ``emotion_recognition.tta.PRESETS``; flip unless set."""
-    return from_preset(os.environ.get("EMOTION_TTA", "flip"))
-
-
-def video_limits() -> tuple[int, int]:
-    return (
-        int(os.environ.get("EMOTION_MAX_VIDEO_BYTES", str(200 * 1024 * 1024))),
-        int(os.environ.get("EMOTION_MAX_VIDEO_FRAMES", "2000")),
-    )
+def detection_config(settings: ServingSettings = SETTINGS) -> DetectionConfig:
+    return DetectionConfig(**settings.detection_overrides())
 
 
 # The web page: /ui/ serves serving/static (index.html + app.js); / stays BentoML's API docs.
@@ -126,17 +115,34 @@ def _served_tag() -> str:
     return model_tag()
 
 
-def _startup_check() -> None:
-    """Refuse to start, with the import command in the message, when no model was imported
-    (or with the accepted values when EMOTION_TTA names no preset)."""
+def imported_model():
+    """The model imported into the BentoML store (``python -m serving.import_model``), or None
+    when none was: then the bundled default model is served. An EMOTION_MODEL_TAG naming a
+    missing model is an error (NoModelError), never a silent fallback."""
     try:
-        find_stored_model()
-        tta_from_env()
-    except NoModelError as error:
+        return find_stored_model(_served_tag())
+    except NoModelError:
+        if SETTINGS.model_tag:
+            raise
+        return None
+
+
+def _has_imported_model() -> bool:
+    try:
+        return imported_model() is not None
+    except NoModelError:
+        return False  # _startup_check says why
+
+
+def _startup_check() -> None:
+    """Refuse to start, with the fix in the message, when EMOTION_MODEL_TAG names no stored model
+    or there is neither an imported nor a bundled model."""
+    try:
+        if imported_model() is None and bundled_model_path() is None:
+            raise NoModelError("no model imported into the BentoML store and no bundled default model")
+        detection_config()
+    except (NoModelError, ValueError) as error:
         print(f"\nerror: {error}\n", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    except ValueError as error:
-        print(f"\nerror: EMOTION_TTA: {error}\n", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
@@ -148,30 +154,45 @@ def _startup_check() -> None:
     resources={"cpu": "2"},
 )
 class EmotionService:
-    model_ref = bentoml.models.BentoModel(model_tag())
+    # An imported model is a dependency of the service (``bentoml build`` packs it into the Bento);
+    # without one the Bento carries the bundled default model as package data.
+    if _has_imported_model():
+        model_ref = bentoml.models.BentoModel(model_tag())
 
     def __init__(self) -> None:
-        stored = find_stored_model(_served_tag())
         from emotion_recognition.inference import EmotionRecognizer
 
-        self.recognizer = EmotionRecognizer.from_file(stored.path_of(MODEL_FILE), detection_config_from_env(), tta_from_env())
-        self.model_info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()},
-                           "test_time_augmentation": self.recognizer.tta.describe()}
-        self.limits = ImageLimits.from_env()
-        self.max_video_bytes, self.max_video_frames = video_limits()
+        settings = SETTINGS
+        stored = imported_model()
+        if stored is not None:
+            path = stored.path_of(MODEL_FILE)
+            info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()}}
+            logger.info("serving the imported model %s (%s)", stored.tag, info.get("source", "?"))
+        else:
+            path = bundled_model_path()
+            if path is None:
+                raise NoModelError("no model imported into the BentoML store and no bundled default model")
+            info = {"tag": "bundled", "source": "bundled", "source_file": str(path)}
+            logger.info("no model imported into the BentoML store: serving the bundled default model %s", path)
+        self.recognizer = EmotionRecognizer.from_file(path, detection_config(settings), from_preset(settings.tta),
+                                                      model_batch=settings.model_batch)
+        self.model_info = {**info, "test_time_augmentation": self.recognizer.tta.describe()}
+        self.settings = settings
+        self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        self.max_video_bytes, self.max_video_frames = settings.max_video_bytes, settings.max_video_frames
         self._cpu_limiter = None  # created on first use, inside the event loop
         self.recognizer.classify_faces(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))  # warm up (tracing)
 
     # ------------------------------------------------------------------ helpers
     # The public APIs are async: CPU work (decoding, detection, drawing, video I/O) runs in a
-    # worker thread (at most CPU_THREADS at once) and classification goes through the batchable
+    # worker thread (at most EMOTION_CPU_THREADS at once) and classification goes through the batchable
     # ``classify`` API via BentoML's own proxy, so faces of concurrent requests share model
     # calls. (A sync API calling a batchable API of its own service would hold BentoML's only
     # sync thread while the batch waits for it: a deadlock.)
 
     async def _run(self, func, *args):
         if self._cpu_limiter is None:
-            self._cpu_limiter = anyio.CapacityLimiter(CPU_THREADS)
+            self._cpu_limiter = anyio.CapacityLimiter(self.settings.cpu_threads)
         return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self._cpu_limiter)
 
     def _decode(self, upload: Path) -> np.ndarray:
@@ -313,8 +334,8 @@ class EmotionService:
         """Several images (e.g. video frames): one list of faces per image, in order."""
         if not frames:
             raise BadInput("send at least one frame (multipart field 'frames')", 400)
-        if len(frames) > MAX_FRAMES_PER_REQUEST:
-            raise BadInput(f"{len(frames)} frames is over the limit of {MAX_FRAMES_PER_REQUEST} per request", 413)
+        if len(frames) > self.settings.max_frames_per_request:
+            raise BadInput(f"{len(frames)} frames is over the limit of {self.settings.max_frames_per_request} per request", 413)
 
         def decode_all() -> list[np.ndarray]:
             images = []
@@ -386,7 +407,7 @@ class EmotionService:
         return {**self.model_info, "labels": list(EMOTIONS), "translations": TRANSLATIONS}
 
 
-EmotionService.add_asgi_middleware(MaxBodySizeMiddleware, max_bytes=max_request_bytes())
+EmotionService.add_asgi_middleware(MaxBodySizeMiddleware, max_bytes=SETTINGS.max_request_bytes)
 
 TIMELINE_COLUMNS = ["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS]
 
@@ -405,5 +426,5 @@ def write_timeline_csv(frames: list[dict], f: io.TextIOBase) -> None:
             )
 
 
-if os.environ.get("EMOTION_SKIP_STARTUP_CHECK") != "1":
+if not SETTINGS.skip_startup_check:
     _startup_check()
