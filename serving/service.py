@@ -64,6 +64,7 @@ from emotion_recognition.media import (
 from emotion_recognition.preprocessing import FACE_SIZE
 from emotion_recognition.tta import from_preset
 from emotion_recognition.model_files import bundled_model_path
+from serving import forms
 from serving.limits import MaxBodySizeMiddleware
 from serving.model_store import MODEL_FILE, NoModelError, find_stored_model, model_tag
 from serving.settings import ServingSettings, SettingsError, load_settings
@@ -82,6 +83,7 @@ def _settings_or_exit() -> ServingSettings:
 
 
 SETTINGS = _settings_or_exit()
+forms.install()  # malformed form bodies: 400 naming the problem, not BentoML's 500
 
 
 class BadInput(BentoMLException):
