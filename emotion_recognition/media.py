@@ -229,9 +229,10 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
 
 
 def iter_video_frames(
-    path: str | Path, every: int = 1, max_frames: int | None = None
+    path: str | Path, every: int = 1, max_frames: int | None = None, max_read: int | None = None
 ) -> Iterator[Frame]:
-    """Yield every ``every``-th frame (RGB) with its index and time; raises if there is none."""
+    """Yield every ``every``-th frame (RGB) with its index and time; raises if there is none.
+    ``max_read`` bounds the frames decoded (skipped ones too): InputTooLarge when more are needed."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     capture, info = open_video(path)
@@ -239,6 +240,11 @@ def iter_video_frames(
     try:
         index = 0
         while True:
+            if max_read is not None and index >= max_read:
+                raise InputTooLarge(
+                    f"reading this video at every={every} needs more than {max_read:,} decoded frames, "
+                    "the limit: pass a smaller 'every' or 'max_frames'"
+                )
             ok, bgr = capture.read()
             if not ok:
                 break

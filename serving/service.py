@@ -43,7 +43,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from starlette.applications import Starlette
 from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
@@ -59,6 +59,7 @@ from emotion_recognition.media import (
     decode_image,
     encode_image,
     iter_video_frames,
+    open_image_header,
     open_video,
 )
 from emotion_recognition.preprocessing import FACE_SIZE
@@ -91,6 +92,18 @@ class BadInput(BentoMLException):
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message, error_code=HTTPStatus(status))
+
+
+# /classify: at most this many faces per call (the batcher's max_batch_size); the service's own
+# calls send at most BATCHER_CHUNK faces each, so that they merge with other requests' faces.
+CLASSIFY_MAX_FACES = 128
+BATCHER_CHUNK = 32
+
+
+def _at_most_max_faces(faces: np.ndarray) -> np.ndarray:
+    if len(faces) > CLASSIFY_MAX_FACES:
+        raise ValueError(f"{len(faces)} faces is over the limit of {CLASSIFY_MAX_FACES} per call: send them in several calls")
+    return faces
 
 
 def detection_config(settings: ServingSettings = SETTINGS) -> DetectionConfig:
@@ -207,15 +220,21 @@ class EmotionService:
     async def _classify(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
+        if len(faces) > BATCHER_CHUNK:
+            # BentoML's batcher cancels (503) a request it expects to finish after max_latency_ms:
+            # many faces go in small concurrent calls it can merge with other requests' faces
+            parts = [faces[start : start + BATCHER_CHUNK] for start in range(0, len(faces), BATCHER_CHUNK)]
+            return np.concatenate(await asyncio.gather(*(self._classify(part) for part in parts)))
         to_async = getattr(self, "to_async", None)
         probabilities = None
         if to_async is not None:  # served: through the adaptive batcher
             try:
                 probabilities = await to_async.classify(faces)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (aiohttp.ClientError, asyncio.TimeoutError, BentoMLException) as error:
                 # BentoML's in-process proxy (aiohttp over the ASGI app) now and then drops a
                 # connection under load ("Server disconnected", about 1 in 300 requests with 16
-                # clients here). Classification has no side effects: do it directly instead.
+                # clients here), and the batcher sheds calls it expects to be late (503).
+                # Classification has no side effects: do it directly instead.
                 logger.warning("batched classify failed (%r); classifying %d face(s) directly", error, len(faces))
         if probabilities is None:  # plain Python object (no server), or the proxy failed
             probabilities = await self._run(self.recognizer.classify_faces, faces)
@@ -237,11 +256,17 @@ class EmotionService:
             raise BadInput(f"the video is {size:,} bytes, over the limit of {self.max_video_bytes:,}", 413)
         if every < 1:
             raise BadInput(f"every must be >= 1, got {every}", 400)
+        if max_frames < 0:
+            raise BadInput(f"max_frames must be >= 0 (0: the server's limit), got {max_frames}", 400)
         try:
             capture, info = open_video(video)
             capture.release()
         except InputError as error:
             raise BadInput(str(error), error.http_status) from None
+        pixels = info.width * info.height
+        if pixels > self.limits.max_pixels:
+            raise BadInput(f"the video's frames are {info.width}x{info.height} = {pixels:,} pixels, over the limit "
+                           f"of {self.limits.max_pixels:,} pixels", 413)
         if info.frame_count and info.frame_count // every > self.max_video_frames and max_frames <= 0:
             raise BadInput(
                 f"the video has {info.frame_count} frames; at every={every} that is over the limit of "
@@ -249,7 +274,14 @@ class EmotionService:
                 413,
             )
         limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
-        return info, iter_video_frames(video, every=every, max_frames=limit)
+        max_read = self.settings.max_video_decoded_frames
+        # frames decoded (analysed or skipped): every x analysed frames, at most the whole video
+        # (an unknown frame count is checked while reading: iter_video_frames' max_read)
+        needed = min(info.frame_count, every * (limit - 1) + 1) if info.frame_count else 0
+        if needed > max_read:
+            raise BadInput(f"at every={every} and {limit} analysed frames this video needs {needed:,} decoded "
+                           f"frames, over the limit of {max_read:,}: pass a smaller 'every' or 'max_frames'", 413)
+        return info, iter_video_frames(video, every=every, max_frames=limit, max_read=max_read)
 
     async def _video_chunks(self, frames, chunk: int = 16):
         """Yield (frames, results) for successive chunks of a frame iterator."""
@@ -290,11 +322,13 @@ class EmotionService:
 
     # ------------------------------------------------------------------ APIs
 
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=128, max_latency_ms=200)
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=CLASSIFY_MAX_FACES, max_latency_ms=200)
     def classify(
-        self, faces: Annotated[np.ndarray, bentoml.validators.Shape((-1, FACE_SIZE, FACE_SIZE))]
+        self,
+        faces: Annotated[np.ndarray, bentoml.validators.Shape((-1, FACE_SIZE, FACE_SIZE)), AfterValidator(_at_most_max_faces)],
     ) -> np.ndarray:
-        """(N, 48, 48) grayscale faces, values 0-255 -> (N, 7) probabilities in label order."""
+        """(N, 48, 48) grayscale faces, values 0-255 -> (N, 7) probabilities in label order; at most
+        128 faces per call (the batch size: BentoML's batcher cannot fit a larger call)."""
         faces = np.asarray(faces)
         if faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE):
             raise BadInput(f"faces must have shape (N, {FACE_SIZE}, {FACE_SIZE}), got {faces.shape}", 400)
@@ -340,12 +374,26 @@ class EmotionService:
             raise BadInput(f"{len(frames)} frames is over the limit of {self.settings.max_frames_per_request} per request", 413)
 
         def decode_all() -> list[np.ndarray]:
-            images = []
+            # headers first (sizes, formats, pixel counts of every frame), so that no pixel is
+            # decoded for a request over a limit
+            datas, total = [], 0
             for i, frame in enumerate(frames):
                 try:
-                    images.append(self._decode(frame))
-                except BadInput as error:
-                    raise BadInput(f"frame {i}: {error.message}", error.error_code.value) from None
+                    data = Path(frame).read_bytes()
+                    width, height = open_image_header(data, self.limits).size
+                except InputError as error:
+                    raise BadInput(f"frame {i}: {error}", error.http_status) from None
+                total += width * height
+                if total > self.settings.max_request_pixels:
+                    raise BadInput(f"frames 0-{i} hold {total:,} pixels, over the limit of "
+                                   f"{self.settings.max_request_pixels:,} pixels per request: send fewer or smaller frames", 413)
+                datas.append(data)
+            images = []
+            for i, data in enumerate(datas):
+                try:
+                    images.append(decode_image(data, self.limits))
+                except InputError as error:
+                    raise BadInput(f"frame {i}: {error}", error.http_status) from None
             return images
 
         images = await self._run(decode_all)

@@ -37,7 +37,6 @@ class ServingSettings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_frames_per_request: int = Field(64, ge=1)
     max_request_pixels: int = Field(64 * 1280 * 720, ge=1)  # all frames of one /analyze_frames request
-    max_faces_per_request: int = Field(4096, ge=1)  # /classify
     max_video_bytes: int = Field(200 * MB, ge=1)
     max_video_frames: int = Field(2000, ge=1)  # analysed frames per video
     max_video_decoded_frames: int = Field(20_000, ge=1)  # every x max_frames: frames read from one video
