@@ -240,14 +240,14 @@ def iter_video_frames(
     try:
         index = 0
         while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
             if max_read is not None and index >= max_read:
                 raise InputTooLarge(
                     f"reading this video at every={every} needs more than {max_read:,} decoded frames, "
                     "the limit: pass a smaller 'every' or 'max_frames'"
                 )
-            ok, bgr = capture.read()
-            if not ok:
-                break
             if index % every == 0:
                 yield Frame(index, index / info.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 yielded += 1

@@ -22,6 +22,9 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 TEST_LIMITS = {
     "EMOTION_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
     "EMOTION_MAX_REQUEST_BYTES": str(8 * 1024 * 1024),
+    "EMOTION_MAX_IMAGE_PIXELS": str(3_000_000),
+    "EMOTION_MAX_REQUEST_PIXELS": str(6_000_000),
+    "EMOTION_MAX_VIDEO_DECODED_FRAMES": "300",  # Megamind.avi has 270 frames
 }
 os.environ.update(TEST_LIMITS)
 os.environ.pop("EMOTION_TTA", None)  # the tests check the service's default views
