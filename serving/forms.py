@@ -51,7 +51,8 @@ class StrictFormSerde(bentoml_serde.MultipartSerde):
         accepted = list(cls.model_fields)
         unknown = sorted(set(form.keys()) - set(accepted))
         if unknown:
-            raise BadForm(f"unknown field(s) {', '.join(map(repr, unknown))}: this API takes {', '.join(map(repr, accepted)) or 'no fields'}")
+            named = ", ".join(repr(name[:40]) for name in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise BadForm(f"unknown field(s) {named}: this API takes {', '.join(map(repr, accepted)) or 'no fields'}")
         data: dict[str, t.Any] = {}
         for name in dict.fromkeys(form.keys()):
             values = form.getlist(name)

@@ -438,7 +438,10 @@ class EmotionService:
 
         info, frames = await self._run(self._open_video, video, every, max_frames)
         out = Path(context.temp_dir) / f"annotated.{format}"
-        writer = VideoWriter(out, info.fps / every, info.width, info.height)
+        try:
+            writer = VideoWriter(out, info.fps / every, info.width, info.height)
+        except OSError:
+            raise BadInput(f"a {info.width}x{info.height} video cannot be encoded as {format}", 400) from None
         try:
             async for batch, results in self._video_chunks(frames):
 
