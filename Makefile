@@ -27,8 +27,11 @@ repro: setup data/fer2013.zip
 test: setup
 	$(BIN)/python -m pytest
 
+# The imported MLflow champion if there is one, else the bundled model; page at http://HOST:PORT/ui/
+HOST ?= 127.0.0.1
+PORT ?= 3000
 serve: setup
-	$(BIN)/bentoml serve serving.service:EmotionService
+	$(BIN)/bentoml serve --host $(HOST) --port $(PORT)
 
 clean-venv:
 	rm -rf $(VENV)
