@@ -4,7 +4,7 @@
 
 ``--clients`` threads send the 640x480 3-face frame (JPEG) to ``POST /analyze`` in a loop for
 ``--minutes``; any answer other than 200 with 3 faces is an error. Every 5 s the resident memory
-(RSS) of the server's whole process group (BentoML's supervisor and workers) is sampled from
+(RSS) of the server's process tree (BentoML's supervisor and workers) is sampled from
 /proc. Memory growth is measured from the end of the ``--warmup`` seconds (model loading, TF
 graph tracing and allocator pools settle there) to the end of the run. The server serves the
 bundled model with no import step (as `make serve` does) unless ``--model`` is given.
@@ -13,7 +13,6 @@ bundled model with no import step (as `make serve` does) unless ``--model`` is g
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 from pathlib import Path
@@ -32,25 +31,30 @@ from serving_common import (
 )
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Summed VmRSS of every process in process group ``pgid`` (MB)."""
-    total_kb = 0
+def tree_rss_mb(root: int) -> float:
+    """Summed VmRSS of process ``root`` and all its descendants (BentoML's workers) in MB."""
+    parents: dict[int, int] = {}
+    rss_kb: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             for line in (entry / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
+                    rss_kb[int(entry.name)] = int(line.split()[1])
         except (OSError, ValueError, IndexError):
             continue  # the process ended while we looked
-    return total_kb / 1024
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(rss_kb.get(pid, 0) for pid in tree) / 1024
 
 
-def soak(url: str, pgid: int, jpeg: bytes, clients: int, seconds: float, warmup: float) -> None:
+def soak(url: str, root: int, jpeg: bytes, clients: int, seconds: float, warmup: float) -> None:
     import httpx
 
     latencies: list[float] = []
@@ -80,18 +84,18 @@ def soak(url: str, pgid: int, jpeg: bytes, clients: int, seconds: float, warmup:
     for t in threads:
         t.start()
     while time.perf_counter() < deadline:
-        samples.append((time.perf_counter() - start, group_rss_mb(pgid)))
+        samples.append((time.perf_counter() - start, tree_rss_mb(root)))
         time.sleep(5)
     for t in threads:
         t.join()
-    samples.append((time.perf_counter() - start, group_rss_mb(pgid)))
+    samples.append((time.perf_counter() - start, tree_rss_mb(root)))
     measured = seconds - warmup
     after_warmup = [rss for t, rss in samples if t >= warmup]
     base, end, peak = after_warmup[0], after_warmup[-1], max(after_warmup)
     print(f"{clients} clients, {seconds / 60:.1f} min ({warmup:.0f} s warm-up): "
           f"{len(latencies) / measured:.1f} req/s after warm-up, {percentiles(latencies)}")
     print(f"errors: {len(errors)} of {len(latencies)}+ requests" + (f"; first: {errors[0]}" if errors else ""))
-    print(f"server RSS (process group): {samples[0][1]:.0f} MB at start, {base:.0f} MB after warm-up, "
+    print(f"server RSS (process tree): {samples[0][1]:.0f} MB at start, {base:.0f} MB after warm-up, "
           f"{end:.0f} MB at the end, peak {peak:.0f} MB; growth after warm-up {100 * (end - base) / base:+.1f}%")
     print("RSS samples (s, MB): " + ", ".join(f"{t:.0f}:{rss:.0f}" for t, rss in samples[:: max(1, len(samples) // 12)]))
 
@@ -116,7 +120,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, process, timeout=180)
-            soak(url, os.getpgid(process.pid), jpeg, args.clients, args.minutes * 60, args.warmup)
+            soak(url, process.pid, jpeg, args.clients, args.minutes * 60, args.warmup)
         finally:
             stop_process_group(process, timeout=20)
             log.close()
