@@ -176,3 +176,28 @@ def test_serve_with_bad_settings_names_them(bentoml_home):
     assert "EMOTION_TTA='ten-crop': Input should be 'none', 'flip' or 'crops'" in output
     assert "EMOTION_MAX_IMAGE_BYTES='lots': Input should be a valid integer" in output
     assert "Traceback" not in output
+
+
+def test_bentoml_build_from_the_root_offline_then_serve_the_bento(tmp_path):
+    """Nothing imported: `bentoml build` from the root with no network packs the code and the
+    bundled model; the Bento, served from elsewhere, serves that model."""
+    env = {**serve_env(tmp_path / "home"), "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "NO_PROXY": "127.0.0.1,localhost"}
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    built = subprocess.run([bentoml, "build", "-o", "tag"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    tag = built.stdout.strip().splitlines()[-1].replace("__tag__:", "")
+    bento_dir = tmp_path / "home" / "bentos" / "emotion" / tag.split(":")[1]
+    assert (bento_dir / "src" / "emotion_recognition" / "default_model" / "model.keras").is_file()
+    port = free_port()
+    with open(tmp_path / "serve.log", "w") as log:
+        process = subprocess.Popen([bentoml, "serve", tag, "--host", "127.0.0.1", "--port", str(port)], cwd="/",
+                                   env={**env, "PYTHONPATH": ""}, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, process, timeout=180)
+            assert httpx.post(f"{url}/model_info", json={}, timeout=30).json()["source"] == "bundled"
+        finally:
+            stop_process_group(process)
