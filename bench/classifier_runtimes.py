@@ -8,7 +8,10 @@ benchmark frame with their mirrors; 256 = 128 faces with mirrors, the service's 
 - ``keras``: the traced ``tf.function`` the service uses (``inference._make_predict``);
 - ``xla``: the same with ``jit_compile=True``;
 - ``tflite``: ``tf.lite`` (no extra dependency), converted from the traced function, float32;
-  ``--threads`` sets the interpreter's threads (0: TF's default).
+  ``--threads`` sets the interpreter's threads (0: TF's default);
+- ``onnxruntime``: converted by tf2onnx (opset 17), when ``tf2onnx`` and ``onnxruntime`` are
+  importable (not project dependencies: ``pip install --target DIR tf2onnx==1.17.0
+  onnxruntime==1.32.0 onnx==1.23.2 --no-deps`` and put DIR on PYTHONPATH).
 
 Each line: views/s and faces/s (views / 2, the mirror being the service's default), and the max
 absolute difference of the probabilities against Keras on real-looking random faces.
@@ -61,6 +64,21 @@ def tflite_predict(forward, model, threads: int):
     return predict
 
 
+def onnx_predict(model, threads: int):
+    import onnxruntime
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, FACE_SIZE, FACE_SIZE, 1), tf.float32, name="faces"),)
+    forward = tf.function(lambda x: model(x, training=False), input_signature=list(spec))
+    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=17)
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(bundled_model_path()))
@@ -77,6 +95,10 @@ def main() -> None:
     runtimes = {"keras": keras_fn, "xla": xla_fn}
     for threads in (int(t) for t in args.threads.split(",")):
         runtimes[f"tflite threads={threads or 'default'}"] = tflite_predict(forward, model, threads)
+        try:
+            runtimes[f"onnxruntime threads={threads or 'default'}"] = onnx_predict(model, threads)
+        except ImportError:
+            pass
     rng = np.random.default_rng(0)
     for n in (int(b) for b in args.batches.split(",")):
         batch = rng.integers(0, 256, (n, FACE_SIZE, FACE_SIZE, 1)).astype(np.float32)
