@@ -1,4 +1,5 @@
-# `make repro` sets everything up and rebuilds the model; `make test` sets everything up and runs the tests.
+# `make serve` sets everything up and serves (page at http://127.0.0.1:3000/ui/); `make repro` rebuilds
+# the model; `make test` runs the tests. Each sets up the environment first.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin

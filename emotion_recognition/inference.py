@@ -7,8 +7,8 @@
         print(face.box, face.emotion, face.probabilities)
 
 The service splits the same steps so that classification can be batched across requests:
-``locate_faces`` (detect + crop, per image) -> ``classify_faces`` (one model call) ->
-``build_results``.
+``locate_faces`` (detect + crop, per image) -> ``classify_faces`` (model calls of at most
+``model_batch`` views each) -> ``build_results``.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class EmotionRecognizer:
         return build_results(boxes, self.classify_faces(faces))
 
     def analyze_frames(self, images: Sequence[np.ndarray]) -> list[list[FaceResult]]:
-        """Per-image results; the faces of all images go through the model in one call."""
+        """Per-image results; the faces of all images go through the model together (in chunks)."""
         located = [self.locate(image) for image in images]
         return classify_located(located, self.classify_faces)
 
