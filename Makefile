@@ -1,4 +1,5 @@
-# `make repro` sets everything up and rebuilds the model; `make test` sets everything up and runs the tests.
+# `make serve` sets everything up and serves (page at http://127.0.0.1:3000/ui/); `make repro` rebuilds
+# the model; `make test` runs the tests. Each sets up the environment first.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -27,8 +28,11 @@ repro: setup data/fer2013.zip
 test: setup
 	$(BIN)/python -m pytest
 
+# The imported MLflow champion if there is one, else the bundled model; page at http://HOST:PORT/ui/
+HOST ?= 127.0.0.1
+PORT ?= 3000
 serve: setup
-	$(BIN)/bentoml serve serving.service:EmotionService
+	$(BIN)/bentoml serve --host $(HOST) --port $(PORT)
 
 clean-venv:
 	rm -rf $(VENV)

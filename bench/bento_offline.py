@@ -76,7 +76,7 @@ def main() -> None:
         print(f"model: {described}")
         import_into(home_a, model)
         start = time.perf_counter()
-        out = run([BENTOML, "build", "-f", "serving/bentofile.yaml", "-o", "tag", "."], home_a, cwd=REPO_ROOT)
+        out = run([BENTOML, "build", "-o", "tag", "."], home_a, cwd=REPO_ROOT)
         tag = out.strip().splitlines()[-1].replace("__tag__:", "")
         print(f"bentoml build: {tag} in {time.perf_counter() - start:.1f} s")
         archive = tmp / "emotion.bento"

@@ -65,7 +65,12 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", default="1,16")
+    parser.add_argument("--env", action="append", default=[], metavar="EMOTION_X=VALUE",
+                        help="a serving setting for the server (repeatable)")
     args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
+    if env:
+        print(f"server settings: {env}")
     print(machine_note())
     from emotion_recognition.media import encode_image
 
@@ -74,7 +79,7 @@ def main() -> None:
         model, described = model_file(args.model, home)
         print(f"model: {described}")
         import_into(home, model)
-        with bentoml_server(home) as (url, _):
+        with bentoml_server(home, env=env) as (url, _):
             run(url, jpeg, 2, 20)  # warm-up
             for clients in [int(c) for c in args.clients.split(",")]:
                 run(url, jpeg, clients, args.requests)

@@ -7,8 +7,8 @@
         print(face.box, face.emotion, face.probabilities)
 
 The service splits the same steps so that classification can be batched across requests:
-``locate_faces`` (detect + crop, per image) -> ``classify_faces`` (one model call) ->
-``build_results``.
+``locate_faces`` (detect + crop, per image) -> ``classify_faces`` (model calls of at most
+``model_batch`` views each) -> ``build_results``.
 """
 
 from __future__ import annotations
@@ -86,27 +86,36 @@ def check_model_contract(model: Any) -> None:
         )
 
 
-class EmotionRecognizer:
-    """A loaded model + a detection config."""
+DEFAULT_MODEL_BATCH = 256  # views per forward pass: bounded memory whatever the number of faces
 
-    def __init__(self, model: Any, detection: DetectionConfig | None = None, tta: TestTimeAugmentation | None = None):
+
+class EmotionRecognizer:
+    """A loaded model + a detection config + test-time views; the model sees at most
+    ``model_batch`` views per call (all views of 3,589 faces with 16 views in one call crashed TF)."""
+
+    def __init__(self, model: Any, detection: DetectionConfig | None = None, tta: TestTimeAugmentation | None = None,
+                 model_batch: int = DEFAULT_MODEL_BATCH):
         check_model_contract(model)
+        if model_batch < 1:
+            raise ValueError(f"model_batch must be >= 1, got {model_batch}")
         self.model = model
         self.detection = detection or DetectionConfig()
         self.tta = tta or TestTimeAugmentation()
+        self.model_batch = model_batch
         self._predict = _make_predict(model)
         self._lock = threading.Lock()
 
     @classmethod
     def from_file(cls, path: str | Path, detection: DetectionConfig | None = None,
-                  tta: TestTimeAugmentation | None = None) -> "EmotionRecognizer":
+                  tta: TestTimeAugmentation | None = None, model_batch: int = DEFAULT_MODEL_BATCH) -> "EmotionRecognizer":
         from emotion_recognition.model import load_model
 
-        return cls(load_model(path), detection, tta)
+        return cls(load_model(path), detection, tta, model_batch)
 
     def classify_faces(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """(N, 48, 48) uint8 faces -> (N, 7) float32 probabilities in EMOTIONS order: one model call
-        on every test-time view of every face (``self.tta``), averaged per face."""
+        """(N, 48, 48) uint8 faces -> (N, 7) float32 probabilities in EMOTIONS order: every
+        test-time view of every face (``self.tta``), averaged per face. Faces go through in chunks
+        of at most ``model_batch`` views per model call, so memory stays bounded for any N."""
         faces = np.asarray(faces)
         if len(faces) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
@@ -116,7 +125,9 @@ class EmotionRecognizer:
             with self._lock:  # one model call at a time; TF already uses every core for one call
                 return self._predict(to_model_batch(views))
 
-        return np.asarray(self.tta.predict(predict, faces), dtype=np.float32)
+        chunk = max(1, self.model_batch // self.tta.view_count)
+        parts = [self.tta.predict(predict, faces[start : start + chunk]) for start in range(0, len(faces), chunk)]
+        return np.asarray(np.concatenate(parts), dtype=np.float32)
 
     def locate(self, image: np.ndarray) -> tuple[list[Box], np.ndarray]:
         return locate_faces(image, self.detection)
@@ -127,7 +138,7 @@ class EmotionRecognizer:
         return build_results(boxes, self.classify_faces(faces))
 
     def analyze_frames(self, images: Sequence[np.ndarray]) -> list[list[FaceResult]]:
-        """Per-image results; the faces of all images go through the model in one call."""
+        """Per-image results; the faces of all images go through the model together (in chunks)."""
         located = [self.locate(image) for image in images]
         return classify_located(located, self.classify_faces)
 

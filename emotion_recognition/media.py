@@ -59,15 +59,6 @@ class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000  # width x height
 
-    @classmethod
-    def from_env(cls) -> "ImageLimits":
-        """Limits from EMOTION_MAX_IMAGE_BYTES / EMOTION_MAX_IMAGE_PIXELS when set."""
-        default = cls()
-        return cls(
-            max_bytes=int(os.environ.get("EMOTION_MAX_IMAGE_BYTES", default.max_bytes)),
-            max_pixels=int(os.environ.get("EMOTION_MAX_IMAGE_PIXELS", default.max_pixels)),
-        )
-
 
 def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
@@ -238,9 +229,10 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
 
 
 def iter_video_frames(
-    path: str | Path, every: int = 1, max_frames: int | None = None
+    path: str | Path, every: int = 1, max_frames: int | None = None, max_read: int | None = None
 ) -> Iterator[Frame]:
-    """Yield every ``every``-th frame (RGB) with its index and time; raises if there is none."""
+    """Yield every ``every``-th frame (RGB) with its index and time; raises if there is none.
+    ``max_read`` bounds the frames decoded (skipped ones too): InputTooLarge when more are needed."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     capture, info = open_video(path)
@@ -251,6 +243,11 @@ def iter_video_frames(
             ok, bgr = capture.read()
             if not ok:
                 break
+            if max_read is not None and index >= max_read:
+                raise InputTooLarge(
+                    f"reading this video at every={every} needs more than {max_read:,} decoded frames, "
+                    "the limit: pass a smaller 'every' or 'max_frames'"
+                )
             if index % every == 0:
                 yield Frame(index, index / info.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 yielded += 1

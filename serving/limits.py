@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 
-DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024
-
-
-def max_request_bytes() -> int:
-    """EMOTION_MAX_REQUEST_BYTES, default 256 MB (video uploads are the largest bodies)."""
-    return int(os.environ.get("EMOTION_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES))
+DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024  # EMOTION_MAX_REQUEST_BYTES (serving/settings.py)
 
 
 class BodyTooLarge(Exception):

@@ -16,7 +16,9 @@ IMPORT_HINT = (
 
 def model_tag() -> str:
     """The BentoML model the service loads: EMOTION_MODEL_TAG, default ``fer-emotion:latest``."""
-    return os.environ.get("EMOTION_MODEL_TAG", f"{MODEL_NAME}:latest")
+    from serving.settings import load_settings
+
+    return load_settings().model_tag or f"{MODEL_NAME}:latest"
 
 
 class NoModelError(RuntimeError):

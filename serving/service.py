@@ -1,8 +1,8 @@
 """BentoML service: faces and their emotions in photos, video frames and video files.
 
-Serve (from the repository root, after ``python -m serving.import_model``)::
+Serve, from the repository root (the root bentofile.yaml names this service)::
 
-    bentoml serve serving.service:EmotionService --port 3000
+    bentoml serve                      # the imported MLflow champion, else the bundled model
 
 APIs (multipart uploads; see README.md for curl examples):
 
@@ -18,14 +18,11 @@ APIs (multipart uploads; see README.md for curl examples):
 - ``GET /ui/``                 the web page (upload a photo, or the live webcam mode);
 - BentoML's ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` (Prometheus).
 
-Bad input (empty, not an image, truncated, too many bytes or pixels, unsupported format) gets a
-4xx with a message; the server keeps serving. Limits and detection settings come from
-environment variables (``EMOTION_MAX_IMAGE_BYTES``, ``EMOTION_MAX_IMAGE_PIXELS``,
-``EMOTION_MAX_VIDEO_BYTES``, ``EMOTION_MAX_VIDEO_FRAMES``, ``EMOTION_MAX_REQUEST_BYTES``,
-``EMOTION_DETECTOR`` (auto|yunet|yuface|haar, see docs/detection.md), ``EMOTION_YUNET_MODEL``, ``EMOTION_MIN_FACE_SIZE``, ``EMOTION_MIN_NEIGHBORS``, ``EMOTION_SCALE_FACTOR``,
-``EMOTION_FACE_MARGIN``). ``EMOTION_TTA`` picks the test-time augmentation every face gets:
-``flip`` (default: the face and its mirror image), ``none`` (one view, fastest) or ``crops`` (16 views,
-most accurate; see ``emotion_recognition.tta``).
+Bad input (empty, not an image, truncated, too many bytes or pixels, unsupported format,
+malformed multipart) gets a 4xx JSON error with a message; the server keeps serving. Settings
+(limits, detection, ``EMOTION_TTA``: none | flip (default) | crops) are ``EMOTION_*`` environment
+variables, all defined and checked in ``serving/settings.py``; docs/serving.md lists them.
+The face detector (``EMOTION_DETECTOR``: auto | yuface | yunet | haar) is described in docs/detection.md.
 """
 
 import asyncio
@@ -46,7 +43,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from starlette.applications import Starlette
 from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
@@ -64,18 +61,33 @@ from emotion_recognition.media import (
     decode_image,
     encode_image,
     iter_video_frames,
+    open_image_header,
     open_video,
 )
 from emotion_recognition.preprocessing import FACE_SIZE
 from emotion_recognition.timeline import timeline_frame, write_timeline_csv
-from emotion_recognition.tta import TestTimeAugmentation, from_preset
-from serving.limits import MaxBodySizeMiddleware, max_request_bytes
+from emotion_recognition.tta import from_preset
+from emotion_recognition.model_files import bundled_model_path
+from serving import forms
+from serving.limits import MaxBodySizeMiddleware
 from serving.model_store import MODEL_FILE, NoModelError, find_stored_model, model_tag
+from serving.settings import ServingSettings, SettingsError, load_settings
 
 logger = logging.getLogger("bentoml.service.emotion")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-CPU_THREADS = int(os.environ.get("EMOTION_CPU_THREADS", str(max(os.cpu_count() or 1, 1))))
-MAX_FRAMES_PER_REQUEST = int(os.environ.get("EMOTION_MAX_FRAMES_PER_REQUEST", "64"))
+
+
+def _settings_or_exit() -> ServingSettings:
+    """The EMOTION_* settings; a bad value stops the server with the variable named, no traceback."""
+    try:
+        return load_settings()
+    except SettingsError as error:
+        print(f"\nerror: {error}\n", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+SETTINGS = _settings_or_exit()
+forms.install()  # malformed form bodies: 400 naming the problem, not BentoML's 500
 
 
 # Frames a face's probabilities are averaged over in the video APIs (1: no smoothing).
@@ -89,28 +101,20 @@ class BadInput(BentoMLException):
         super().__init__(message, error_code=HTTPStatus(status))
 
 
-def detection_config_from_env() -> DetectionConfig:
-    default = DetectionConfig()
-    return DetectionConfig(
-        detector=os.environ.get("EMOTION_DETECTOR", default.detector),
-        scale_factor=float(os.environ.get("EMOTION_SCALE_FACTOR", default.scale_factor)),
-        min_neighbors=int(os.environ.get("EMOTION_MIN_NEIGHBORS", default.min_neighbors)),
-        min_face_size=int(os.environ.get("EMOTION_MIN_FACE_SIZE", default.min_face_size)),
-        # unset: the detector's calibrated framing (emotion_recognition.detection.FRAMING)
-        margin=float(os.environ["EMOTION_FACE_MARGIN"]) if os.environ.get("EMOTION_FACE_MARGIN") else None,
-    )
+# /classify: at most this many faces per call (the batcher's max_batch_size); the service's own
+# calls send at most BATCHER_CHUNK faces each, so that they merge with other requests' faces.
+CLASSIFY_MAX_FACES = 128
+BATCHER_CHUNK = 32
 
 
-def tta_from_env() -> TestTimeAugmentation:
-    """``EMOTION_TTA``: a preset of ``emotion_recognition.tta.PRESETS``; flip unless set."""
-    return from_preset(os.environ.get("EMOTION_TTA", "flip"))
+def _at_most_max_faces(faces: np.ndarray) -> np.ndarray:
+    if len(faces) > CLASSIFY_MAX_FACES:
+        raise ValueError(f"{len(faces)} faces is over the limit of {CLASSIFY_MAX_FACES} per call: send them in several calls")
+    return faces
 
 
-def video_limits() -> tuple[int, int]:
-    return (
-        int(os.environ.get("EMOTION_MAX_VIDEO_BYTES", str(200 * 1024 * 1024))),
-        int(os.environ.get("EMOTION_MAX_VIDEO_FRAMES", "2000")),
-    )
+def detection_config(settings: ServingSettings = SETTINGS) -> DetectionConfig:
+    return DetectionConfig(**settings.detection_overrides())
 
 
 # The web page: /ui/ serves serving/static (index.html + app.js); / stays BentoML's API docs.
@@ -133,17 +137,34 @@ def _served_tag() -> str:
     return model_tag()
 
 
-def _startup_check() -> None:
-    """Refuse to start, with the import command in the message, when no model was imported
-    (or with the accepted values when EMOTION_TTA names no preset)."""
+def imported_model():
+    """The model imported into the BentoML store (``python -m serving.import_model``), or None
+    when none was: then the bundled default model is served. An EMOTION_MODEL_TAG naming a
+    missing model is an error (NoModelError), never a silent fallback."""
     try:
-        find_stored_model()
-        tta_from_env()
-    except NoModelError as error:
+        return find_stored_model(_served_tag())
+    except NoModelError:
+        if SETTINGS.model_tag:
+            raise
+        return None
+
+
+def _has_imported_model() -> bool:
+    try:
+        return imported_model() is not None
+    except NoModelError:
+        return False  # _startup_check says why
+
+
+def _startup_check() -> None:
+    """Refuse to start, with the fix in the message, when EMOTION_MODEL_TAG names no stored model
+    or there is neither an imported nor a bundled model."""
+    try:
+        if imported_model() is None and bundled_model_path() is None:
+            raise NoModelError("no model imported into the BentoML store and no bundled default model")
+        detection_config()
+    except (NoModelError, ValueError) as error:
         print(f"\nerror: {error}\n", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    except ValueError as error:
-        print(f"\nerror: EMOTION_TTA: {error}\n", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
@@ -155,32 +176,47 @@ def _startup_check() -> None:
     resources={"cpu": "2"},
 )
 class EmotionService:
-    model_ref = bentoml.models.BentoModel(model_tag())
+    # An imported model is a dependency of the service (``bentoml build`` packs it into the Bento);
+    # without one the Bento carries the bundled default model as package data.
+    if _has_imported_model():
+        model_ref = bentoml.models.BentoModel(model_tag())
 
     def __init__(self) -> None:
-        stored = find_stored_model(_served_tag())
         from emotion_recognition.inference import EmotionRecognizer
 
-        self.recognizer = EmotionRecognizer.from_file(stored.path_of(MODEL_FILE), detection_config_from_env(), tta_from_env())
-        self.model_info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()},
-                           "test_time_augmentation": self.recognizer.tta.describe(),
+        settings = SETTINGS
+        stored = imported_model()
+        if stored is not None:
+            path = stored.path_of(MODEL_FILE)
+            info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()}}
+            logger.info("serving the imported model %s (%s)", stored.tag, info.get("source", "?"))
+        else:
+            path = bundled_model_path()
+            if path is None:
+                raise NoModelError("no model imported into the BentoML store and no bundled default model")
+            info = {"tag": "bundled", "source": "bundled", "source_file": str(path)}
+            logger.info("no model imported into the BentoML store: serving the bundled default model %s", path)
+        self.recognizer = EmotionRecognizer.from_file(path, detection_config(settings), from_preset(settings.tta),
+                                                      model_batch=settings.model_batch)
+        self.model_info = {**info, "test_time_augmentation": self.recognizer.tta.describe(),
                            "face_detection": describe_detector(self.recognizer.detection)}
         logger.info("face detector: %s", self.model_info["face_detection"])
-        self.limits = ImageLimits.from_env()
-        self.max_video_bytes, self.max_video_frames = video_limits()
+        self.settings = settings
+        self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        self.max_video_bytes, self.max_video_frames = settings.max_video_bytes, settings.max_video_frames
         self._cpu_limiter = None  # created on first use, inside the event loop
         self.recognizer.classify_faces(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))  # warm up (tracing)
 
     # ------------------------------------------------------------------ helpers
     # The public APIs are async: CPU work (decoding, detection, drawing, video I/O) runs in a
-    # worker thread (at most CPU_THREADS at once) and classification goes through the batchable
+    # worker thread (at most EMOTION_CPU_THREADS at once) and classification goes through the batchable
     # ``classify`` API via BentoML's own proxy, so faces of concurrent requests share model
     # calls. (A sync API calling a batchable API of its own service would hold BentoML's only
     # sync thread while the batch waits for it: a deadlock.)
 
     async def _run(self, func, *args):
         if self._cpu_limiter is None:
-            self._cpu_limiter = anyio.CapacityLimiter(CPU_THREADS)
+            self._cpu_limiter = anyio.CapacityLimiter(self.settings.cpu_threads)
         return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self._cpu_limiter)
 
     def _decode(self, upload: Path) -> np.ndarray:
@@ -193,15 +229,21 @@ class EmotionService:
     async def _classify(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
+        if len(faces) > BATCHER_CHUNK:
+            # BentoML's batcher cancels (503) a request it expects to finish after max_latency_ms:
+            # many faces go in small concurrent calls it can merge with other requests' faces
+            parts = [faces[start : start + BATCHER_CHUNK] for start in range(0, len(faces), BATCHER_CHUNK)]
+            return np.concatenate(await asyncio.gather(*(self._classify(part) for part in parts)))
         to_async = getattr(self, "to_async", None)
         probabilities = None
         if to_async is not None:  # served: through the adaptive batcher
             try:
                 probabilities = await to_async.classify(faces)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (aiohttp.ClientError, asyncio.TimeoutError, BentoMLException) as error:
                 # BentoML's in-process proxy (aiohttp over the ASGI app) now and then drops a
                 # connection under load ("Server disconnected", about 1 in 300 requests with 16
-                # clients here). Classification has no side effects: do it directly instead.
+                # clients here), and the batcher sheds calls it expects to be late (503).
+                # Classification has no side effects: do it directly instead.
                 logger.warning("batched classify failed (%r); classifying %d face(s) directly", error, len(faces))
         if probabilities is None:  # plain Python object (no server), or the proxy failed
             probabilities = await self._run(self.recognizer.classify_faces, faces)
@@ -223,11 +265,17 @@ class EmotionService:
             raise BadInput(f"the video is {size:,} bytes, over the limit of {self.max_video_bytes:,}", 413)
         if every < 1:
             raise BadInput(f"every must be >= 1, got {every}", 400)
+        if max_frames < 0:
+            raise BadInput(f"max_frames must be >= 0 (0: the server's limit), got {max_frames}", 400)
         try:
             capture, info = open_video(video)
             capture.release()
         except InputError as error:
             raise BadInput(str(error), error.http_status) from None
+        pixels = info.width * info.height
+        if pixels > self.limits.max_pixels:
+            raise BadInput(f"the video's frames are {info.width}x{info.height} = {pixels:,} pixels, over the limit "
+                           f"of {self.limits.max_pixels:,} pixels", 413)
         if info.frame_count and info.frame_count // every > self.max_video_frames and max_frames <= 0:
             raise BadInput(
                 f"the video has {info.frame_count} frames; at every={every} that is over the limit of "
@@ -235,7 +283,14 @@ class EmotionService:
                 413,
             )
         limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
-        return info, iter_video_frames(video, every=every, max_frames=limit)
+        max_read = self.settings.max_video_decoded_frames
+        # frames decoded (analysed or skipped): every x analysed frames, at most the whole video
+        # (an unknown frame count is checked while reading: iter_video_frames' max_read)
+        needed = min(info.frame_count, every * (limit - 1) + 1) if info.frame_count else 0
+        if needed > max_read:
+            raise BadInput(f"at every={every} and {limit} analysed frames this video needs {needed:,} decoded "
+                           f"frames, over the limit of {max_read:,}: pass a smaller 'every' or 'max_frames'", 413)
+        return info, iter_video_frames(video, every=every, max_frames=limit, max_read=max_read)
 
     async def _video_chunks(self, frames, chunk: int = 16):
         """Yield (frames, results) for successive chunks of a frame iterator."""
@@ -275,11 +330,13 @@ class EmotionService:
 
     # ------------------------------------------------------------------ APIs
 
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=128, max_latency_ms=200)
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=CLASSIFY_MAX_FACES, max_latency_ms=200)
     def classify(
-        self, faces: Annotated[np.ndarray, bentoml.validators.Shape((-1, FACE_SIZE, FACE_SIZE))]
+        self,
+        faces: Annotated[np.ndarray, bentoml.validators.Shape((-1, FACE_SIZE, FACE_SIZE)), AfterValidator(_at_most_max_faces)],
     ) -> np.ndarray:
-        """(N, 48, 48) grayscale faces, values 0-255 -> (N, 7) probabilities in label order."""
+        """(N, 48, 48) grayscale faces, values 0-255 -> (N, 7) probabilities in label order; at most
+        128 faces per call (the batch size: BentoML's batcher cannot fit a larger call)."""
         faces = np.asarray(faces)
         if faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE):
             raise BadInput(f"faces must have shape (N, {FACE_SIZE}, {FACE_SIZE}), got {faces.shape}", 400)
@@ -321,16 +378,30 @@ class EmotionService:
         """Several images (e.g. video frames): one list of faces per image, in order."""
         if not frames:
             raise BadInput("send at least one frame (multipart field 'frames')", 400)
-        if len(frames) > MAX_FRAMES_PER_REQUEST:
-            raise BadInput(f"{len(frames)} frames is over the limit of {MAX_FRAMES_PER_REQUEST} per request", 413)
+        if len(frames) > self.settings.max_frames_per_request:
+            raise BadInput(f"{len(frames)} frames is over the limit of {self.settings.max_frames_per_request} per request", 413)
 
         def decode_all() -> list[np.ndarray]:
-            images = []
+            # headers first (sizes, formats, pixel counts of every frame), so that no pixel is
+            # decoded for a request over a limit
+            datas, total = [], 0
             for i, frame in enumerate(frames):
                 try:
-                    images.append(self._decode(frame))
-                except BadInput as error:
-                    raise BadInput(f"frame {i}: {error.message}", error.error_code.value) from None
+                    data = Path(frame).read_bytes()
+                    width, height = open_image_header(data, self.limits).size
+                except InputError as error:
+                    raise BadInput(f"frame {i}: {error}", error.http_status) from None
+                total += width * height
+                if total > self.settings.max_request_pixels:
+                    raise BadInput(f"frames 0-{i} hold {total:,} pixels, over the limit of "
+                                   f"{self.settings.max_request_pixels:,} pixels per request: send fewer or smaller frames", 413)
+                datas.append(data)
+            images = []
+            for i, data in enumerate(datas):
+                try:
+                    images.append(decode_image(data, self.limits))
+                except InputError as error:
+                    raise BadInput(f"frame {i}: {error}", error.http_status) from None
             return images
 
         images = await self._run(decode_all)
@@ -386,7 +457,10 @@ class EmotionService:
         info, frames = await self._run(self._open_video, video, every, max_frames)
         tracker = FaceTracker(smooth_frames=smooth_frames)
         out = Path(context.temp_dir) / f"annotated.{format}"
-        writer = VideoWriter(out, info.fps / every, info.width, info.height)
+        try:
+            writer = VideoWriter(out, info.fps / every, info.width, info.height)
+        except OSError:
+            raise BadInput(f"a {info.width}x{info.height} video cannot be encoded as {format}", 400) from None
         try:
             async for batch, results in self._video_chunks(frames):
 
@@ -409,8 +483,8 @@ class EmotionService:
         return {**self.model_info, "labels": list(EMOTIONS), "translations": TRANSLATIONS}
 
 
-EmotionService.add_asgi_middleware(MaxBodySizeMiddleware, max_bytes=max_request_bytes())
+EmotionService.add_asgi_middleware(MaxBodySizeMiddleware, max_bytes=SETTINGS.max_request_bytes)
 
 
-if os.environ.get("EMOTION_SKIP_STARTUP_CHECK") != "1":
+if not SETTINGS.skip_startup_check:
     _startup_check()

@@ -22,6 +22,9 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 TEST_LIMITS = {
     "EMOTION_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
     "EMOTION_MAX_REQUEST_BYTES": str(8 * 1024 * 1024),
+    "EMOTION_MAX_IMAGE_PIXELS": str(3_000_000),
+    "EMOTION_MAX_REQUEST_PIXELS": str(6_000_000),
+    "EMOTION_MAX_VIDEO_DECODED_FRAMES": "300",  # Megamind.avi has 270 frames
 }
 os.environ.update(TEST_LIMITS)
 os.environ.pop("EMOTION_TTA", None)  # the tests check the service's default views
@@ -65,16 +68,20 @@ def service_client(bentoml_home):
 
 
 @pytest.fixture(scope="session")
-def live_server(bentoml_home):
+def live_server(bentoml_home, tmp_path_factory):
     """``bentoml serve`` as a real process on a free port; yields its base URL."""
     port = free_port()
-    process = start_bentoml_serve(bentoml_home, port, **{k: os.environ[k] for k in TEST_LIMITS})
+    # output to a file, not a pipe nobody reads: BentoML logs a traceback for every 4xx, and a
+    # full pipe (64 KB) blocks the server mid-request
+    log = open(tmp_path_factory.mktemp("live-server") / "serve.log", "w")
+    process = start_bentoml_serve(bentoml_home, port, stdout=log, **{k: os.environ[k] for k in TEST_LIMITS})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
         yield url
     finally:
         stop_process_group(process)
+        log.close()
 
 
 @pytest.fixture(scope="session")

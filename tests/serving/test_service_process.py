@@ -16,7 +16,7 @@ import pytest
 from emotion_recognition.detection import Box
 from emotion_recognition.media import encode_image
 from testkit import face_canvas, iou
-from fixtures_serving import REPO_ROOT, media, png_bomb, serve_env
+from fixtures_serving import REPO_ROOT, free_port, media, png_bomb, serve_env, stop_process_group, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -122,27 +122,82 @@ def test_cli_unreachable_server(tmp_path):
     assert "could not reach the service" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_serve_without_model_says_how_to_import(tmp_path):
-    """An empty model store: `bentoml serve` stops with the import command, not a stack trace."""
+def test_plain_bentoml_serve_from_the_root_serves_the_bundled_model(tmp_path):
+    """A fresh clone: nothing imported, plain `bentoml serve` (the root bentofile.yaml names the
+    service) serves the bundled default model, says so in its log, and answers on the API."""
+    from emotion_recognition.model_files import bundled_model_path
+
+    if bundled_model_path() is None:
+        pytest.skip("this checkout has no bundled default model")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT, env=serve_env(tmp_path / "empty-home"), stdout=out, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, process, timeout=180)
+            info = httpx.post(f"{url}/model_info", json={}, timeout=30).json()
+            assert info["source"] == "bundled" and info["source_file"].endswith("default_model/model.keras")
+            frame = encode_image(np.full((120, 160, 3), 128, np.uint8), "jpg")
+            response = httpx.post(f"{url}/analyze", files={"image": ("f.jpg", frame)}, timeout=60)
+            assert response.status_code == 200 and response.json() == []
+        finally:
+            stop_process_group(process)
+    assert "no model imported into the BentoML store: serving the bundled default model" in log.read_text()
+
+
+def test_serve_with_a_missing_model_tag_says_how_to_import(tmp_path):
+    """EMOTION_MODEL_TAG naming a model that is not in the store: stop with the import command."""
+    env = {**serve_env(tmp_path / "empty-home"), "EMOTION_MODEL_TAG": "fer-emotion:nosuchversion"}
     process = subprocess.run(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:EmotionService", "--port", "0"],
-        cwd=REPO_ROOT, env=serve_env(tmp_path / "empty-home"), capture_output=True, text=True, timeout=120,
+        [str(Path(sys.executable).parent / "bentoml"), "serve", "--port", "0"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     output = process.stdout + process.stderr
     assert process.returncode != 0
-    assert "no model 'fer-emotion:latest' in the BentoML model store" in output
+    assert "no model 'fer-emotion:nosuchversion' in the BentoML model store" in output
     assert "python -m serving.import_model" in output
     assert "Traceback" not in output
 
 
-def test_serve_with_unknown_tta_names_the_presets(bentoml_home):
-    """EMOTION_TTA naming no preset: `bentoml serve` stops with the accepted values, not a stack trace."""
-    env = {**serve_env(bentoml_home), "EMOTION_TTA": "ten-crop"}
+def test_serve_with_bad_settings_names_them(bentoml_home):
+    """Bad EMOTION_* values: `bentoml serve` stops with one line per variable, not a stack trace."""
+    env = {**serve_env(bentoml_home), "EMOTION_TTA": "ten-crop", "EMOTION_MAX_IMAGE_BYTES": "lots"}
     process = subprocess.run(
         [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:EmotionService", "--port", "0"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     output = process.stdout + process.stderr
     assert process.returncode != 0
-    assert "EMOTION_TTA: unknown test-time augmentation 'ten-crop': expected one of none, flip, crops" in output
+    assert "EMOTION_TTA='ten-crop': Input should be 'none', 'flip' or 'crops'" in output
+    assert "EMOTION_MAX_IMAGE_BYTES='lots': Input should be a valid integer" in output
     assert "Traceback" not in output
+
+
+def test_bentoml_build_from_the_root_offline_then_serve_the_bento(tmp_path):
+    """Nothing imported: `bentoml build` from the root with no network packs the code and the
+    bundled model; the Bento, served from elsewhere, serves that model."""
+    env = {**serve_env(tmp_path / "home"), "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "NO_PROXY": "127.0.0.1,localhost"}
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    built = subprocess.run([bentoml, "build", "-o", "tag"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    tag = built.stdout.strip().splitlines()[-1].replace("__tag__:", "")
+    bento_dir = tmp_path / "home" / "bentos" / "emotion" / tag.split(":")[1]
+    assert (bento_dir / "src" / "emotion_recognition" / "default_model" / "model.keras").is_file()
+    port = free_port()
+    with open(tmp_path / "serve.log", "w") as log:
+        process = subprocess.Popen([bentoml, "serve", tag, "--host", "127.0.0.1", "--port", str(port)], cwd="/",
+                                   env={**env, "PYTHONPATH": ""}, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, process, timeout=180)
+            assert httpx.post(f"{url}/model_info", json={}, timeout=30).json()["source"] == "bundled"
+        finally:
+            stop_process_group(process)

@@ -1,0 +1,88 @@
+"""Strict parsing of multipart and url-encoded request bodies: every malformed form gets a 400
+naming the problem instead of BentoML's 500.
+
+BentoML 1.4.39's ``MultipartSerde.parse_request`` lets through, as 500s:
+- a multipart body it cannot parse (no boundary in the Content-Type, a garbage body): Starlette
+  raises an HTTPException that BentoML's API wrapper does not know;
+- a text value in a file field (``image=http://...``): BentoML downloads it as a URL (and fails);
+- binary bytes in a text field or under a field name the API does not have (UnicodeDecodeError).
+
+``StrictFormSerde`` replaces it for ``multipart/form-data`` and
+``application/x-www-form-urlencoded`` (``install()``, called when the service module is imported,
+in every server process). It parses the form itself, rejects unknown fields, non-file parts in
+file fields and non-text parts in text fields, and leaves value validation to the API's pydantic
+model (BentoML's own 400 for wrong types).
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from http import HTTPStatus
+
+from _bentoml_impl import serde as bentoml_serde
+from bentoml.exceptions import BentoMLException
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+class BadForm(BentoMLException):
+    """400: BentoML answers ``[{"error": message}]``."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=HTTPStatus.BAD_REQUEST)
+
+
+class StrictFormSerde(bentoml_serde.MultipartSerde):
+    async def parse_request(self, request: Request, cls: type[t.Any]) -> t.Any:
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() == "multipart/form-data" and "boundary=" not in content_type:
+            raise BadForm("the multipart/form-data Content-Type has no boundary parameter "
+                          "(let your HTTP client build it, e.g. curl -F image=@photo.jpg)")
+        try:
+            form = await request.form()
+        except HTTPException as error:  # Starlette's MultiPartException, wrapped
+            raise BadForm(f"the multipart/form-data body could not be parsed: {error.detail}") from None
+        except (ValueError, UnicodeDecodeError, KeyError) as error:
+            raise BadForm(f"the form body could not be parsed: {error}") from None
+        accepted = list(cls.model_fields)
+        unknown = sorted(set(form.keys()) - set(accepted))
+        if unknown:
+            named = ", ".join(repr(name[:40]) for name in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise BadForm(f"unknown field(s) {named}: this API takes {', '.join(map(repr, accepted)) or 'no fields'}")
+        data: dict[str, t.Any] = {}
+        for name in dict.fromkeys(form.keys()):
+            values = form.getlist(name)
+            if name in cls.multipart_fields:
+                for value in values:
+                    if not isinstance(value, UploadFile):
+                        raise BadForm(f"field {name!r} must be a file upload (a multipart part with a filename), "
+                                      "got a text value")
+                annotation = cls.model_fields[name].annotation
+                if bentoml_serde.is_union_type(annotation):
+                    annotation = t.get_args(annotation)[0]
+                data[name] = values if bentoml_serde.is_list_type(annotation) else values[0]
+            else:
+                if len(values) > 1:
+                    raise BadForm(f"field {name!r} was sent {len(values)} times: send it once")
+                value = values[0]
+                if isinstance(value, UploadFile):
+                    raw = await value.read()
+                    try:
+                        value = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise BadForm(f"field {name!r} must be text, got {len(raw)} bytes of binary data") from None
+                try:
+                    data[name] = json.loads(value)
+                except json.JSONDecodeError:
+                    data[name] = value
+        return cls.model_validate(data)
+
+
+def install() -> None:
+    """Use StrictFormSerde for form bodies in this process (idempotent)."""
+    for media_type in FORM_MEDIA_TYPES:
+        t.cast(dict, bentoml_serde.ALL_SERDE)[media_type] = StrictFormSerde

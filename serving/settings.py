@@ -1,0 +1,74 @@
+"""Every serving setting in one place: ``EMOTION_*`` environment variables, checked at start-up.
+
+``load_settings()`` reads them once; a bad value (``EMOTION_MAX_IMAGE_BYTES=lots``) stops the
+server with one line per problem naming the variable, the value and what is expected, not a
+stack trace. Detection settings left unset keep ``DetectionConfig``'s own defaults (so the
+detector module stays the one definition of them).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MB = 1024 * 1024
+ENV_PREFIX = "EMOTION_"
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # which model: a BentoML store tag; unset = fer-emotion:latest if imported, else the bundled model
+    model_tag: str | None = None
+    # test-time augmentation (emotion_recognition.tta.PRESETS)
+    tta: Literal["none", "flip", "crops"] = "flip"
+    # detection (None: DetectionConfig's default)
+    detector: str | None = None
+    scale_factor: float | None = Field(None, gt=1.0)
+    min_neighbors: int | None = Field(None, ge=0)
+    min_face_size: int | None = Field(None, ge=1)
+    face_margin: float | None = Field(None, ge=-0.3, le=1.0)  # None: the detector's calibrated framing
+    yunet_model: str | None = None  # path of the YuNet ONNX file (docs/detection.md)
+    # request limits (413 over them)
+    max_request_bytes: int = Field(256 * MB, ge=1)
+    max_image_bytes: int = Field(20 * MB, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_frames_per_request: int = Field(64, ge=1)
+    max_request_pixels: int = Field(64 * 1280 * 720, ge=1)  # all frames of one /analyze_frames request
+    max_video_bytes: int = Field(200 * MB, ge=1)
+    max_video_frames: int = Field(2000, ge=1)  # analysed frames per video
+    max_video_decoded_frames: int = Field(20_000, ge=1)  # every x max_frames: frames read from one video
+    # work layout
+    cpu_threads: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
+    model_batch: int = Field(256, ge=1)  # views per model call (faces x TTA views)
+    skip_startup_check: bool = False
+
+    def detection_overrides(self) -> dict:
+        """The detection settings that were set, under DetectionConfig's field names."""
+        names = {"detector": "detector", "scale_factor": "scale_factor", "min_neighbors": "min_neighbors",
+                 "min_face_size": "min_face_size", "face_margin": "margin",
+                 "yunet_model": "yunet_model"}
+        return {field: getattr(self, name) for name, field in names.items() if getattr(self, name) is not None}
+
+
+class SettingsError(ValueError):
+    """Bad ``EMOTION_*`` values; the message has one line per variable."""
+
+
+def load_settings(environ: dict[str, str] | None = None) -> ServingSettings:
+    """The settings from the environment, or SettingsError naming each bad variable."""
+    environ = os.environ if environ is None else environ
+    values = {key[len(ENV_PREFIX):].lower(): value for key, value in environ.items() if key.startswith(ENV_PREFIX)}
+    known = {name for name in ServingSettings.model_fields}
+    try:
+        # init values (not the env source) so that a test can pass its own environment
+        return ServingSettings.model_validate({k: v for k, v in values.items() if k in known})
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            name = ENV_PREFIX + str(problem["loc"][0]).upper() if problem["loc"] else "EMOTION_*"
+            lines.append(f"{name}={values.get(str(problem['loc'][0]) if problem['loc'] else '', '')!r}: {problem['msg']}")
+        raise SettingsError("invalid serving settings:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,88 @@
+"""Malformed requests get a 4xx JSON error naming the problem, never a 5xx (in-process ASGI app)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from emotion_recognition.media import encode_image
+
+PNG = encode_image(np.full((40, 40, 3), 128, np.uint8), "png")
+
+
+def error_text(response) -> str:
+    body = response.json()
+    item = body[0] if isinstance(body, list) else body
+    return item["error"] + " " + str(item.get("detail", ""))
+
+
+@pytest.mark.parametrize(
+    "path, request_kwargs, status, words",
+    [
+        ("/analyze", {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}, 400, "no boundary"),
+        ("/analyze", {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=zz"}}, 400,
+         "could not be parsed"),
+        ("/analyze", {"content": b"", "headers": {"content-type": "application/json"}}, 400, "Field required"),
+        ("/analyze", {"content": b"\xff\xfe", "headers": {"content-type": "text/plain"}}, 400, "Invalid JSON"),
+        ("/analyze", {"json": {"image": 5}}, 400, "Invalid file type"),
+        ("/analyze_frames", {"data": {"frames": "{}"}}, 400, "field 'frames' must be a file upload"),
+        ("/analyze_frames", {"json": {"frames": {}}}, 400, "valid array"),
+        ("/analyze", {"files": {"frames": ("x.bin", bytes(range(256)))}}, 400, "unknown field(s) 'frames'"),
+        ("/analyze", {"files": {"image": ("a.png", PNG), "extra": ("x.bin", b"\xff\xfe\x00")}}, 400, "unknown field(s) 'extra'"),
+        # a text value in a file field is never fetched as a URL
+        ("/analyze", {"data": {"image": "http://127.0.0.1:9/x.png"}}, 400, "field 'image' must be a file upload"),
+        ("/annotate", {"files": {"image": ("a.png", PNG), "language": ("l.bin", b"\xff\xfe\xfa")}}, 400,
+         "field 'language' must be text"),
+        ("/annotate", {"files": {"image": ("a.png", PNG)}, "data": {"language": "fr"}}, 400, "'en' or 'es'"),
+        ("/video_timeline", {"files": {"video": ("v.avi", PNG)}, "data": {"every": "x"}}, 400, "valid integer"),
+        ("/video_timeline", {"files": {"video": ("v.avi", PNG)}, "data": {"max_frames": "-1"}}, 400, "max_frames must be >= 0"),
+        ("/classify", {"json": {"faces": "x"}}, 400, "cannot reshape"),
+        ("/classify", {"json": {"faces": np.zeros((129, 48, 48), np.uint8).tolist()}}, 400, "129 faces is over the limit of 128"),
+    ],
+)
+def test_malformed_request_is_a_4xx_naming_the_problem(service_client, path, request_kwargs, status, words):
+    response = service_client.post(path, **request_kwargs)
+    assert response.status_code == status, response.text
+    assert words in error_text(response)
+
+
+def test_frames_over_the_pixel_budget_are_refused_before_decoding(service_client):
+    # 1500 x 1500 frames: each under the 3 MP image limit, three over the 6 MP request budget (conftest)
+    frame = encode_image(np.zeros((1500, 1500, 3), np.uint8), "png")
+    ok = service_client.post("/analyze_frames", files=[("frames", (f"{i}.png", frame)) for i in range(2)])
+    assert ok.status_code == 200, ok.text
+    over = service_client.post("/analyze_frames", files=[("frames", (f"{i}.png", frame)) for i in range(3)])
+    assert over.status_code == 413 and "frames 0-2 hold 6,750,000 pixels" in error_text(over)
+    big = encode_image(np.zeros((1500, 2100, 3), np.uint8), "png")  # 3.15 MP: over the image limit
+    one = service_client.post("/analyze_frames", files=[("frames", ("a.png", frame)), ("frames", ("b.png", big))])
+    assert one.status_code == 413 and error_text(one).startswith("frame 1: the image is 2100x1500")
+
+
+def write_video(path, frames: int, width: int, height: int):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (width, height))
+    for i in range(frames):
+        writer.write(np.full((height, width, 3), i % 256, np.uint8))
+    writer.release()
+    return path.read_bytes()
+
+
+def test_video_limits_on_pixels_and_decoded_frames(service_client, tmp_path):
+    large = write_video(tmp_path / "large.avi", 2, 2100, 1500)  # 3.15 MP frames, limit 3 MP
+    response = service_client.post("/video_timeline", files={"video": ("large.avi", large)})
+    assert response.status_code == 413 and "2100x1500 = 3,150,000 pixels" in error_text(response)
+    long = write_video(tmp_path / "long.avi", 400, 32, 32)  # 400 decoded frames, limit 300
+    response = service_client.post("/video_timeline", files={"video": ("long.avi", long)})
+    assert response.status_code == 413 and "needs 400 decoded frames, over the limit of 300" in error_text(response)
+    response = service_client.post("/video_timeline", files={"video": ("long.avi", long)}, data={"every": "100", "max_frames": "3"})
+    assert response.status_code == 200 and [f["frame"] for f in response.json()["frames"]] == [0, 100, 200]
+
+
+def test_video_reading_stops_at_the_decoded_frame_cap(tmp_path):
+    """The cap also holds when the container does not tell the frame count (checked while reading)."""
+    from emotion_recognition.media import InputTooLarge, iter_video_frames
+
+    write_video(tmp_path / "v.avi", 20, 32, 32)
+    assert [f.index for f in iter_video_frames(tmp_path / "v.avi", every=5, max_read=20)] == [0, 5, 10, 15]
+    with pytest.raises(InputTooLarge, match="more than 10 decoded frames"):
+        list(iter_video_frames(tmp_path / "v.avi", every=5, max_read=10))

@@ -1,0 +1,36 @@
+"""serving/settings.py: every EMOTION_* variable in one class; bad values name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from emotion_recognition.detection import DetectionConfig
+from serving.settings import ServingSettings, SettingsError, load_settings
+
+
+def test_defaults_without_environment():
+    settings = load_settings({})
+    assert settings == ServingSettings()
+    assert settings.tta == "flip" and settings.model_tag is None
+    assert settings.detection_overrides() == {}  # the detector module keeps its own defaults
+
+
+def test_values_are_parsed_and_detection_names_mapped():
+    settings = load_settings({"EMOTION_MAX_IMAGE_BYTES": "1024", "EMOTION_TTA": "crops", "EMOTION_FACE_MARGIN": "0.1",
+                              "EMOTION_MIN_FACE_SIZE": "30", "EMOTION_SKIP_STARTUP_CHECK": "1", "OTHER": "x",
+                              "EMOTION_SOMETHING_ELSE": "ignored"})
+    assert settings.max_image_bytes == 1024 and settings.tta == "crops" and settings.skip_startup_check
+    assert settings.detection_overrides() == {"margin": 0.1, "min_face_size": 30}
+    assert DetectionConfig(**settings.detection_overrides()).margin == 0.1
+
+
+def test_bad_values_are_named_one_line_each():
+    with pytest.raises(SettingsError) as error:
+        load_settings({"EMOTION_MAX_IMAGE_BYTES": "lots", "EMOTION_TTA": "ten-crop", "EMOTION_SCALE_FACTOR": "0.9",
+                       "EMOTION_MAX_VIDEO_FRAMES": "0"})
+    message = str(error.value)
+    assert "EMOTION_MAX_IMAGE_BYTES='lots': Input should be a valid integer" in message
+    assert "EMOTION_TTA='ten-crop': Input should be 'none', 'flip' or 'crops'" in message
+    assert "EMOTION_SCALE_FACTOR='0.9': Input should be greater than 1" in message
+    assert "EMOTION_MAX_VIDEO_FRAMES='0': Input should be greater than or equal to 1" in message
+    assert len(message.splitlines()) == 5
