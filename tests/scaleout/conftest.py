@@ -27,6 +27,8 @@ import pytest
 from emotion_recognition.testing import free_port
 
 BIN = Path(sys.executable).parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DATASET = "data/fer2013.zip"  # where the project keeps FER2013 (untracked: each checkout brings it)
 STAGES = ("fetch", "split", "augment", "train", "evaluate")
 
 
@@ -167,18 +169,21 @@ def init_repository(project: Project) -> None:
     project.run("git", "config", "user.email", "ci@example.invalid")
     project.run("git", "config", "user.name", "ci")
     project.run("dvc", "init", "-q")
-    (project.root / ".gitignore").write_text("/inputs/\n/mlflow.db\n/mlartifacts/\n/data/train_backup/\n")
+    for name in (".gitignore", "data/.gitignore"):  # the project's own: data/ is in git, its contents not
+        shutil.copy(REPO_ROOT / name, project.root / name)
     project.run("git", "add", "-A")
     project.run("git", "commit", "-q", "-m", "pipeline")
 
 
 @pytest.fixture(scope="session")
-def scaleout_project(tmp_path_factory, make_project, fer):
+def scaleout_project(tmp_path_factory, make_project, set_params, fer):
     """Build a tiny project: generated faces in inputs/, tiny params, git + DVC initialised."""
 
     def build(name: str, tracking_uri: str | None) -> Project:
         root = make_project(tmp_path_factory.mktemp(name))
-        fer.write_zip(root / "inputs" / "fer2013.zip")
+        (root / "data").mkdir()
+        fer.write_zip(root / DATASET)
+        set_params(root, data={"source": DATASET, "sha256": None})
         project = Project(root, tracking_uri)
         init_repository(project)
         return project

@@ -24,8 +24,7 @@ def test_a_fresh_clone_pulls_the_outputs_and_has_nothing_to_reproduce(team_proje
     clone = team_project.root.parent / "clone"
     team_project.run("git", "clone", "-q", str(team_project.root), str(clone))
     # the dataset itself is not on the remote (FER2013's licence): each checkout brings its copy
-    (clone / "inputs").mkdir()
-    shutil.copy(team_project.root / "inputs" / "fer2013.zip", clone / "inputs" / "fer2013.zip")
+    shutil.copy(team_project.root / "data" / "fer2013.zip", clone / "data" / "fer2013.zip")
     started = time.perf_counter()
     pulled = team_project.run("dvc", "pull", cwd=clone)
     pull_seconds = time.perf_counter() - started
