@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_recognition.testing import free_port
+from testkit import free_port, stop_process_group
 
 BIN = Path(sys.executable).parent
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def wait_for_mlflow(url: str, process: subprocess.Popen, log: Path, timeout: flo
 @pytest.fixture(scope="session")
 def mlflow_server(postgres, tmp_path_factory):
     """``mlflow server`` on the PostgreSQL store with served artifacts; yields its http URL."""
-    from emotion_recognition.testing import stop_process_group
+
 
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
