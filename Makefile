@@ -7,7 +7,14 @@ BIN := $(VENV)/bin
 FER2013 ?= ../shared/data/fer2013.zip
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test serve clean-venv
+# A team's MLflow tracking server (docs/scaleout.md): runs and registry in PostgreSQL, artifacts
+# served by the server from MLFLOW_ARTIFACTS; clients set MLFLOW_TRACKING_URI=http://host:port.
+MLFLOW_BACKEND ?= postgresql://mlflow@127.0.0.1:5432/mlflow
+MLFLOW_ARTIFACTS ?= $(abspath mlflow-server-artifacts)
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+
+.PHONY: setup repro test serve mlflow-server clean-venv
 
 setup: $(VENV)/.installed
 
@@ -33,6 +40,10 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 serve: setup
 	$(BIN)/bentoml serve --host $(HOST) --port $(PORT)
+
+mlflow-server: setup
+	$(BIN)/mlflow server --backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination $(MLFLOW_ARTIFACTS) \
+		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -85,6 +85,9 @@ class TrainParams(Group):
                                "'default' (the bundled default model) or the path of a .keras model "
                                "with the same architecture; for fine-tuning or continued training")
     limit_per_class: int = Field(ge=0, description="use at most this many training images per class (0: all); for smoke runs")
+    distribute: Literal["one_device", "mirrored"] = Field(
+        description="one_device: TensorFlow's default device; mirrored: MirroredStrategy over all local GPUs "
+        "(without GPUs, 2 logical CPU devices); train.batch_size stays the global batch")
 
     @field_validator("batch_size")
     @classmethod

@@ -23,7 +23,7 @@ from emotion_recognition.data import Split
 from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.model import build_model, load_model
 from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
-from emotion_recognition.params import ModelParams, ParamsError, TrainParams
+from emotion_recognition.params import ModelParams, ParamsError, TrainParams, flat_params
 from emotion_recognition.stage_io import atomic_path
 
 
@@ -328,9 +328,45 @@ def run_name(m: ModelParams, p: TrainParams) -> str:
     return f"{shape}-e{p.epochs}-{time.strftime('%Y%m%d-%H%M')}"
 
 
-def fit_run(model, p: TrainParams, train: Split, val_ds, history: HistoryWriter, checkpoint: Path) -> float:
+class BestModelSaver(keras.callbacks.Callback):
+    """Saves the model at each new best validation accuracy (above ``best``, the best of the epochs
+    before a resume). Written to a temporary file, then renamed: a kill mid-write leaves the
+    previous best intact (Keras' ModelCheckpoint writes in place)."""
+
+    def __init__(self, path: Path, best: float | None = None):
+        super().__init__()
+        self.path, self.best = Path(path), best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_accuracy")
+        if value is None or (self.best is not None and value <= self.best):
+            return
+        self.best = float(value)
+        with atomic_path(self.path) as tmp:
+            self.model.save(tmp)
+
+
+def log_new_run(params, cpu: str, precision: str, train_images: int, val_images: int, parameters: int,
+                initial_sha256: str | None) -> None:
+    """Tags and params of a new training run in the active MLflow run."""
+    import mlflow
+
+    mlflow.set_tags({"git_commit": git_commit(), "stage": "train", "cpu": cpu})
+    mlflow.log_params(flat_params(params))
+    mlflow.log_params({"train.images": train_images, "val.images": val_images, "model.parameters": parameters,
+                       "train.precision_used": precision})
+    if initial_sha256:  # DVC tracks the param, not the file: record which file it was
+        mlflow.log_params({"train.initial_model_sha256": initial_sha256})
+
+
+def fit_run(model, p: TrainParams, train: Split, val_ds, history: HistoryWriter, checkpoint: Path,
+            backup=None, resumed: dict | None = None) -> float:
     """Compile and train ``model`` with ``p`` (its seed drives shuffling and augmentation); on
-    return it holds the best epoch's weights (also saved to ``checkpoint``). Returns the training time in seconds."""
+    return it holds the best epoch's weights (also saved to ``checkpoint``). Returns the training time in seconds.
+
+    ``backup`` (a resume.TrainingBackup) saves the full state every epoch; ``resumed`` (its state
+    of a killed run) continues that run after its last finished epoch. Call inside the
+    tf.distribute strategy's scope, if any (the model too must be built there)."""
     steps = steps_per_epoch(len(train), p.batch_size)
     train_ds = make_dataset(train, p.batch_size, True, p, repeat=True)  # one iterator: no per-epoch stalls
     model.compile(
@@ -344,11 +380,14 @@ def fit_run(model, p: TrainParams, train: Split, val_ds, history: HistoryWriter,
         LearningRateLogger(),
         PreciseBatchNorm(train.images, seed=p.seed),
         early_stopping(p),
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_accuracy", mode="max", save_best_only=True),
+        BestModelSaver(checkpoint, (resumed or {}).get("best_val_accuracy")),
         MLflowEpochLogger(),
         history,
+        *(backup.callbacks(history) if backup is not None else []),  # after history: its rows are saved
     ]
     started = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=p.epochs, steps_per_epoch=steps, callbacks=callbacks,
               verbose=1 if sys.stdout.isatty() else 2)
-    return time.perf_counter() - started
+    if resumed and checkpoint.is_file():  # the best epoch may precede the kill: EarlyStopping only saw the rest
+        model.load_weights(checkpoint)
+    return time.perf_counter() - started + sum(row.get("epoch_seconds", 0) for row in (resumed or {}).get("rows", []))

@@ -17,8 +17,10 @@ import numpy as np
 from mlflow.models import infer_signature
 
 from emotion_recognition.data import load_split, sha256_file
+from emotion_recognition.distribute import make_strategy
 from emotion_recognition.model import build_model
 from emotion_recognition.params import flat_params, load_params
+from emotion_recognition.resume import BACKUP_DIR, TrainingBackup
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.training import (
@@ -26,8 +28,8 @@ from emotion_recognition.training import (
     cpu_info,
     fit_run,
     float32_copy,
-    git_commit,
     initial_model_path,
+    log_new_run,
     limit_per_class,
     load_initial_weights,
     make_dataset,
@@ -50,6 +52,7 @@ CURVES = Path("plots/train_curves.png")
 def main() -> None:
     params = load_params()
     p, m = params.train, params.model
+    strategy = make_strategy(p.distribute)  # before any other TensorFlow work
     keras.utils.set_random_seed(p.seed)
     cpu, flags = cpu_info()
     precision, why = resolve_precision(p.precision, flags)
@@ -59,25 +62,29 @@ def main() -> None:
 
     train = limit_per_class(load_split(TRAIN_PATH), p.limit_per_class, p.seed)
     val = load_split(VAL_PATH)
-    model = build_model(m.architecture, **model_options(m))
-    initial = initial_model_path(p.initial_model)
-    if initial is not None:
-        load_initial_weights(model, initial)
-        print(f"train: starting from the weights of {initial}", flush=True)
+    with strategy.scope():  # the model's variables are mirrored on every replica
+        model = build_model(m.architecture, **model_options(m))
+        initial = initial_model_path(p.initial_model)
+        if initial is not None:
+            load_initial_weights(model, initial)
+            print(f"train: starting from the weights of {initial}", flush=True)
+    print(f"train: {p.distribute}, {strategy.num_replicas_in_sync} replica(s), global batch {p.batch_size}", flush=True)
     val_ds = make_dataset(val, 256, False, p)
     history = HistoryWriter(HISTORY)
 
+    backup = TrainingBackup({"params": flat_params(params), "train_images": len(train), "val_images": len(val)})
     configure_mlflow()
+    initial_sha256 = sha256_file(initial) if initial is not None else None
     # A descriptive name: MLflow's random names repeat here because the seed is fixed above.
-    with mlflow.start_run(run_name=run_name(m, p)) as run:
-        mlflow.set_tags({"git_commit": git_commit(), "stage": "train", "cpu": cpu})
-        mlflow.log_params(flat_params(params))
-        mlflow.log_params({"train.images": len(train), "val.images": len(val), "model.parameters": model.count_params(),
-                           "train.precision_used": precision})
-        initial_sha256 = sha256_file(initial) if initial is not None else None
-        if initial_sha256:  # DVC tracks the param, not the file: record which file it was
-            mlflow.log_params({"train.initial_model_sha256": initial_sha256})
-        seconds = fit_run(model, p, train, val_ds, history, CHECKPOINT)
+    with backup.mlflow_run(run_name(m, p), history) as (run, resumed):  # a killed run of this plan continues
+        if resumed:
+            print(f"train: resuming MLflow run {run.info.run_id} after epoch {resumed['epoch']} of {p.epochs} "
+                  f"(state in {BACKUP_DIR})", flush=True)
+        else:
+            log_new_run(params, cpu, precision, len(train), len(val), model.count_params(), initial_sha256)
+        with strategy.scope():
+            seconds = fit_run(model, p, train, val_ds, history, backup.best_model, backup, resumed)
+        backup.keep_best(CHECKPOINT)
 
         final = float32_copy(model, m)
         with atomic_path(MODEL_PATH) as tmp:
@@ -104,6 +111,7 @@ def main() -> None:
         info = mlflow.tensorflow.log_model(final, name="model", signature=signature, input_example=example)
         write_json(RUN_PATH, {"run_id": run.info.run_id, "model_uri": info.model_uri, "precision": precision,
                               "cpu": cpu, "initial_model_sha256": initial_sha256})  # for the model card
+    backup.finish()
     print(f"train: best val_accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}, {seconds / 60:.1f} min")
 
 

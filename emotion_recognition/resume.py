@@ -1,0 +1,104 @@
+"""Resume a training run after a kill: the full state is backed up after every epoch.
+
+DVC deletes a stage's outputs before running it, so the backup lives outside them, in
+``data/train_backup/`` (in data/.gitignore, not a DVC output). It holds Keras'
+``BackupAndRestore`` files (model and optimizer weights, the epoch), the best epoch's model so
+far, the history rows and the MLflow run id. When ``dvc repro`` starts the stage again with the
+same plan (the same params and training images), training continues after the last finished
+epoch in the same MLflow run; with another plan the backup is discarded. A finished run removes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import keras
+
+BACKUP_DIR = Path("data/train_backup")
+
+
+def plan_fingerprint(plan: dict) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class TrainingBackup:
+    def __init__(self, plan: dict, folder: Path = BACKUP_DIR):
+        self.folder = Path(folder)
+        self.plan = plan_fingerprint(plan)
+        self.state_path = self.folder / "state.json"
+        self.best_model = self.folder / "best.keras"
+        self.keras_dir = self.folder / "keras"
+
+    def load(self) -> dict | None:
+        """The state of an interrupted run of this plan, or None (and no backup) to start afresh."""
+        if not self.state_path.is_file():
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return None
+        state = json.loads(self.state_path.read_text())
+        metadata = self.keras_dir / "training_metadata.json"
+        if state.get("plan") != self.plan or not metadata.is_file():
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return None
+        try:
+            epoch = int(json.loads(metadata.read_text())["epoch"])
+        except (ValueError, KeyError):  # killed while writing it: the previous epoch's copy
+            shutil.copyfile(f"{metadata}.bkp", metadata)
+            epoch = int(json.loads(metadata.read_text())["epoch"])
+        # a kill between writing the rows and the weights: keep the rows the weights cover
+        state["rows"] = [row for row in state["rows"] if row["epoch"] <= epoch]
+        state["epoch"] = epoch
+        state["best_val_accuracy"] = max((row["val_accuracy"] for row in state["rows"]), default=None)
+        return state
+
+    def start(self, run_id: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write({"plan": self.plan, "run_id": run_id, "rows": []})
+
+    def _write(self, state: dict) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.state_path)
+
+    def callbacks(self, history) -> list[keras.callbacks.Callback]:
+        """After ``history`` (a HistoryWriter) in the callback list: rows first, then the weights."""
+        return [_SaveRows(self, history), keras.callbacks.BackupAndRestore(
+            # double: a kill while the weights are written falls back to the previous epoch's
+            str(self.keras_dir), double_checkpoint=True, delete_checkpoint=False)]
+
+    @contextmanager
+    def mlflow_run(self, run_name: str, history) -> Iterator[tuple[object, dict | None]]:
+        """(run, resumed state): the interrupted run of this plan, reopened with its history rows,
+        else a new run named ``run_name``."""
+        import mlflow
+
+        resumed = self.load()
+        with mlflow.start_run(**({"run_id": resumed["run_id"]} if resumed else {"run_name": run_name})) as run:
+            if resumed:
+                history.rows = resumed["rows"]
+            else:
+                self.start(run.info.run_id)
+            yield run, resumed
+
+    def keep_best(self, checkpoint: Path) -> None:
+        """Copy the best epoch's model (kept here across kills) to the stage's ``checkpoint`` output."""
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.best_model, checkpoint)
+
+    def finish(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _SaveRows(keras.callbacks.Callback):
+    def __init__(self, backup: TrainingBackup, history):
+        super().__init__()
+        self.backup, self.history = backup, history
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = json.loads(self.backup.state_path.read_text())
+        state["rows"] = self.history.rows
+        self.backup._write(state)

@@ -1,0 +1,57 @@
+"""The pipeline against a real ``mlflow server`` on PostgreSQL with served artifacts: runs,
+registry, champion alias and the serving import step, all through MLFLOW_TRACKING_URI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.scaleout
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_pipeline_logs_and_registers_on_the_tracking_server(team_project, postgres):
+    from mlflow import MlflowClient
+
+    assert team_project.ran(team_project.first) == {"fetch", "split", "augment", "train", "evaluate"}
+    assert not (team_project.root / "mlflow.db").exists(), "the pipeline wrote a local SQLite store"
+    client = MlflowClient(tracking_uri=team_project.tracking_uri, registry_uri=team_project.tracking_uri)
+    run_id = json.loads((team_project.root / "data/model/run.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    assert "test_accuracy" in run.data.metrics and "loss" in run.data.metrics
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri  # served by the server
+    versions = client.search_model_versions("name='fer-emotion'")
+    assert versions, "no model version registered"
+    champion = client.get_model_version_by_alias("fer-emotion", "champion")
+    assert str(champion.version) in {str(v.version) for v in versions}
+
+    # the runs and the registry are rows in PostgreSQL, not files
+    import psycopg
+
+    with psycopg.connect(postgres) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM runs WHERE run_uuid = %s", (run_id,))
+        assert cursor.fetchone()[0] == 1
+        cursor.execute("SELECT version FROM registered_model_aliases WHERE name = 'fer-emotion' AND alias = 'champion'")
+        assert str(cursor.fetchone()[0]) == str(champion.version)
+
+
+def test_serving_imports_the_champion_from_the_tracking_server(team_project, tmp_path):
+    from mlflow import MlflowClient
+
+    env = {**team_project.env, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    result = subprocess.run([sys.executable, "-m", "serving.import_model"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri=team_project.tracking_uri, registry_uri=team_project.tracking_uri)
+    champion = client.get_model_version_by_alias("fer-emotion", "champion")
+    assert f"from MLflow version {champion.version}" in result.stdout, result.stdout
+
+    # what the service will load: the model store in BENTOML_HOME holds the champion's version
+    show = "import bentoml, json; m = bentoml.models.get('fer-emotion:latest'); print(json.dumps(m.info.metadata))"
+    listed = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    metadata = json.loads(listed.stdout.strip().splitlines()[-1])
+    assert metadata["mlflow_version"] == str(champion.version), metadata
+    assert metadata["mlflow_tracking_uri"] == team_project.tracking_uri, metadata
