@@ -1,69 +1,163 @@
-"""An ASGI middleware that refuses oversized request bodies with 413 before BentoML reads them."""
+"""The HTTP guard in front of the service's APIs: body type, size and upload rate, then a slot.
+
+BentoML's own ``max_concurrency`` counts a request from its first byte, so 64 clients uploading
+at 1 byte/s held every slot (429 for everyone else). ``RequestGuard`` instead reads the whole
+body first (spooled to disk past 1 MB), refusing it early when it cannot be valid (415: a file API
+without a multipart body; 413: over the size limit, chunked or not; 408: slower than the minimum
+rate after a grace period), and only then takes one of ``max_concurrency`` slots for the API's
+work. The service's own internal ``/classify`` calls run inside their request's slot.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
+import tempfile
+import time
 
-DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024  # EMOTION_MAX_REQUEST_BYTES (serving/settings.py)
+import anyio
+import numpy as np
+
+from emotion_recognition.preprocessing import FACE_SIZE
+
+# /classify: at most this many faces per call (the batcher's max_batch_size)
+CLASSIFY_MAX_FACES = 128
+_IN_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("emotion_in_slot", default=False)
+CHUNK = 64 * 1024
 
 
-class BodyTooLarge(Exception):
-    pass
+class Refused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
-class MaxBodySizeMiddleware:
-    """413 for a Content-Length over ``max_bytes``; a chunked body is cut off when it passes it."""
+def check_faces(faces) -> np.ndarray:
+    """/classify's input, checked per request (before batching, so a bad caller cannot fail the
+    batch it would share with other callers): numbers 0-255 of shape (N, 48, 48), N <= 128."""
+    faces = np.asarray(faces)
+    if faces.dtype.kind not in "biuf":
+        raise ValueError(f"faces must be numbers 0-255, got {'nulls or mixed values' if faces.dtype.kind == 'O' else faces.dtype.name}")
+    if faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE):
+        raise ValueError(f"faces must have shape (N, {FACE_SIZE}, {FACE_SIZE}), got {faces.shape}")
+    if len(faces) > CLASSIFY_MAX_FACES:
+        raise ValueError(f"{len(faces)} faces is over the limit of {CLASSIFY_MAX_FACES} per call: send them in several calls")
+    if faces.size and not (np.isfinite(faces).all() and faces.min() >= 0 and faces.max() <= 255):
+        raise ValueError("faces must hold finite values in 0-255 (got NaN, infinity or a value out of range)")
+    return faces
 
-    def __init__(self, app, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
-        self.app = app
-        self.max_bytes = max_bytes
+
+class RequestGuard:
+    def __init__(self, app, api_paths: set[str], file_paths: set[str], max_bytes: int, max_concurrency: int,
+                 upload_grace_s: float, min_upload_rate: int):
+        self.app, self.api_paths, self.file_paths, self.max_bytes = app, api_paths, file_paths, max_bytes
+        self.max_concurrency, self.grace, self.min_rate = max_concurrency, upload_grace_s, min_upload_rate
+        self._slots: anyio.Semaphore | None = None  # created inside the event loop
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] not in self.api_paths or _IN_SLOT.get():
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
+        try:
+            self._check_headers(scope)
+            body = await self._read_body(receive)
+        except Refused as refused:
+            return await _reject(send, refused.status, str(refused))
+        with body:
+            if self._slots is None:
+                self._slots = anyio.Semaphore(self.max_concurrency)
+            if self._slots.value == 0:
+                return await _reject(send, 429, f"all {self.max_concurrency} request slots are busy: retry later")
+            async with self._slots:
+                token = _IN_SLOT.set(True)
+                try:
+                    await self.app(scope, _replay(body, receive), send)
+                finally:
+                    _IN_SLOT.reset(token)
+
+    def _check_headers(self, scope) -> None:
+        headers = dict(scope["headers"])
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["path"] in self.file_paths and media_type != b"multipart/form-data":
+            raise Refused(415, f"{scope['path']} takes a multipart/form-data upload (e.g. curl -F image=@photo.jpg), "
+                               f"got Content-Type {media_type.decode('latin-1')[:60] or 'none'!r}")
         length = headers.get(b"content-length")
         if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                return await self._reject(send, 400, "invalid Content-Length header")
-            if declared > self.max_bytes:
-                return await self._reject(
-                    send, 413, f"the request body is {declared:,} bytes, over the limit of {self.max_bytes:,} bytes"
-                )
-        received = 0
-        started = False
+            if not (length.isdigit() and len(length) < 20):
+                raise Refused(400, "invalid Content-Length header")
+            if int(length) > self.max_bytes:
+                raise Refused(413, f"the request body is {int(length):,} bytes, over the limit of {self.max_bytes:,} bytes")
 
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
+    async def _read_body(self, receive):
+        """The whole body in a spooled file; after the grace period it must keep arriving at
+        min_rate bytes/s on average (a client at 1 byte/s is cut off, not waited for)."""
+        body = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
+        start, received, more = time.monotonic(), 0, True
+        try:
+            while more:
+                deadline = start + self.grace + received / self.min_rate
+                with anyio.move_on_after(max(deadline - time.monotonic(), 0)) as waited:
+                    message = await receive()
+                if waited.cancelled_caught:
+                    raise Refused(408, f"the upload is too slow: {received:,} bytes in {time.monotonic() - start:.0f} s "
+                                       f"(at least {self.min_rate:,} bytes/s are needed after {self.grace:g} s)")
+                if message["type"] == "http.disconnect":
+                    raise Refused(400, "the client disconnected before the end of the body")
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge()
-            return message
+                    raise Refused(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
+                body.write(message.get("body", b""))
+                more = message.get("more_body", False)
+        except BaseException:
+            body.close()
+            raise
+        body.seek(0)
+        return body
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._reject(send, 413, f"the request body is over the limit of {self.max_bytes:,} bytes")
+def _replay(body, receive):
+    """The buffered body, then the client's own messages (a response waits on them for a disconnect)."""
+    done = False
 
-    @staticmethod
-    async def _reject(send, status: int, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def replay():
+        nonlocal done
+        if done:
+            return await receive()
+        data = body.read(CHUNK)
+        done = len(data) < CHUNK
+        return {"type": "http.request", "body": data, "more_body": not done}
+
+    return replay
+
+
+async def _reject(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def bound_metric_labels(known_paths: set[str]) -> None:
+    """BentoML labels /metrics series by the raw request path, so made-up paths grew it without
+    bound: count every other path as ``other`` (and every /ui/ file as ``/ui``)."""
+    from bentoml._internal.server.http import instruments
+
+    base = instruments.RunnerTrafficMetricsMiddleware
+    if getattr(base, "known_paths", None) is not None:
+        base.known_paths = known_paths
+        return
+
+    class BoundedLabels(base):
+        def __init__(self, app, **options):
+            async def original_scope(scope, receive, send):
+                await app(scope.get("emotion.scope", scope), receive, send)
+
+            super().__init__(original_scope, **options)
+
+        async def __call__(self, scope, receive, send):
+            path = scope.get("path", "")
+            if scope["type"] == "http" and path not in self.known_paths:
+                scope = {**scope, "path": "/ui" if path.startswith("/ui/") else "other", "emotion.scope": scope}
+            await super().__call__(scope, receive, send)
+
+    BoundedLabels.known_paths = known_paths
+    instruments.RunnerTrafficMetricsMiddleware = BoundedLabels
