@@ -29,7 +29,7 @@ from starlette.requests import Request
 FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 # Parser bounds (400 over them): text fields are short (enums, small integers); file parts are
 # bounded by EMOTION_MAX_FRAMES_PER_REQUEST (install()); a filename must fit a file system's name.
-MAX_TEXT_CHARS = 1000
+MAX_TEXT_CHARS = 1024
 MAX_TEXT_FIELDS = 16
 MAX_FILENAME_BYTES = 200
 MAX_FILES = 64

@@ -22,7 +22,8 @@ from emotion_recognition.preprocessing import FACE_SIZE
 
 # /classify: at most this many faces per call (the batcher's max_batch_size)
 CLASSIFY_MAX_FACES = 128
-_IN_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("emotion_in_slot", default=False)
+# The slot of the request whose task runs (internal /classify calls run in their caller's task).
+_SLOT: contextvars.ContextVar[object | None] = contextvars.ContextVar("emotion_slot", default=None)
 CHUNK = 64 * 1024
 
 
@@ -37,7 +38,7 @@ def check_faces(faces) -> np.ndarray:
     batch it would share with other callers): numbers 0-255 of shape (N, 48, 48), N <= 128."""
     faces = np.asarray(faces)
     if faces.dtype.kind not in "biuf":
-        raise ValueError(f"faces must be numbers 0-255, got {'nulls or mixed values' if faces.dtype.kind == 'O' else faces.dtype.name}")
+        raise ValueError(f"faces must be numbers 0-255, got {'nulls, mixed or huge values' if faces.dtype.kind == 'O' else faces.dtype.name}")
     if faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE):
         raise ValueError(f"faces must have shape (N, {FACE_SIZE}, {FACE_SIZE}), got {faces.shape}")
     if len(faces) > CLASSIFY_MAX_FACES:
@@ -53,10 +54,13 @@ class RequestGuard:
         self.app, self.api_paths, self.file_paths, self.max_bytes = app, api_paths, file_paths, max_bytes
         self.max_concurrency, self.grace, self.min_rate = max_concurrency, upload_grace_s, min_upload_rate
         self._slots: anyio.Semaphore | None = None  # created inside the event loop
+        self._held: set[object] = set()  # a slot in a leaked context (see _outside) counts only while held
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] not in self.api_paths or _IN_SLOT.get():
+        if scope["type"] != "http" or _SLOT.get() in self._held:
             return await self.app(scope, receive, send)
+        if scope["path"] not in self.api_paths:
+            return await self.app(scope, receive, _relative_redirects(scope, send))
         try:
             self._check_headers(scope)
             body = await self._read_body(receive)
@@ -68,11 +72,14 @@ class RequestGuard:
             if self._slots.value == 0:
                 return await _reject(send, 429, f"all {self.max_concurrency} request slots are busy: retry later")
             async with self._slots:
-                token = _IN_SLOT.set(True)
+                slot = object()
+                self._held.add(slot)
+                token = _SLOT.set(slot)
                 try:
-                    await self.app(scope, _replay(body, receive), send)
+                    await self.app(scope, _replay(body, _outside(receive)), _outside(send))
                 finally:
-                    _IN_SLOT.reset(token)
+                    _SLOT.reset(token)
+                    self._held.discard(slot)
 
     def _check_headers(self, scope) -> None:
         headers = dict(scope["headers"])
@@ -114,6 +121,21 @@ class RequestGuard:
         return body
 
 
+def _outside(call):
+    """``call`` (the server's send or receive) without this request's slot in the context: asyncio
+    copies the context into the transport callbacks they register (cpython issue 140947), which
+    would hand the slot to the next request on the same connection, past this guard."""
+
+    async def outside(*args):
+        token = _SLOT.set(None)
+        try:
+            return await call(*args)
+        finally:
+            _SLOT.reset(token)
+
+    return outside
+
+
 def _replay(body, receive):
     """The buffered body, then the client's own messages (a response waits on them for a disconnect)."""
     done = False
@@ -127,6 +149,21 @@ def _replay(body, receive):
         return {"type": "http.request", "body": data, "more_body": not done}
 
     return replay
+
+
+def _relative_redirects(scope, send):
+    """Starlette builds redirects (/ui -> /ui/, /ui/ -> /ui/index.html) from the Host header, which
+    a client chooses: send them as paths, so that no answer points a browser at another host."""
+    host = dict(scope["headers"]).get(b"host", b"")
+
+    async def relative_send(message):
+        if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+            message = {**message, "headers": [
+                (name, value.split(b"://" + host, 1)[1] if name == b"location" and b"://" + host + b"/" in value else value)
+                for name, value in message["headers"]]}
+        await send(message)
+
+    return relative_send
 
 
 async def _reject(send, status: int, message: str) -> None:

@@ -115,8 +115,7 @@ def detection_config(settings: ServingSettings = SETTINGS) -> DetectionConfig:
 # The web page: /ui/ serves serving/static (index.html + app.js); / stays BentoML's API docs.
 ui_app = Starlette(
     routes=[
-        # a path, never the Host header's name (a reflected Host sent browsers elsewhere)
-        Route("/", lambda request: RedirectResponse(url=request.url.path.rstrip("/") + "/index.html")),
+        Route("/", lambda request: RedirectResponse(url=str(request.url).rstrip("/") + "/index.html")),
         Mount("/", app=StaticFiles(directory=STATIC_DIR, html=True)),
     ]
 )
@@ -491,7 +490,7 @@ EmotionService.add_asgi_middleware(
     max_bytes=SETTINGS.max_request_bytes, max_concurrency=SETTINGS.max_concurrency,
     upload_grace_s=SETTINGS.upload_grace_s, min_upload_rate=SETTINGS.min_upload_rate,
 )
-bound_metric_labels(set(_ROUTES) | {"/", "/docs.json", "/schema.json", "/healthz", "/livez", "/readyz", "/ui"})
+bound_metric_labels(set(_ROUTES) | {"/", "/docs.json", "/schema.json", "/healthz", "/livez", "/readyz", "/metrics", "/ui"})
 
 
 if not SETTINGS.skip_startup_check:

@@ -45,7 +45,7 @@ def error_text(response) -> str:
         # /classify: checked per request, before batching (a bad call never fails other callers' batch)
         ("/classify", {"json": {"faces": "x"}}, 400, "faces must be numbers 0-255, got str"),
         ("/classify", {"json": {"faces": [[["a"] * 48] * 48]}}, 400, "faces must be numbers 0-255, got str"),
-        ("/classify", {"json": {"faces": [[[None] * 48] * 48]}}, 400, "faces must be numbers 0-255, got nulls"),
+        ("/classify", {"json": {"faces": [[[None] * 48] * 48]}}, 400, "faces must be numbers 0-255, got nulls, mixed or huge values"),
         ("/classify", {"json": {"faces": [0] * 2304}}, 400, "shape (N, 48, 48), got (2304,)"),
         ("/classify", {"json": {"faces": [[[0] * 48] * 47]}}, 400, "shape (N, 48, 48), got (1, 47, 48)"),
         ("/classify", {"content": json.dumps({"faces": [[[float("nan")] * 48] * 48]}),
