@@ -54,6 +54,10 @@ class StrictFormSerde(bentoml_serde.MultipartSerde):
             raise BadForm(f"the multipart/form-data body could not be parsed: {error.detail}") from None
         except (ValueError, UnicodeDecodeError, KeyError) as error:
             raise BadForm(f"the form body could not be parsed: {error}") from None
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile) and len((value.filename or "").encode()) > MAX_FILENAME_BYTES:
+                raise BadForm(f"field {name[:40]!r}: the filename is {len(value.filename.encode())} bytes, over the "
+                              f"limit of {MAX_FILENAME_BYTES}: rename the file")
         accepted = list(cls.model_fields)
         unknown = sorted(set(form.keys()) - set(accepted))
         if unknown:
@@ -67,9 +71,6 @@ class StrictFormSerde(bentoml_serde.MultipartSerde):
                     if not isinstance(value, UploadFile):
                         raise BadForm(f"field {name!r} must be a file upload (a multipart part with a filename), "
                                       "got a text value")
-                    if len((value.filename or "").encode()) > MAX_FILENAME_BYTES:
-                        raise BadForm(f"field {name!r}: the filename is {len(value.filename.encode())} bytes, over the "
-                                      f"limit of {MAX_FILENAME_BYTES}: rename the file")
                 annotation = cls.model_fields[name].annotation
                 if bentoml_serde.is_union_type(annotation):
                     annotation = t.get_args(annotation)[0]
@@ -81,13 +82,11 @@ class StrictFormSerde(bentoml_serde.MultipartSerde):
                     raise BadForm(f"field {name!r} was sent {len(values)} times: send it once")
                 value = values[0]
                 if isinstance(value, UploadFile):
-                    raw = await value.read(MAX_TEXT_CHARS + 1)
+                    raw = await value.read()
                     try:
                         value = raw.decode("utf-8")
                     except UnicodeDecodeError:
                         raise BadForm(f"field {name!r} must be text, got {len(raw)} bytes of binary data") from None
-                if len(value) > MAX_TEXT_CHARS:
-                    raise BadForm(f"field {name!r} is over {MAX_TEXT_CHARS} characters: this API's text fields are short")
                 try:
                     data[name] = json.loads(value)
                 except json.JSONDecodeError:

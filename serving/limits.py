@@ -1,12 +1,7 @@
-"""The HTTP guard in front of the service's APIs: body type, size and upload rate, then a slot.
-
-BentoML's own ``max_concurrency`` counts a request from its first byte, so 64 clients uploading
-at 1 byte/s held every slot (429 for everyone else). ``RequestGuard`` instead reads the whole
-body first (spooled to disk past 1 MB), refusing it early when it cannot be valid (415: a file API
-without a multipart body; 413: over the size limit, chunked or not; 408: slower than the minimum
-rate after a grace period), and only then takes one of ``max_concurrency`` slots for the API's
-work. The service's own internal ``/classify`` calls run inside their request's slot.
-"""
+"""The HTTP guard in front of the APIs. BentoML's ``max_concurrency`` counts a request from its
+first byte, so 64 uploads at 1 byte/s held every slot. ``RequestGuard`` reads the body first
+(spooled to disk past 1 MB; 415 for a file API without multipart, 413 over the size, chunked or
+not, 408 below the minimum rate), then takes a slot; internal /classify calls use their caller's."""
 
 from __future__ import annotations
 
@@ -28,9 +23,7 @@ CHUNK = 64 * 1024
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+    """(status, message)"""
 
 
 def check_faces(faces) -> np.ndarray:
@@ -65,7 +58,7 @@ class RequestGuard:
             self._check_headers(scope)
             body = await self._read_body(receive)
         except Refused as refused:
-            return await _reject(send, refused.status, str(refused))
+            return await _reject(send, *refused.args)
         with body:
             if self._slots is None:
                 self._slots = anyio.Semaphore(self.max_concurrency)
@@ -97,26 +90,22 @@ class RequestGuard:
     async def _read_body(self, receive):
         """The whole body in a spooled file; after the grace period it must keep arriving at
         min_rate bytes/s on average (a client at 1 byte/s is cut off, not waited for)."""
-        body = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
+        body = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # deleted when dropped, on a refusal too
         start, received, more = time.monotonic(), 0, True
-        try:
-            while more:
-                deadline = start + self.grace + received / self.min_rate
-                with anyio.move_on_after(max(deadline - time.monotonic(), 0)) as waited:
-                    message = await receive()
-                if waited.cancelled_caught:
-                    raise Refused(408, f"the upload is too slow: {received:,} bytes in {time.monotonic() - start:.0f} s "
-                                       f"(at least {self.min_rate:,} bytes/s are needed after {self.grace:g} s)")
-                if message["type"] == "http.disconnect":
-                    raise Refused(400, "the client disconnected before the end of the body")
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise Refused(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
-                body.write(message.get("body", b""))
-                more = message.get("more_body", False)
-        except BaseException:
-            body.close()
-            raise
+        while more:
+            deadline = start + self.grace + received / self.min_rate
+            with anyio.move_on_after(max(deadline - time.monotonic(), 0)) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise Refused(408, f"the upload is too slow: {received:,} bytes in {time.monotonic() - start:.0f} s "
+                                   f"(at least {self.min_rate:,} bytes/s are needed after {self.grace:g} s)")
+            if message["type"] == "http.disconnect":
+                raise Refused(400, "the client disconnected before the end of the body")
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise Refused(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
+            body.write(message.get("body", b""))
+            more = message.get("more_body", False)
         body.seek(0)
         return body
 
@@ -178,12 +167,11 @@ def bound_metric_labels(known_paths: set[str]) -> None:
     bound: count every other path as ``other`` (and every /ui/ file as ``/ui``)."""
     from bentoml._internal.server.http import instruments
 
-    base = instruments.RunnerTrafficMetricsMiddleware
-    if getattr(base, "known_paths", None) is not None:
-        base.known_paths = known_paths
-        return
+    base = getattr(instruments.RunnerTrafficMetricsMiddleware, "unbounded", instruments.RunnerTrafficMetricsMiddleware)
 
     class BoundedLabels(base):
+        unbounded = base
+
         def __init__(self, app, **options):
             async def original_scope(scope, receive, send):
                 await app(scope.get("emotion.scope", scope), receive, send)
@@ -192,9 +180,8 @@ def bound_metric_labels(known_paths: set[str]) -> None:
 
         async def __call__(self, scope, receive, send):
             path = scope.get("path", "")
-            if scope["type"] == "http" and path not in self.known_paths:
+            if scope["type"] == "http" and path not in known_paths:
                 scope = {**scope, "path": "/ui" if path.startswith("/ui/") else "other", "emotion.scope": scope}
             await super().__call__(scope, receive, send)
 
-    BoundedLabels.known_paths = known_paths
     instruments.RunnerTrafficMetricsMiddleware = BoundedLabels

@@ -184,18 +184,18 @@ class EmotionService:
         stored = imported_model()
         if stored is not None:
             path = stored.path_of(MODEL_FILE)
-            info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()}}
+            # /model_info shows no file path or tracking URI (which may hold credentials)
+            info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()
+                                               if k not in ("source_file", "mlflow_tracking_uri")}}
             logger.info("serving the imported model %s (%s)", stored.tag, info.get("source", "?"))
         else:
             path = bundled_model_path()
             if path is None:
                 raise NoModelError("no model imported into the BentoML store and no bundled default model")
-            info = {"tag": "bundled", "source": "bundled", "source_file": str(path)}
+            info = {"tag": "bundled", "source": "bundled"}
             logger.info("no model imported into the BentoML store: serving the bundled default model %s", path)
         self.recognizer = EmotionRecognizer.from_file(path, detection_config(settings), from_preset(settings.tta),
                                                       model_batch=settings.model_batch)
-        # no file paths or tracking URI (which may hold credentials) for anyone who can reach the API
-        info = {k: v for k, v in info.items() if k not in ("source_file", "mlflow_tracking_uri")}
         self.model_info = {**info, "test_time_augmentation": self.recognizer.tta.describe(),
                            "face_detection": describe_detector(self.recognizer.detection)}
         logger.info("face detector: %s", self.model_info["face_detection"])
@@ -379,8 +379,6 @@ class EmotionService:
         """Several images (e.g. video frames): one list of faces per image, in order."""
         if not frames:
             raise BadInput("send at least one frame (multipart field 'frames')", 400)
-        if len(frames) > self.settings.max_frames_per_request:
-            raise BadInput(f"{len(frames)} frames is over the limit of {self.settings.max_frames_per_request} per request", 413)
 
         def decode_all() -> list[np.ndarray]:
             # headers first (sizes, formats, pixel counts of every frame), so that no pixel is

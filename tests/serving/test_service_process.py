@@ -65,7 +65,7 @@ def test_real_server_bad_inputs_and_recovery(live_server):
         assert client.get("/readyz").status_code == 200
         ok = client.post("/analyze", files={"image": ("noise.png", png)})
         assert ok.status_code == 200 and ok.json() == []
-    huge = client.post("/analyze", content=b"0" * (9 * 1024 * 1024), headers={"content-type": "application/octet-stream"})
+    huge = client.post("/analyze", content=b"0" * (9 * 1024 * 1024), headers={"content-type": "multipart/form-data; boundary=x"})
     assert huge.status_code == 413 and "over the limit" in huge.json()["error"]
     assert client.post("/analyze", files={"image": ("noise.png", png)}).status_code == 200
     metrics = client.get("/metrics")
