@@ -15,8 +15,10 @@ import numpy as np
 
 from emotion_recognition.preprocessing import FACE_SIZE
 
-# /classify: at most this many faces per call (the batcher's max_batch_size)
+# /classify: at most this many faces per call (the batcher's max_batch_size), and a JSON body
+# (any API without files) of at most 24 characters per value of that many faces
 CLASSIFY_MAX_FACES = 128
+JSON_MAX_BYTES = CLASSIFY_MAX_FACES * FACE_SIZE * FACE_SIZE * 24
 # The slot of the request whose task runs (internal /classify calls run in their caller's task).
 _SLOT: contextvars.ContextVar[object | None] = contextvars.ContextVar("emotion_slot", default=None)
 CHUNK = 64 * 1024
@@ -55,8 +57,9 @@ class RequestGuard:
         if scope["path"] not in self.api_paths:
             return await self.app(scope, receive, _relative_redirects(scope, send))
         try:
-            self._check_headers(scope)
-            body = await self._read_body(receive)
+            limit = self.max_bytes if scope["path"] in self.file_paths else min(self.max_bytes, JSON_MAX_BYTES)
+            self._check_headers(scope, limit)
+            body = await self._read_body(receive, limit)
         except Refused as refused:
             return await _reject(send, *refused.args)
         with body:
@@ -74,7 +77,7 @@ class RequestGuard:
                     _SLOT.reset(token)
                     self._held.discard(slot)
 
-    def _check_headers(self, scope) -> None:
+    def _check_headers(self, scope, limit: int) -> None:
         headers = dict(scope["headers"])
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if scope["path"] in self.file_paths and media_type != b"multipart/form-data":
@@ -84,10 +87,10 @@ class RequestGuard:
         if length is not None:
             if not (length.isdigit() and len(length) < 20):
                 raise Refused(400, "invalid Content-Length header")
-            if int(length) > self.max_bytes:
-                raise Refused(413, f"the request body is {int(length):,} bytes, over the limit of {self.max_bytes:,} bytes")
+            if int(length) > limit:
+                raise Refused(413, f"the request body is {int(length):,} bytes, over the limit of {limit:,} bytes")
 
-    async def _read_body(self, receive):
+    async def _read_body(self, receive, limit: int):
         """The whole body in a spooled file; after the grace period it must keep arriving at
         min_rate bytes/s on average (a client at 1 byte/s is cut off, not waited for)."""
         body = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # deleted when dropped, on a refusal too
@@ -102,8 +105,8 @@ class RequestGuard:
             if message["type"] == "http.disconnect":
                 raise Refused(400, "the client disconnected before the end of the body")
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise Refused(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
+            if received > limit:
+                raise Refused(413, f"the request body is over the limit of {limit:,} bytes")
             body.write(message.get("body", b""))
             more = message.get("more_body", False)
         body.seek(0)

@@ -163,6 +163,12 @@ HOSTILE = {
     "/classify: NaN": ("/classify", {"content": json.dumps({"faces": [[[float("nan")] * 48] * 48]}),
                                      "headers": {"content-type": "application/json"}}, 400, "finite values in 0-255"),
     "/classify: a flat list": ("/classify", {"json": {"faces": [0] * 48 * 48}}, 400, "shape (N, 48, 48), got (2304,)"),
+    "/classify: 3.5 million numbers, just under the JSON limit": (
+        "/classify", {"content": '{"faces": [' + "0," * 3_500_000 + "0]}", "headers": {"content-type": "application/json"}},
+        400, "shape (N, 48, 48), got (3500001,)"),
+    "/classify: a chunked JSON body over its limit": (
+        "/classify", {"content": chunks(8 * MB), "headers": {"content-type": "application/json"}}, 413,
+        "over the limit of 7,077,888 bytes"),
     "/classify: 100,000 nested [": (
         "/classify", {"content": '{"faces": ' + "[" * 100_000, "headers": {"content-type": "application/json"}}, 400, ""),
 }
