@@ -141,6 +141,9 @@ HOSTILE = {
         "/annotate", {"files": {"image": ("a.png", PNG)}, "data": {"language": "[" * 1000}}, 400, "field 'language' could not be read"),
     "a 5,000-digit integer in a text field": (
         "/video_timeline", {"files": {"video": ("v.avi", PNG)}, "data": {"every": "9" * 5000}}, 400, "Part exceeded maximum size"),
+    "a 5 MB part header": (
+        "/analyze", {"content": b"--x\r\nContent-Disposition: form-data; name=\"" + b"n" * (5 * MB) + b"\"\r\n\r\nv\r\n--x--\r\n",
+                     "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400, "could not be parsed: Invalid multipart data"),
     "a second copy of a file field": (
         "/analyze", {"files": [("image", ("a.png", PNG)), ("image", ("b.png", PNG))]}, 400, "field 'image' was sent 2 times"),
     "too many file parts": (
