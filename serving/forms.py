@@ -27,6 +27,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+# Parser bounds (400 over them): text fields are short (enums, small integers); file parts are
+# bounded by EMOTION_MAX_FRAMES_PER_REQUEST (install()); a filename must fit a file system's name.
+MAX_TEXT_CHARS = 1024
+MAX_TEXT_FIELDS = 16
+MAX_FILENAME_BYTES = 200
+MAX_FILES = 64
 
 
 class BadForm(BentoMLException):
@@ -43,11 +49,15 @@ class StrictFormSerde(bentoml_serde.MultipartSerde):
             raise BadForm("the multipart/form-data Content-Type has no boundary parameter "
                           "(let your HTTP client build it, e.g. curl -F image=@photo.jpg)")
         try:
-            form = await request.form()
+            form = await request.form(max_files=MAX_FILES, max_fields=MAX_TEXT_FIELDS, max_part_size=MAX_TEXT_CHARS)
         except HTTPException as error:  # Starlette's MultiPartException, wrapped
             raise BadForm(f"the multipart/form-data body could not be parsed: {error.detail}") from None
         except (ValueError, UnicodeDecodeError, KeyError) as error:
             raise BadForm(f"the form body could not be parsed: {error}") from None
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile) and len((value.filename or "").encode()) > MAX_FILENAME_BYTES:
+                raise BadForm(f"field {name[:40]!r}: the filename is {len(value.filename.encode())} bytes, over the "
+                              f"limit of {MAX_FILENAME_BYTES}: rename the file")
         accepted = list(cls.model_fields)
         unknown = sorted(set(form.keys()) - set(accepted))
         if unknown:
@@ -64,6 +74,8 @@ class StrictFormSerde(bentoml_serde.MultipartSerde):
                 annotation = cls.model_fields[name].annotation
                 if bentoml_serde.is_union_type(annotation):
                     annotation = t.get_args(annotation)[0]
+                if not bentoml_serde.is_list_type(annotation) and len(values) > 1:
+                    raise BadForm(f"field {name!r} was sent {len(values)} times: this API takes one file")
                 data[name] = values if bentoml_serde.is_list_type(annotation) else values[0]
             else:
                 if len(values) > 1:
@@ -79,10 +91,14 @@ class StrictFormSerde(bentoml_serde.MultipartSerde):
                     data[name] = json.loads(value)
                 except json.JSONDecodeError:
                     data[name] = value
+                except (ValueError, RecursionError) as error:  # a 5,000-digit integer, 1,000 nested brackets
+                    raise BadForm(f"field {name!r} could not be read: {str(error)[:120]}") from None
         return cls.model_validate(data)
 
 
-def install() -> None:
+def install(max_files: int = MAX_FILES) -> None:
     """Use StrictFormSerde for form bodies in this process (idempotent)."""
+    global MAX_FILES
+    MAX_FILES = max_files
     for media_type in FORM_MEDIA_TYPES:
         t.cast(dict, bentoml_serde.ALL_SERDE)[media_type] = StrictFormSerde

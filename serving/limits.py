@@ -1,69 +1,190 @@
-"""An ASGI middleware that refuses oversized request bodies with 413 before BentoML reads them."""
+"""The HTTP guard in front of the APIs. BentoML's ``max_concurrency`` counts a request from its
+first byte, so 64 uploads at 1 byte/s held every slot. ``RequestGuard`` reads the body first
+(spooled to disk past 1 MB; 415 for a file API without multipart, 413 over the size, chunked or
+not, 408 below the minimum rate), then takes a slot; internal /classify calls use their caller's."""
 
 from __future__ import annotations
 
+import contextvars
 import json
+import tempfile
+import time
 
-DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024  # EMOTION_MAX_REQUEST_BYTES (serving/settings.py)
+import anyio
+import numpy as np
+
+from emotion_recognition.preprocessing import FACE_SIZE
+
+# /classify: at most this many faces per call (the batcher's max_batch_size), and a JSON body
+# (any API without files) of at most 24 characters per value of that many faces
+CLASSIFY_MAX_FACES = 128
+JSON_MAX_BYTES = CLASSIFY_MAX_FACES * FACE_SIZE * FACE_SIZE * 24
+# The slot of the request whose task runs (internal /classify calls run in their caller's task).
+_SLOT: contextvars.ContextVar[object | None] = contextvars.ContextVar("emotion_slot", default=None)
+CHUNK = 64 * 1024
 
 
-class BodyTooLarge(Exception):
-    pass
+class Refused(Exception):
+    """(status, message)"""
 
 
-class MaxBodySizeMiddleware:
-    """413 for a Content-Length over ``max_bytes``; a chunked body is cut off when it passes it."""
+def check_faces(faces) -> np.ndarray:
+    """/classify's input, checked per request (before batching, so a bad caller cannot fail the
+    batch it would share with other callers): numbers 0-255 of shape (N, 48, 48), N <= 128."""
+    faces = np.asarray(faces)
+    if faces.dtype.kind not in "biuf":
+        raise ValueError(f"faces must be numbers 0-255, got {'nulls, mixed or huge values' if faces.dtype.kind == 'O' else faces.dtype.name}")
+    if faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE):
+        raise ValueError(f"faces must have shape (N, {FACE_SIZE}, {FACE_SIZE}), got {faces.shape}")
+    if len(faces) > CLASSIFY_MAX_FACES:
+        raise ValueError(f"{len(faces)} faces is over the limit of {CLASSIFY_MAX_FACES} per call: send them in several calls")
+    if faces.size and not (np.isfinite(faces).all() and faces.min() >= 0 and faces.max() <= 255):
+        raise ValueError("faces must hold finite values in 0-255 (got NaN, infinity or a value out of range)")
+    return faces
 
-    def __init__(self, app, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
-        self.app = app
-        self.max_bytes = max_bytes
+
+class RequestGuard:
+    def __init__(self, app, api_paths: set[str], file_paths: set[str], max_bytes: int, max_concurrency: int,
+                 upload_grace_s: float, min_upload_rate: int):
+        self.app, self.api_paths, self.file_paths, self.max_bytes = app, api_paths, file_paths, max_bytes
+        self.max_concurrency, self.grace, self.min_rate = max_concurrency, upload_grace_s, min_upload_rate
+        self._slots: anyio.Semaphore | None = None  # created inside the event loop
+        self._held: set[object] = set()  # a slot in a leaked context (see _outside) counts only while held
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or _SLOT.get() in self._held:
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
+        if scope["path"] not in self.api_paths:
+            return await self.app(scope, receive, _relative_redirects(scope, send))
+        try:
+            limit = self.max_bytes if scope["path"] in self.file_paths else min(self.max_bytes, JSON_MAX_BYTES)
+            self._check_headers(scope, limit)
+            body = await self._read_body(receive, limit)
+        except Refused as refused:
+            return await _reject(send, *refused.args)
+        with body:
+            if self._slots is None:
+                self._slots = anyio.Semaphore(self.max_concurrency)
+            if self._slots.value == 0:
+                return await _reject(send, 429, f"all {self.max_concurrency} request slots are busy: retry later")
+            async with self._slots:
+                slot = object()
+                self._held.add(slot)
+                token = _SLOT.set(slot)
+                try:
+                    await self.app(scope, _replay(body, _outside(receive)), _outside(send))
+                finally:
+                    _SLOT.reset(token)
+                    self._held.discard(slot)
+
+    def _check_headers(self, scope, limit: int) -> None:
+        headers = dict(scope["headers"])
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["path"] in self.file_paths and media_type != b"multipart/form-data":
+            raise Refused(415, f"{scope['path']} takes a multipart/form-data upload (e.g. curl -F image=@photo.jpg), "
+                               f"got Content-Type {media_type.decode('latin-1')[:60] or 'none'!r}")
         length = headers.get(b"content-length")
         if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                return await self._reject(send, 400, "invalid Content-Length header")
-            if declared > self.max_bytes:
-                return await self._reject(
-                    send, 413, f"the request body is {declared:,} bytes, over the limit of {self.max_bytes:,} bytes"
-                )
-        received = 0
-        started = False
+            if not (length.isdigit() and len(length) < 20):
+                raise Refused(400, "invalid Content-Length header")
+            if int(length) > limit:
+                raise Refused(413, f"the request body is {int(length):,} bytes, over the limit of {limit:,} bytes")
 
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge()
-            return message
+    async def _read_body(self, receive, limit: int):
+        """The whole body in a spooled file; after the grace period it must keep arriving at
+        min_rate bytes/s on average (a client at 1 byte/s is cut off, not waited for)."""
+        body = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # deleted when dropped, on a refusal too
+        start, received, more = time.monotonic(), 0, True
+        while more:
+            deadline = start + self.grace + received / self.min_rate
+            with anyio.move_on_after(max(deadline - time.monotonic(), 0)) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise Refused(408, f"the upload is too slow: {received:,} bytes in {time.monotonic() - start:.0f} s "
+                                   f"(at least {self.min_rate:,} bytes/s are needed after {self.grace:g} s)")
+            if message["type"] == "http.disconnect":
+                raise Refused(400, "the client disconnected before the end of the body")
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise Refused(413, f"the request body is over the limit of {limit:,} bytes")
+            body.write(message.get("body", b""))
+            more = message.get("more_body", False)
+        body.seek(0)
+        return body
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
 
+def _outside(call):
+    """``call`` (the server's send or receive) without this request's slot in the context: asyncio
+    copies the context into the transport callbacks they register (cpython issue 140947), which
+    would hand the slot to the next request on the same connection, past this guard."""
+
+    async def outside(*args):
+        token = _SLOT.set(None)
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._reject(send, 413, f"the request body is over the limit of {self.max_bytes:,} bytes")
+            return await call(*args)
+        finally:
+            _SLOT.reset(token)
 
-    @staticmethod
-    async def _reject(send, status: int, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    return outside
+
+
+def _replay(body, receive):
+    """The buffered body, then the client's own messages (a response waits on them for a disconnect)."""
+    done = False
+
+    async def replay():
+        nonlocal done
+        if done:
+            return await receive()
+        data = body.read(CHUNK)
+        done = len(data) < CHUNK
+        return {"type": "http.request", "body": data, "more_body": not done}
+
+    return replay
+
+
+def _relative_redirects(scope, send):
+    """Starlette builds redirects (/ui -> /ui/, /ui/ -> /ui/index.html) from the Host header, which
+    a client chooses: send them as paths, so that no answer points a browser at another host."""
+    host = dict(scope["headers"]).get(b"host", b"")
+
+    async def relative_send(message):
+        if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+            message = {**message, "headers": [
+                (name, value.split(b"://" + host, 1)[1] if name == b"location" and b"://" + host + b"/" in value else value)
+                for name, value in message["headers"]]}
+        await send(message)
+
+    return relative_send
+
+
+async def _reject(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def bound_metric_labels(known_paths: set[str]) -> None:
+    """BentoML labels /metrics series by the raw request path, so made-up paths grew it without
+    bound: count every other path as ``other`` (and every /ui/ file as ``/ui``)."""
+    from bentoml._internal.server.http import instruments
+
+    base = getattr(instruments.RunnerTrafficMetricsMiddleware, "unbounded", instruments.RunnerTrafficMetricsMiddleware)
+
+    class BoundedLabels(base):
+        unbounded = base
+
+        def __init__(self, app, **options):
+            async def original_scope(scope, receive, send):
+                await app(scope.get("emotion.scope", scope), receive, send)
+
+            super().__init__(original_scope, **options)
+
+        async def __call__(self, scope, receive, send):
+            path = scope.get("path", "")
+            if scope["type"] == "http" and path not in known_paths:
+                scope = {**scope, "path": "/ui" if path.startswith("/ui/") else "other", "emotion.scope": scope}
+            await super().__call__(scope, receive, send)
+
+    instruments.RunnerTrafficMetricsMiddleware = BoundedLabels

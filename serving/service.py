@@ -69,7 +69,7 @@ from emotion_recognition.timeline import timeline_frame, write_timeline_csv
 from emotion_recognition.tta import from_preset
 from emotion_recognition.model_files import bundled_model_path
 from serving import forms
-from serving.limits import MaxBodySizeMiddleware
+from serving.limits import CLASSIFY_MAX_FACES, RequestGuard, bound_metric_labels, check_faces
 from serving.model_store import MODEL_FILE, NoModelError, find_stored_model, model_tag
 from serving.settings import ServingSettings, SettingsError, load_settings
 
@@ -87,7 +87,7 @@ def _settings_or_exit() -> ServingSettings:
 
 
 SETTINGS = _settings_or_exit()
-forms.install()  # malformed form bodies: 400 naming the problem, not BentoML's 500
+forms.install(SETTINGS.max_frames_per_request)  # malformed form bodies: 400 naming the problem, not BentoML's 500
 
 
 # Frames a face's probabilities are averaged over in the video APIs (1: no smoothing).
@@ -101,16 +101,11 @@ class BadInput(BentoMLException):
         super().__init__(message, error_code=HTTPStatus(status))
 
 
-# /classify: at most this many faces per call (the batcher's max_batch_size); the service's own
-# calls send at most BATCHER_CHUNK faces each, so that they merge with other requests' faces.
-CLASSIFY_MAX_FACES = 128
+# The service's own /classify calls send at most BATCHER_CHUNK faces each, so that they merge with
+# other requests' faces, and at most BATCHER_CALLS of them at once per request, so that a request
+# with thousands of faces does not fill the batcher's queue ahead of everyone else.
 BATCHER_CHUNK = 32
-
-
-def _at_most_max_faces(faces: np.ndarray) -> np.ndarray:
-    if len(faces) > CLASSIFY_MAX_FACES:
-        raise ValueError(f"{len(faces)} faces is over the limit of {CLASSIFY_MAX_FACES} per call: send them in several calls")
-    return faces
+BATCHER_CALLS = 2
 
 
 def detection_config(settings: ServingSettings = SETTINGS) -> DetectionConfig:
@@ -172,7 +167,8 @@ def _startup_check() -> None:
 @bentoml.service(
     name="emotion",
     workers=1,
-    traffic={"timeout": 300, "max_concurrency": 64},
+    traffic={"timeout": 300},  # concurrency: RequestGuard (a slow upload holds no slot)
+    http={"host": "127.0.0.1"},  # plain `bentoml serve` stays local; --host 0.0.0.0 to expose it
     resources={"cpu": "2"},
 )
 class EmotionService:
@@ -188,13 +184,15 @@ class EmotionService:
         stored = imported_model()
         if stored is not None:
             path = stored.path_of(MODEL_FILE)
-            info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()}}
+            # /model_info shows no file path or tracking URI (which may hold credentials)
+            info = {"tag": str(stored.tag), **{k: str(v) for k, v in stored.info.metadata.items()
+                                               if k not in ("source_file", "mlflow_tracking_uri")}}
             logger.info("serving the imported model %s (%s)", stored.tag, info.get("source", "?"))
         else:
             path = bundled_model_path()
             if path is None:
                 raise NoModelError("no model imported into the BentoML store and no bundled default model")
-            info = {"tag": "bundled", "source": "bundled", "source_file": str(path)}
+            info = {"tag": "bundled", "source": "bundled"}
             logger.info("no model imported into the BentoML store: serving the bundled default model %s", path)
         self.recognizer = EmotionRecognizer.from_file(path, detection_config(settings), from_preset(settings.tta),
                                                       model_batch=settings.model_batch)
@@ -233,7 +231,13 @@ class EmotionService:
             # BentoML's batcher cancels (503) a request it expects to finish after max_latency_ms:
             # many faces go in small concurrent calls it can merge with other requests' faces
             parts = [faces[start : start + BATCHER_CHUNK] for start in range(0, len(faces), BATCHER_CHUNK)]
-            return np.concatenate(await asyncio.gather(*(self._classify(part) for part in parts)))
+            calls = asyncio.Semaphore(BATCHER_CALLS)
+
+            async def one(part):
+                async with calls:
+                    return await self._classify(part)
+
+            return np.concatenate(await asyncio.gather(*(one(part) for part in parts)))
         to_async = getattr(self, "to_async", None)
         probabilities = None
         if to_async is not None:  # served: through the adaptive batcher
@@ -333,14 +337,11 @@ class EmotionService:
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=CLASSIFY_MAX_FACES, max_latency_ms=200)
     def classify(
         self,
-        faces: Annotated[np.ndarray, bentoml.validators.Shape((-1, FACE_SIZE, FACE_SIZE)), AfterValidator(_at_most_max_faces)],
+        faces: Annotated[np.ndarray, AfterValidator(check_faces)],
     ) -> np.ndarray:
         """(N, 48, 48) grayscale faces, values 0-255 -> (N, 7) probabilities in label order; at most
         128 faces per call (the batch size: BentoML's batcher cannot fit a larger call)."""
-        faces = np.asarray(faces)
-        if faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE):
-            raise BadInput(f"faces must have shape (N, {FACE_SIZE}, {FACE_SIZE}), got {faces.shape}", 400)
-        faces = np.clip(faces, 0, 255).astype(np.uint8)
+        faces = np.asarray(faces).astype(np.uint8)
         return self.recognizer.classify_faces(faces)
 
     @bentoml.api
@@ -378,8 +379,6 @@ class EmotionService:
         """Several images (e.g. video frames): one list of faces per image, in order."""
         if not frames:
             raise BadInput("send at least one frame (multipart field 'frames')", 400)
-        if len(frames) > self.settings.max_frames_per_request:
-            raise BadInput(f"{len(frames)} frames is over the limit of {self.settings.max_frames_per_request} per request", 413)
 
         def decode_all() -> list[np.ndarray]:
             # headers first (sizes, formats, pixel counts of every frame), so that no pixel is
@@ -483,7 +482,13 @@ class EmotionService:
         return {**self.model_info, "labels": list(EMOTIONS), "translations": TRANSLATIONS}
 
 
-EmotionService.add_asgi_middleware(MaxBodySizeMiddleware, max_bytes=SETTINGS.max_request_bytes)
+_ROUTES = {api.route: api for api in EmotionService.apis.values()}
+EmotionService.add_asgi_middleware(
+    RequestGuard, api_paths=set(_ROUTES), file_paths={r for r, api in _ROUTES.items() if api.input_spec.multipart_fields},
+    max_bytes=SETTINGS.max_request_bytes, max_concurrency=SETTINGS.max_concurrency,
+    upload_grace_s=SETTINGS.upload_grace_s, min_upload_rate=SETTINGS.min_upload_rate,
+)
+bound_metric_labels(set(_ROUTES) | {"/", "/docs.json", "/schema.json", "/healthz", "/livez", "/readyz", "/metrics", "/ui"})
 
 
 if not SETTINGS.skip_startup_check:

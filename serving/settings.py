@@ -44,6 +44,11 @@ class ServingSettings(BaseSettings):
     # work layout
     cpu_threads: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
     model_batch: int = Field(256, ge=1)  # views per model call (faces x TTA views)
+    # HTTP guard (serving/limits.py): API requests doing work at once (429 over it); an upload must
+    # keep arriving at min_upload_rate bytes/s after upload_grace_s seconds (408 if slower)
+    max_concurrency: int = Field(64, ge=1)
+    upload_grace_s: float = Field(10.0, gt=0)
+    min_upload_rate: int = Field(16 * 1024, ge=1)
     skip_startup_check: bool = False
 
     def detection_overrides(self) -> dict:

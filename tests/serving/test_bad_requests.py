@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import cv2
 import numpy as np
 import pytest
@@ -23,21 +24,34 @@ def error_text(response) -> str:
         ("/analyze", {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}, 400, "no boundary"),
         ("/analyze", {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=zz"}}, 400,
          "could not be parsed"),
-        ("/analyze", {"content": b"", "headers": {"content-type": "application/json"}}, 400, "Field required"),
-        ("/analyze", {"content": b"\xff\xfe", "headers": {"content-type": "text/plain"}}, 400, "Invalid JSON"),
-        ("/analyze", {"json": {"image": 5}}, 400, "Invalid file type"),
-        ("/analyze_frames", {"data": {"frames": "{}"}}, 400, "field 'frames' must be a file upload"),
-        ("/analyze_frames", {"json": {"frames": {}}}, 400, "valid array"),
+        # a file API takes multipart only: JSON or url-encoded bodies are refused before they are read
+        ("/analyze", {"content": b"", "headers": {"content-type": "application/json"}}, 415, "takes a multipart/form-data"),
+        ("/analyze", {"content": b"\xff\xfe", "headers": {"content-type": "text/plain"}}, 415, "'text/plain'"),
+        ("/analyze", {"json": {"image": 5}}, 415, "got Content-Type 'application/json'"),
+        ("/analyze_frames", {"data": {"frames": "{}"}}, 415, "'application/x-www-form-urlencoded'"),
+        ("/analyze_frames", {"json": {"frames": [""] * 100}}, 415, "takes a multipart/form-data"),
+        ("/analyze_frames", {"files": [("frames", ("x", b"\xff\xfe"))], "data": {"frames": "{}"}}, 400,
+         "field 'frames' must be a file upload"),
         ("/analyze", {"files": {"frames": ("x.bin", bytes(range(256)))}}, 400, "unknown field(s) 'frames'"),
         ("/analyze", {"files": {"image": ("a.png", PNG), "extra": ("x.bin", b"\xff\xfe\x00")}}, 400, "unknown field(s) 'extra'"),
         # a text value in a file field is never fetched as a URL
-        ("/analyze", {"data": {"image": "http://127.0.0.1:9/x.png"}}, 400, "field 'image' must be a file upload"),
+        ("/analyze", {"files": {"image": ("a.png", PNG)}, "data": {"image": "http://127.0.0.1:9/x.png"}}, 400,
+         "field 'image' must be a file upload"),
         ("/annotate", {"files": {"image": ("a.png", PNG), "language": ("l.bin", b"\xff\xfe\xfa")}}, 400,
          "field 'language' must be text"),
         ("/annotate", {"files": {"image": ("a.png", PNG)}, "data": {"language": "fr"}}, 400, "'en' or 'es'"),
         ("/video_timeline", {"files": {"video": ("v.avi", PNG)}, "data": {"every": "x"}}, 400, "valid integer"),
         ("/video_timeline", {"files": {"video": ("v.avi", PNG)}, "data": {"max_frames": "-1"}}, 400, "max_frames must be >= 0"),
-        ("/classify", {"json": {"faces": "x"}}, 400, "cannot reshape"),
+        # /classify: checked per request, before batching (a bad call never fails other callers' batch)
+        ("/classify", {"json": {"faces": "x"}}, 400, "faces must be numbers 0-255, got str"),
+        ("/classify", {"json": {"faces": [[["a"] * 48] * 48]}}, 400, "faces must be numbers 0-255, got str"),
+        ("/classify", {"json": {"faces": [[[None] * 48] * 48]}}, 400, "faces must be numbers 0-255, got nulls, mixed or huge values"),
+        ("/classify", {"json": {"faces": [0] * 2304}}, 400, "shape (N, 48, 48), got (2304,)"),
+        ("/classify", {"json": {"faces": [[[0] * 48] * 47]}}, 400, "shape (N, 48, 48), got (1, 47, 48)"),
+        ("/classify", {"content": json.dumps({"faces": [[[float("nan")] * 48] * 48]}),
+                       "headers": {"content-type": "application/json"}}, 400, "finite values in 0-255"),
+        ("/classify", {"json": {"faces": [[[256] * 48] * 48]}}, 400, "finite values in 0-255"),
+        ("/classify", {"json": {"faces": [[[-1] * 48] * 48]}}, 400, "finite values in 0-255"),
         ("/classify", {"json": {"faces": np.zeros((129, 48, 48), np.uint8).tolist()}}, 400, "129 faces is over the limit of 128"),
     ],
 )

@@ -65,7 +65,7 @@ def test_real_server_bad_inputs_and_recovery(live_server):
         assert client.get("/readyz").status_code == 200
         ok = client.post("/analyze", files={"image": ("noise.png", png)})
         assert ok.status_code == 200 and ok.json() == []
-    huge = client.post("/analyze", content=b"0" * (9 * 1024 * 1024), headers={"content-type": "application/octet-stream"})
+    huge = client.post("/analyze", content=b"0" * (9 * 1024 * 1024), headers={"content-type": "multipart/form-data; boundary=x"})
     assert huge.status_code == 413 and "over the limit" in huge.json()["error"]
     assert client.post("/analyze", files={"image": ("noise.png", png)}).status_code == 200
     metrics = client.get("/metrics")
@@ -141,7 +141,7 @@ def test_plain_bentoml_serve_from_the_root_serves_the_bundled_model(tmp_path):
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, process, timeout=180)
             info = httpx.post(f"{url}/model_info", json={}, timeout=30).json()
-            assert info["source"] == "bundled" and info["source_file"].endswith("default_model/model.keras")
+            assert info["source"] == "bundled" and "source_file" not in info  # no server paths
             frame = encode_image(np.full((120, 160, 3), 128, np.uint8), "jpg")
             response = httpx.post(f"{url}/analyze", files={"image": ("f.jpg", frame)}, timeout=60)
             assert response.status_code == 200 and response.json() == []
