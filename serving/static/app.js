@@ -4,49 +4,58 @@
 // (GET /ui/vocabulary.json); this file only holds the page's own texts, in English and Spanish.
 "use strict";
 
+// The page's own texts: key -> [English, Spanish] (the languages of labels.TRANSLATIONS).
 const STRINGS = {
-  en: {
-    title: "Facial emotion recognition", language: "Language", photo: "Photo", video: "Video", webcam: "Webcam",
-    choosePhoto: "Choose a photo", photoHint: "or drop it here, or paste it (Ctrl+V). JPEG, PNG, WebP or BMP.",
-    analysing: "analysing…", noFace: "no face found", nFaces: "{n} face(s)", face: "Face {n}",
-    confidence: "face confidence {c}", downloadImage: "Download annotated image", downloadJson: "Download JSON",
-    downloadCsv: "Download CSV", downloadVideo: "Download annotated video", preparing: "preparing the download…",
-    chooseVideo: "Choose a video", videoHint: "or drop it here. The server analyses it, draws the faces and follows each one.",
-    every: "Analyse every Nth frame", maxFrames: "At most this many frames (0: the server's limit)",
-    smoothing: "Smoothing", off: "off", nFrames: "{n} frames", analyseVideo: "Analyse video",
-    stepTimeline: "step 1 of 2: emotions over time", stepVideo: "step 2 of 2: annotated video",
-    uploading: "uploading {p}%", waiting: "analysing, {s} s", videoDone: "{frames} frames analysed, {tracks} face(s) followed",
-    track: "Face #{id}", trackCaption: "{n} frames from {t0} s to {t1} s, mostly {emotion}", seconds: "time (s)",
-    startWebcam: "Start webcam", stop: "Stop", webcamHint: "Frames go to this server one at a time; each face keeps its #id from frame to frame.",
-    liveStatus: "frames analysed: {frames} · faces in last frame: {faces} · {fps} FPS · round trip {rtt} ms · faces followed: {tracks}",
-    tooBig: "{name} is {size} MB, over the server's limit of {limit} MB", serverSaid: "the server answered {status}: {message}",
-    unreachable: "the server could not be reached", noCamera: "this browser gives no camera access here (needs HTTPS or localhost)",
-    cameraUnavailable: "camera not available: {message}", model: "model {tag}", api: "API",
-  },
-  es: {
-    title: "Reconocimiento de emociones faciales", language: "Idioma", photo: "Foto", video: "Vídeo", webcam: "Cámara",
-    choosePhoto: "Elegir una foto", photoHint: "o suéltala aquí, o pégala (Ctrl+V). JPEG, PNG, WebP o BMP.",
-    analysing: "analizando…", noFace: "no se encontró ninguna cara", nFaces: "{n} cara(s)", face: "Cara {n}",
-    confidence: "confianza de la cara {c}", downloadImage: "Descargar imagen anotada", downloadJson: "Descargar JSON",
-    downloadCsv: "Descargar CSV", downloadVideo: "Descargar vídeo anotado", preparing: "preparando la descarga…",
-    chooseVideo: "Elegir un vídeo", videoHint: "o suéltalo aquí. El servidor lo analiza, dibuja las caras y sigue a cada una.",
-    every: "Analizar uno de cada N fotogramas", maxFrames: "Como máximo tantos fotogramas (0: el límite del servidor)",
-    smoothing: "Suavizado", off: "no", nFrames: "{n} fotogramas", analyseVideo: "Analizar vídeo",
-    stepTimeline: "paso 1 de 2: emociones a lo largo del tiempo", stepVideo: "paso 2 de 2: vídeo anotado",
-    uploading: "subiendo {p}%", waiting: "analizando, {s} s", videoDone: "{frames} fotogramas analizados, {tracks} cara(s) seguida(s)",
-    track: "Cara #{id}", trackCaption: "{n} fotogramas de {t0} s a {t1} s, sobre todo {emotion}", seconds: "tiempo (s)",
-    startWebcam: "Encender la cámara", stop: "Parar", webcamHint: "Los fotogramas van a este servidor de uno en uno; cada cara conserva su #id.",
-    liveStatus: "fotogramas analizados: {frames} · caras en el último: {faces} · {fps} FPS · ida y vuelta {rtt} ms · caras seguidas: {tracks}",
-    tooBig: "{name} pesa {size} MB, más que el límite del servidor de {limit} MB", serverSaid: "el servidor respondió {status}: {message}",
-    unreachable: "no se pudo contactar con el servidor", noCamera: "este navegador no da acceso a la cámara aquí (hace falta HTTPS o localhost)",
-    cameraUnavailable: "cámara no disponible: {message}", model: "modelo {tag}", api: "API",
-  },
+  title: ["Facial emotion recognition", "Reconocimiento de emociones faciales"],
+  language: ["Language", "Idioma"],
+  photo: ["Photo", "Foto"],
+  video: ["Video", "Vídeo"],
+  webcam: ["Webcam", "Cámara"],
+  choosePhoto: ["Choose a photo", "Elegir una foto"],
+  photoHint: ["or drop it here, or paste it (Ctrl+V). JPEG, PNG, WebP or BMP.", "o suéltala aquí, o pégala (Ctrl+V). JPEG, PNG, WebP o BMP."],
+  analysing: ["analysing…", "analizando…"],
+  noFace: ["no face found", "no se encontró ninguna cara"],
+  nFaces: ["{n} face(s)", "{n} cara(s)"],
+  face: ["Face {n}", "Cara {n}"],
+  confidence: ["face confidence {c}", "confianza de la cara {c}"],
+  downloadImage: ["Download annotated image", "Descargar imagen anotada"],
+  downloadJson: ["Download JSON", "Descargar JSON"],
+  downloadCsv: ["Download CSV", "Descargar CSV"],
+  downloadVideo: ["Download annotated video", "Descargar vídeo anotado"],
+  chooseVideo: ["Choose a video", "Elegir un vídeo"],
+  videoHint: ["or drop it here. The server analyses it, draws the faces and follows each one.", "o suéltalo aquí. El servidor lo analiza, dibuja las caras y sigue a cada una."],
+  every: ["Analyse every Nth frame", "Analizar uno de cada N fotogramas"],
+  maxFrames: ["At most this many frames (0: the server's limit)", "Como máximo tantos fotogramas (0: el límite del servidor)"],
+  smoothing: ["Smoothing", "Suavizado"],
+  off: ["off", "ninguno"],
+  nFrames: ["{n} frames", "{n} fotogramas"],
+  analyseVideo: ["Analyse video", "Analizar vídeo"],
+  stepTimeline: ["step 1 of 2: emotions over time", "paso 1 de 2: emociones a lo largo del tiempo"],
+  stepVideo: ["step 2 of 2: annotated video", "paso 2 de 2: vídeo anotado"],
+  uploading: ["uploading {p}%", "subiendo {p}%"],
+  waiting: ["analysing, {s} s", "analizando, {s} s"],
+  videoDone: ["{frames} frames analysed, {tracks} face(s) followed", "{frames} fotogramas analizados, {tracks} cara(s) seguida(s)"],
+  track: ["Face #{id}", "Cara #{id}"],
+  trackCaption: ["{n} frames from {t0} s to {t1} s, mostly {emotion}", "{n} fotogramas de {t0} s a {t1} s, sobre todo {emotion}"],
+  seconds: ["time (s)", "tiempo (s)"],
+  startWebcam: ["Start webcam", "Encender la cámara"],
+  stop: ["Stop", "Parar"],
+  webcamHint: ["Frames go to this server one at a time; each face keeps its #id from frame to frame.", "Los fotogramas van a este servidor de uno en uno; cada cara conserva su #id."],
+  liveStatus: ["frames analysed: {frames} · faces in last frame: {faces} · {fps} FPS · round trip {rtt} ms · faces followed: {tracks}", "fotogramas analizados: {frames} · caras en el último: {faces} · {fps} FPS · ida y vuelta {rtt} ms · caras seguidas: {tracks}"],
+  tooBig: ["{name} is {size} MB, over the server's limit of {limit} MB", "{name} pesa {size} MB, más que el límite del servidor de {limit} MB"],
+  serverSaid: ["the server answered {status}: {message}", "el servidor respondió {status}: {message}"],
+  unreachable: ["the server could not be reached", "no se pudo contactar con el servidor"],
+  noCamera: ["this browser gives no camera access here (needs HTTPS or localhost)", "este navegador no da acceso a la cámara aquí (hace falta HTTPS o localhost)"],
+  cameraUnavailable: ["camera not available: {message}", "cámara no disponible: {message}"],
+  model: ["model {tag}", "modelo {tag}"],
+  api: ["API", "API"],
 };
+const LANGUAGES = ["en", "es"];
 let vocab = { labels: [], translations: {}, colours: {}, limits: {} }; // GET /ui/vocabulary.json
 const $ = (id) => document.getElementById(id);
 const lang = () => $("language").value;
 const t = (key, params = {}) =>
-  (STRINGS[lang()][key] || STRINGS.en[key]).replace(/\{(\w+)\}/g, (_, name) => params[name]);
+  STRINGS[key][Math.max(LANGUAGES.indexOf(lang()), 0)].replace(/\{(\w+)\}/g, (_, name) => params[name]);
 const emotionName = (emotion) => (vocab.translations[lang()] || {})[emotion] || emotion;
 const percent = (p) => `${Math.round(100 * p)}%`;
 
@@ -411,10 +420,12 @@ async function analyseVideo() {
     video = { timeline, params, blob: null };
     renderVideo();
     $("video-results").hidden = false;
+    $("video-download-video").disabled = true;
     const blob = await run("stepVideo", 1, "/annotate_video", { ...params, language: lang(), format: "webm" });
     // WebM (VP8): the service's MP4 is mp4v (MPEG-4 part 2), which browsers do not play.
     video.blob = blob;
     $("video-player").src = URL.createObjectURL(blob);
+    $("video-download-video").disabled = false;
     progress.value = 2;
     $("video-progress-box").hidden = true;
   } catch (error) {
@@ -456,7 +467,7 @@ function svgElement(name, attributes, parent) {
 // One SVG line chart per track: x = time over the whole analysed video, y = probability (0-100%),
 // one series (path) per emotion in its colour.
 function trackChart(id, points, frames) {
-  const W = 640, H = 220, left = 40, right = 10, top = 10, bottom = 34;
+  const W = 640, H = 180, left = 40, right = 10, top = 10, bottom = 34;
   const t0 = frames[0].time_s, t1 = frames[frames.length - 1].time_s;
   const x = (time) => left + ((time - t0) / (t1 - t0 || 1)) * (W - left - right);
   const y = (p) => top + (1 - p) * (H - top - bottom);

@@ -189,11 +189,13 @@ def test_photo_cards_highlight_downloads_and_languages(page, tmp_path):
     page.screenshot(path=str(tmp_path / "photo-es.png"), full_page=True)
     page.select_option("#language", "en")
 
-    # drag and drop, then paste: each replaces the cards
+    # drag and drop, then paste: each replaces the photo (fear.jpg is 230 pixels wide, angry_girl.jpg 275)
     drop_or_paste(page, media("fear.jpg"), "image/jpeg", "#photo-drop", "drop")
-    page.wait_for_function("document.querySelectorAll('#photo-faces .face-card').length === 1", timeout=60_000)
-    drop_or_paste(page, photo, "image/png", "", "paste")
-    page.wait_for_function(f"document.querySelectorAll('#photo-faces .face-card').length === {len(faces)}", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#photo-faces .face-card').length === 1"
+                           " && document.getElementById('photo-canvas').width === 230", timeout=60_000)
+    drop_or_paste(page, media("angry_girl.jpg"), "image/jpeg", "", "paste")
+    page.wait_for_function("document.getElementById('photo-canvas').width === 275", timeout=60_000)
+    assert len(cards(page, "photo-faces")) == 1
 
     # phone width: nothing wider than the screen
     page.set_viewport_size({"width": 375, "height": 800})
@@ -201,7 +203,13 @@ def test_photo_cards_highlight_downloads_and_languages(page, tmp_path):
     page.screenshot(path=str(tmp_path / "photo-phone.png"), full_page=True)
 
 
-def test_photo_errors(page, tmp_path):
+def test_photo_errors_and_keyboard_tabs(page, tmp_path):
+    # the tabs by keyboard: arrow keys move between them
+    page.focus("#tab-photo")
+    page.keyboard.press("ArrowRight")
+    assert page.is_visible("#video-mode") and page.evaluate("document.activeElement.id") == "tab-video"
+    page.keyboard.press("ArrowLeft")
+    assert page.is_visible("#photo-mode") and page.is_hidden("#photo-downloads")
     # the server's own message for an unsupported file; the page keeps working
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
