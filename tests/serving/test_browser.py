@@ -285,6 +285,19 @@ def test_video_chart_player_and_downloads(page, tmp_path):
     page.set_input_files("#video-input", str(bad))
     page.click("#video-submit")
     page.wait_for_function("document.getElementById('error').textContent.includes('415')", timeout=30_000)
+    # too many frames for the server (EMOTION_MAX_VIDEO_DECODED_FRAMES=300 here): its 413 message
+    long = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(long), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for _ in range(320):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    page.set_input_files("#video-input", str(long))
+    page.fill("#video-every", "1")
+    page.fill("#video-max-frames", "0")
+    page.click("#video-submit")
+    page.wait_for_function("document.getElementById('error').textContent.includes('413')", timeout=30_000)
+    assert "el servidor respondió 413" in page.locator("#error").text_content()
+    assert "over the limit of 300" in page.locator("#error").text_content()
     page.screenshot(path=str(tmp_path / "video-error.png"))
 
 
