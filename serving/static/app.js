@@ -44,6 +44,7 @@ const STRINGS = {
   liveStatus: ["frames analysed: {frames} · faces in last frame: {faces} · {fps} FPS · round trip {rtt} ms · faces followed: {tracks}", "fotogramas analizados: {frames} · caras en el último: {faces} · {fps} FPS · ida y vuelta {rtt} ms · caras seguidas: {tracks}"],
   tooBig: ["{name} is {size} MB, over the server's limit of {limit} MB", "{name} pesa {size} MB, más que el límite del servidor de {limit} MB"],
   serverSaid: ["the server answered {status}: {message}", "el servidor respondió {status}: {message}"],
+  cannotShow: ["this browser cannot show the image: {message}", "este navegador no puede mostrar la imagen: {message}"],
   unreachable: ["the server could not be reached", "no se pudo contactar con el servidor"],
   noCamera: ["this browser gives no camera access here (needs HTTPS or localhost)", "este navegador no da acceso a la cámara aquí (hace falta HTTPS o localhost)"],
   cameraUnavailable: ["camera not available: {message}", "cámara no disponible: {message}"],
@@ -339,14 +340,20 @@ $("photo-canvas").addEventListener("click", (e) => {
   if (i !== null && i !== undefined) $("photo-faces").children[i].focus();
 });
 
+let photoRequests = 0; // only the latest photo's answer is shown (two pastes in a row)
+
 async function analysePhoto(file) {
   showError("");
   if (tooBig(file, vocab.limits.max_image_bytes)) return;
   $("photo-status").textContent = t("analysing");
+  const request = ++photoRequests;
   try {
     const faces = JSON.parse(await (await post("/analyze", { image: file })).text());
     // The server honours EXIF orientation; imageOrientation "from-image" makes the browser agree.
-    const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+    const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }).catch((error) => {
+      throw Object.assign(error, { key: "cannotShow", params: { message: error.message } });
+    });
+    if (request !== photoRequests) return;
     photo = { file, bitmap, faces, scale: 1, highlight: null };
     renderPhoto();
   } catch (error) {

@@ -278,6 +278,10 @@ def test_video_chart_player_and_downloads(page, tmp_path):
     assert TRANSLATIONS["es"]["happy"] in page.locator("#video-charts .legend").first.text_content()
     assert page.locator("#video-charts figcaption").first.text_content().startswith(f"Cara #{tracks[0]}")
     page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
+    page.set_viewport_size({"width": 375, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.screenshot(path=str(tmp_path / "video-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1000, "height": 900})
 
     # an unsupported file: the server's message, as it comes
     bad = tmp_path / "clip.mp4"
