@@ -425,8 +425,8 @@ async function analyseVideo() {
   try {
     const timeline = JSON.parse(await (await run("stepTimeline", 0, "/video_timeline", params)).text());
     video = { timeline, params, blob: null };
-    renderVideo();
     $("video-results").hidden = false;
+    renderVideo();
     $("video-download-video").disabled = true;
     const blob = await run("stepVideo", 1, "/annotate_video", { ...params, language: lang(), format: "webm" });
     // WebM (VP8): the service's MP4 is mp4v (MPEG-4 part 2), which browsers do not play.
@@ -444,6 +444,7 @@ async function analyseVideo() {
   }
 }
 
+window.addEventListener("resize", renderVideo); // charts are drawn at their shown width
 $("video-form").addEventListener("submit", (e) => { e.preventDefault(); analyseVideo(); });
 dropZone("video-drop", (files) => { $("video-input").files = files; $("video-form").requestSubmit(); });
 downloadButton("video-download-json", "timeline.json", () => jsonBlob(video.timeline));
@@ -474,7 +475,9 @@ function svgElement(name, attributes, parent) {
 // One SVG line chart per track: x = time over the whole analysed video, y = probability (0-100%),
 // one series (path) per emotion in its colour.
 function trackChart(id, points, frames) {
-  const W = 640, H = 180, left = 40, right = 10, top = 10, bottom = 34;
+  // drawn at the width it is shown at (text at its CSS size, on a phone too)
+  const W = Math.max(300, Math.min(900, $("video-charts").clientWidth || 640)), H = 180;
+  const left = 40, right = 10, top = 10, bottom = 34;
   const t0 = frames[0].time_s, t1 = frames[frames.length - 1].time_s;
   const x = (time) => left + ((time - t0) / (t1 - t0 || 1)) * (W - left - right);
   const y = (p) => top + (1 - p) * (H - top - bottom);
@@ -523,7 +526,7 @@ function trackChart(id, points, frames) {
 }
 
 function renderVideo() {
-  if (!video) return;
+  if (!video || $("video-results").hidden) return;
   const { frames } = video.timeline;
   const tracks = tracksOf(video.timeline);
   $("video-summary").textContent = t("videoDone", { frames: frames.length, tracks: tracks.size });
