@@ -112,10 +112,23 @@ def detection_config(settings: ServingSettings = SETTINGS) -> DetectionConfig:
     return DetectionConfig(**settings.detection_overrides())
 
 
+def _page_vocabulary(request):
+    """GET /ui/vocabulary.json: what the page shows, from its one definition (label order and
+    translations, box colours, the upload limits), so app.js holds no copy of them."""
+    from starlette.responses import JSONResponse
+
+    from emotion_recognition.drawing import COLOURS
+
+    return JSONResponse({"labels": list(EMOTIONS), "translations": TRANSLATIONS,
+                         "colours": {e: "rgb({},{},{})".format(*COLOURS[e]) for e in EMOTIONS},
+                         "limits": {k: getattr(SETTINGS, k) for k in ("max_image_bytes", "max_video_bytes")}})
+
+
 # The web page: /ui/ serves serving/static (index.html + app.js); / stays BentoML's API docs.
 ui_app = Starlette(
     routes=[
         Route("/", lambda request: RedirectResponse(url=str(request.url).rstrip("/") + "/index.html")),
+        Route("/vocabulary.json", _page_vocabulary),
         Mount("/", app=StaticFiles(directory=STATIC_DIR, html=True)),
     ]
 )
