@@ -18,8 +18,13 @@ composited over white), CMYK and 16-bit images all come out as 8-bit RGB.
 from __future__ import annotations
 
 import io
+import itertools
 import os
+import sys
+import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -58,6 +63,9 @@ class InputTooLarge(InputError):
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000  # width x height
+    # a progressive JPEG decodes the whole image once per scan: thousands of empty scans cost
+    # ~40 us of CPU per uploaded byte. Real files have 1 (baseline) to ~12 scans.
+    max_jpeg_scans: int = 100
 
 
 def _megabytes(n: int) -> str:
@@ -94,6 +102,12 @@ def open_image_header(data: bytes, limits: ImageLimits) -> Image.Image:
         raise UnsupportedMedia(
             f"{image.format or 'this'} images are not supported: send JPEG, PNG, WebP or BMP"
         )
+    # SOS markers: in entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so
+    # this counts scans (plus any in an EXIF thumbnail) without decoding anything
+    scans = data.count(b"\xff\xda") if image.format == "JPEG" else 0
+    if scans > limits.max_jpeg_scans:
+        raise InputTooLarge(f"the JPEG has {scans:,} scans, over the limit of {limits.max_jpeg_scans}: "
+                            "re-save it as a baseline or ordinary progressive JPEG")
     width, height = image.size
     if width * height > limits.max_pixels:
         raise InputTooLarge(
@@ -179,9 +193,23 @@ def encode_image(rgb: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
 
 
 def write_image(rgb: np.ndarray, path: str | Path) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(encode_image(rgb, Path(path).suffix or ".png"))
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix), renamed onto it only if the block succeeds:
+    a failure or an interrupt never leaves a half-written output."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_image(rgb, path.suffix or ".png"))
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(name)
+        os.replace(name, path)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- video
@@ -190,7 +218,7 @@ def write_image(rgb: np.ndarray, path: str | Path) -> None:
 @dataclass(frozen=True)
 class VideoInfo:
     fps: float
-    frame_count: int  # as the container reports it (may be 0 or approximate)
+    frame_count: int  # as the container reports it (0 when unknown, or approximate)
     width: int
     height: int
 
@@ -202,58 +230,138 @@ class Frame:
     rgb: np.ndarray
 
 
-def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
-    """Open a video and check it has a decodable first frame; the capture is at frame 0."""
+@dataclass(frozen=True)
+class VideoLimits:
+    max_frame_pixels: int = ImageLimits.max_pixels  # width x height, checked before any frame is decoded
+    max_decoded_frames: int = 20_000  # frames read from one video (analysed or skipped)
+    max_pixels: int = 20_000 * 1280 * 720  # decoded frames x width x height: the decoding work per video
+
+    def max_read(self, info: VideoInfo) -> int:
+        return max(1, min(self.max_decoded_frames, self.max_pixels // (info.width * info.height)))
+
+
+# The containers FFmpeg may open, by their magic bytes -> the one FFmpeg demuxer pinned for them.
+# Anything else is refused before OpenCV sees the file: HLS (m3u8) and concat playlists make FFmpeg
+# open other files or URLs; images (a PNG named .mp4) go to image decoders with no size limit.
+# MOV's external data references stay off (FFmpeg's enable_drefs defaults to 0).
+VIDEO_CONTAINERS = "MP4/MOV/3GP, AVI, Matroska/WebM, MPEG-TS or MPEG-PS"
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The FFmpeg demuxer for a file starting with ``head`` (its first 512 bytes), or None."""
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return "mov"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[:4] == b"\x00\x00\x01\xba":
+        return "mpeg"
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:  # 188-byte packets
+        return "mpegts"
+    return None
+
+
+_FFMPEG_OPTIONS = threading.Lock()  # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide: one open at a time
+
+
+def _capture(path: Path) -> cv2.VideoCapture:
+    """An FFmpeg capture of a sniffed container: demuxer pinned, local files only; not read yet."""
+    if path.stat().st_size == 0:
+        raise EmptyInput(f"{path.name} is empty (0 bytes)")
+    with open(path, "rb") as f:
+        demuxer = sniff_container(f.read(512))
+    if demuxer is None:
+        raise UnsupportedMedia(f"{path.name} is not a video container this program reads ({VIDEO_CONTAINERS})")
+    # a second layer: even if the sniffing were fooled, FFmpeg uses only this demuxer and local files
+    options = f"input_format;{demuxer}|format_whitelist;{demuxer}|protocol_whitelist;file"
+    with _FFMPEG_OPTIONS:
+        saved = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
+        try:
+            capture = cv2.VideoCapture(str(path.resolve()), cv2.CAP_FFMPEG)  # no other backend's fallback
+        finally:
+            if saved is None:
+                del os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]
+            else:
+                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = saved
+    if not capture.isOpened():
+        raise UnsupportedMedia(f"{path.name} is not a video OpenCV can read (try MP4/H.264, AVI or MKV)")
+    return capture
+
+
+def _open(path: str | Path, limits: VideoLimits) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """Open and check the frame size from the header, before any frame is decoded."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no video file at {path}")
-    if path.stat().st_size == 0:
-        raise EmptyInput(f"{path.name} is empty (0 bytes)")
-    unreadable = UnsupportedMedia(f"{path.name} is not a video OpenCV can read (try MP4/H.264, AVI or MKV)")
-    probe = cv2.VideoCapture(str(path))
-    try:
-        ok, first = probe.read() if probe.isOpened() else (False, None)
-        if not ok or first is None or first.ndim != 3 or first.size == 0:
-            raise unreadable
-        fps = probe.get(cv2.CAP_PROP_FPS)
-        frame_count = max(int(probe.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
-    finally:
-        probe.release()
+    capture = _capture(path)
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = capture.get(cv2.CAP_PROP_FPS)
     if not fps or fps != fps or fps <= 0 or fps > 1000:
         fps = 25.0
-    info = VideoInfo(fps=float(fps), frame_count=frame_count, width=first.shape[1], height=first.shape[0])
-    capture = cv2.VideoCapture(str(path))  # reopened: seeking back is unreliable for some codecs
-    if not capture.isOpened():
-        raise unreadable
+    info = VideoInfo(float(fps), max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0), width, height)
+    if width * height > limits.max_frame_pixels or width <= 0 or height <= 0:
+        capture.release()
+        if width <= 0 or height <= 0:
+            raise UnsupportedMedia(f"{path.name} has no video frames of a known size")
+        raise InputTooLarge(f"the video's frames are {width}x{height} = {width * height:,} pixels, over the "
+                            f"limit of {limits.max_frame_pixels:,} pixels")
     return capture, info
 
 
+def _read(capture: cv2.VideoCapture, info: VideoInfo, index: int) -> np.ndarray | None:
+    ok, bgr = capture.read()
+    if not ok or bgr is None:
+        return None
+    if bgr.shape != (info.height, info.width, 3):  # never silently rescaled
+        raise CorruptImage(f"frame {index} is {bgr.shape[1]}x{bgr.shape[0]}, the video's frames are "
+                           f"{info.width}x{info.height}: a video whose frame size changes is not supported")
+    return bgr
+
+
+def probe_video(path: str | Path, limits: VideoLimits | None = None) -> VideoInfo:
+    """A video's size, rate and frame count, after checking that its first frame decodes."""
+    capture, info = _open(path, limits or VideoLimits())
+    try:
+        if _read(capture, info, 0) is None:
+            raise UnsupportedMedia(f"{Path(path).name} has no readable video frames")
+    finally:
+        capture.release()
+    return info
+
+
 def iter_video_frames(
-    path: str | Path, every: int = 1, max_frames: int | None = None, max_read: int | None = None
+    path: str | Path, every: int = 1, max_frames: int | None = None, max_read: int | None = None,
+    limits: VideoLimits | None = None, refuse_more: bool = False,
 ) -> Iterator[Frame]:
     """Yield every ``every``-th frame (RGB) with its index and time; raises if there is none.
-    ``max_read`` bounds the frames decoded (skipped ones too): InputTooLarge when more are needed."""
+    InputTooLarge when more than ``max_read`` frames (and the limits' decoding budget) must be
+    decoded, or, with ``refuse_more``, when the video has more than ``max_frames`` frames to analyse
+    (a stream that does not tell its frame count is then refused, not silently cut)."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
-    capture, info = open_video(path)
+    capture, info = _open(path, limits or VideoLimits())
+    max_read = min(max_read or sys.maxsize, (limits or VideoLimits()).max_read(info))
     yielded = 0
     try:
-        index = 0
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
+        for index in itertools.count():
+            bgr = _read(capture, info, index)
+            if bgr is None:
                 break
-            if max_read is not None and index >= max_read:
+            if index >= max_read:
                 raise InputTooLarge(
-                    f"reading this video at every={every} needs more than {max_read:,} decoded frames, "
-                    "the limit: pass a smaller 'every' or 'max_frames'"
+                    f"reading this {info.width}x{info.height} video at every={every} needs more than {max_read:,} "
+                    "decoded frames, the limit: pass a smaller 'every' or 'max_frames'"
                 )
             if index % every == 0:
+                if max_frames is not None and yielded >= max_frames:  # only read on with refuse_more
+                    raise InputTooLarge(f"the video has more than {max_frames:,} frames to analyse at every={every}, "
+                                        "the limit: pass a larger 'every' or 'max_frames'")
                 yield Frame(index, index / info.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 yielded += 1
-                if max_frames is not None and yielded >= max_frames:
+                if max_frames is not None and yielded >= max_frames and not refuse_more:
                     break
-            index += 1
     finally:
         capture.release()
     if yielded == 0:
