@@ -94,10 +94,6 @@ class ServiceClient:
             raise CliError(f"the service at {self.url} answered {response.status_code}: {_error_text(response)}")
         return response.json()
 
-    def analyze(self, image_bytes: bytes, filename: str = "image.jpg") -> list[FaceResult]:
-        data = self._post("/analyze", {"image": (filename, image_bytes)})
-        return [FaceResult.from_dict(face) for face in data]
-
     def analyze_frames(self, frames: Sequence[bytes], names: Sequence[str] | None = None) -> list[list[FaceResult]]:
         names = names or [f"frame{i}.jpg" for i in range(len(frames))]
         files = [("frames", (name, data)) for name, data in zip(names, frames)]
@@ -184,7 +180,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from emotion_recognition.drawing import draw_results
-    from emotion_recognition.media import VideoWriter, atomic_output, iter_video_frames, probe_video
+    from emotion_recognition.media import VideoWriter, atomic_output, video_frames
     from emotion_recognition.timeline import timeline_frame, write_timeline_csv
 
     source = Path(args.input)
@@ -194,7 +190,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     csv_path = out.with_suffix(".csv")
     refuse_overwriting(source, out, csv_path)
     limits = VideoLimits(max_pixels=args.max_video_pixels or sys.maxsize)
-    info = probe_video(source, limits)
+    info, frames = video_frames(source, every=args.every, max_frames=args.max_frames or None, limits=limits)
     analyze = make_analyzer(args)
     total = info.frame_count // args.every if info.frame_count else None
     if args.max_frames and total:
@@ -205,7 +201,6 @@ def cmd_video(args: argparse.Namespace) -> int:
     with atomic_output(out) as tmp_out, atomic_output(csv_path) as tmp_csv, VideoWriter(
         tmp_out, info.fps / args.every, info.width, info.height
     ) as writer, open(tmp_csv, "w", newline="") as f:
-        frames = iter_video_frames(source, every=args.every, max_frames=args.max_frames or None, limits=limits)
         with tqdm(total=total, unit="frame", desc=source.name, disable=args.quiet) as progress:
             for batch in _chunks(frames, args.batch):
                 entries = []

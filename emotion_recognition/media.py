@@ -20,11 +20,11 @@ from __future__ import annotations
 import io
 import itertools
 import os
-import sys
 import tempfile
 import threading
 import warnings
 from contextlib import contextmanager
+from unittest import mock
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -232,7 +232,7 @@ class Frame:
 
 @dataclass(frozen=True)
 class VideoLimits:
-    max_frame_pixels: int = ImageLimits.max_pixels  # width x height, checked before any frame is decoded
+    max_frame_pixels: int = ImageLimits.max_pixels  # width x height, from the header, before decoding
     max_decoded_frames: int = 20_000  # frames read from one video (analysed or skipped)
     max_pixels: int = 20_000 * 1280 * 720  # decoded frames x width x height: the decoding work per video
 
@@ -240,15 +240,14 @@ class VideoLimits:
         return max(1, min(self.max_decoded_frames, self.max_pixels // (info.width * info.height)))
 
 
-# The containers FFmpeg may open, by their magic bytes -> the one FFmpeg demuxer pinned for them.
-# Anything else is refused before OpenCV sees the file: HLS (m3u8) and concat playlists make FFmpeg
-# open other files or URLs; images (a PNG named .mp4) go to image decoders with no size limit.
-# MOV's external data references stay off (FFmpeg's enable_drefs defaults to 0).
+# Containers by magic bytes -> the one FFmpeg demuxer allowed for them. Anything else is refused
+# before OpenCV sees it: HLS/concat playlists make FFmpeg read the files they name, images (a PNG
+# named .mp4) and image sequences have no frame-size limit. (MOV's external references: FFmpeg's
+# enable_drefs, off by default.)
 VIDEO_CONTAINERS = "MP4/MOV/3GP, AVI, Matroska/WebM, MPEG-TS or MPEG-PS"
 
 
 def sniff_container(head: bytes) -> str | None:
-    """The FFmpeg demuxer for a file starting with ``head`` (its first 512 bytes), or None."""
     if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
         return "mov"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
@@ -262,110 +261,81 @@ def sniff_container(head: bytes) -> str | None:
     return None
 
 
-_FFMPEG_OPTIONS = threading.Lock()  # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide: one open at a time
+_OPTIONS_LOCK = threading.Lock()  # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide: one open at a time
 
 
-def _capture(path: Path) -> cv2.VideoCapture:
-    """An FFmpeg capture of a sniffed container: demuxer pinned, local files only; not read yet."""
+def _open(path: str | Path, limits: VideoLimits) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """An FFmpeg capture of a sniffed container with its frame size checked; no frame decoded yet."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no video file at {path}")
     if path.stat().st_size == 0:
         raise EmptyInput(f"{path.name} is empty (0 bytes)")
     with open(path, "rb") as f:
         demuxer = sniff_container(f.read(512))
     if demuxer is None:
         raise UnsupportedMedia(f"{path.name} is not a video container this program reads ({VIDEO_CONTAINERS})")
-    # a second layer: even if the sniffing were fooled, FFmpeg uses only this demuxer and local files
-    options = f"input_format;{demuxer}|format_whitelist;{demuxer}|protocol_whitelist;file"
-    with _FFMPEG_OPTIONS:
-        saved = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
-        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
-        try:
-            capture = cv2.VideoCapture(str(path.resolve()), cv2.CAP_FFMPEG)  # no other backend's fallback
-        finally:
-            if saved is None:
-                del os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]
-            else:
-                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = saved
-    if not capture.isOpened():
-        raise UnsupportedMedia(f"{path.name} is not a video OpenCV can read (try MP4/H.264, AVI or MKV)")
-    return capture
-
-
-def _open(path: str | Path, limits: VideoLimits) -> tuple[cv2.VideoCapture, VideoInfo]:
-    """Open and check the frame size from the header, before any frame is decoded."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no video file at {path}")
-    capture = _capture(path)
+    # second layer, should the sniffing be fooled: FFmpeg uses this demuxer only, and local files
+    options = {"OPENCV_FFMPEG_CAPTURE_OPTIONS": f"input_format;{demuxer}|format_whitelist;{demuxer}|protocol_whitelist;file"}
+    with _OPTIONS_LOCK, mock.patch.dict(os.environ, options):
+        capture = cv2.VideoCapture(str(path.resolve()), cv2.CAP_FFMPEG)  # CAP_FFMPEG: no fallback to CAP_IMAGES
+    # OpenCV scales every decoded frame to this header size: a later frame of another size never
+    # reaches us, so the header is what the limits apply to
     width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    if not fps or fps != fps or fps <= 0 or fps > 1000:
-        fps = 25.0
-    info = VideoInfo(float(fps), max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0), width, height)
-    if width * height > limits.max_frame_pixels or width <= 0 or height <= 0:
+    if not capture.isOpened() or width <= 0 or height <= 0:
+        raise UnsupportedMedia(f"{path.name} is not a video OpenCV can read (try MP4/H.264, AVI or MKV)")
+    if width * height > limits.max_frame_pixels:
         capture.release()
-        if width <= 0 or height <= 0:
-            raise UnsupportedMedia(f"{path.name} has no video frames of a known size")
         raise InputTooLarge(f"the video's frames are {width}x{height} = {width * height:,} pixels, over the "
                             f"limit of {limits.max_frame_pixels:,} pixels")
-    return capture, info
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps <= 1000 else 25.0  # NaN too
+    return capture, VideoInfo(float(fps), max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0), width, height)
 
 
-def _read(capture: cv2.VideoCapture, info: VideoInfo, index: int) -> np.ndarray | None:
-    ok, bgr = capture.read()
-    if not ok or bgr is None:
-        return None
-    if bgr.shape != (info.height, info.width, 3):  # never silently rescaled
-        raise CorruptImage(f"frame {index} is {bgr.shape[1]}x{bgr.shape[0]}, the video's frames are "
-                           f"{info.width}x{info.height}: a video whose frame size changes is not supported")
-    return bgr
-
-
-def probe_video(path: str | Path, limits: VideoLimits | None = None) -> VideoInfo:
-    """A video's size, rate and frame count, after checking that its first frame decodes."""
-    capture, info = _open(path, limits or VideoLimits())
-    try:
-        if _read(capture, info, 0) is None:
-            raise UnsupportedMedia(f"{Path(path).name} has no readable video frames")
-    finally:
-        capture.release()
-    return info
-
-
-def iter_video_frames(
-    path: str | Path, every: int = 1, max_frames: int | None = None, max_read: int | None = None,
-    limits: VideoLimits | None = None, refuse_more: bool = False,
-) -> Iterator[Frame]:
-    """Yield every ``every``-th frame (RGB) with its index and time; raises if there is none.
-    InputTooLarge when more than ``max_read`` frames (and the limits' decoding budget) must be
-    decoded, or, with ``refuse_more``, when the video has more than ``max_frames`` frames to analyse
-    (a stream that does not tell its frame count is then refused, not silently cut)."""
+def video_frames(
+    path: str | Path, every: int = 1, max_frames: int | None = None, limits: VideoLimits | None = None,
+    refuse_more: bool = False,
+) -> tuple[VideoInfo, Iterator[Frame]]:
+    """Open a video (container sniffed, frame size checked, nothing decoded yet): its info and an
+    iterator over every ``every``-th frame (RGB) with its index and time, which raises if there is
+    none, InputTooLarge when the limits' decoded frames or pixels would be passed, and, with
+    ``refuse_more``, when there are more than ``max_frames`` frames to analyse (a stream that does
+    not tell its frame count is then refused, not silently cut)."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
-    capture, info = _open(path, limits or VideoLimits())
-    max_read = min(max_read or sys.maxsize, (limits or VideoLimits()).max_read(info))
+    limits = limits or VideoLimits()
+    capture, info = _open(path, limits)
+    return info, _frames(capture, info, Path(path).name, every, max_frames, limits.max_read(info), refuse_more)
+
+
+def iter_video_frames(path: str | Path, every: int = 1, max_frames: int | None = None, **options) -> Iterator[Frame]:
+    return video_frames(path, every, max_frames, **options)[1]
+
+
+def _frames(capture, info: VideoInfo, name: str, every: int, max_frames: int | None, max_read: int,
+            refuse_more: bool) -> Iterator[Frame]:
     yielded = 0
     try:
         for index in itertools.count():
-            bgr = _read(capture, info, index)
-            if bgr is None:
+            ok, bgr = capture.read()
+            if not ok:
                 break
             if index >= max_read:
-                raise InputTooLarge(
-                    f"reading this {info.width}x{info.height} video at every={every} needs more than {max_read:,} "
-                    "decoded frames, the limit: pass a smaller 'every' or 'max_frames'"
-                )
+                raise InputTooLarge(f"reading this {info.width}x{info.height} video at every={every} needs more than "
+                                    f"{max_read:,} decoded frames, the limit: pass a smaller 'every' or 'max_frames'")
             if index % every == 0:
                 if max_frames is not None and yielded >= max_frames:  # only read on with refuse_more
                     raise InputTooLarge(f"the video has more than {max_frames:,} frames to analyse at every={every}, "
                                         "the limit: pass a larger 'every' or 'max_frames'")
                 yield Frame(index, index / info.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 yielded += 1
-                if max_frames is not None and yielded >= max_frames and not refuse_more:
+                if yielded == max_frames and not refuse_more:
                     break
     finally:
         capture.release()
     if yielded == 0:
-        raise UnsupportedMedia(f"{Path(path).name} has no readable video frames")
+        raise UnsupportedMedia(f"{name} has no readable video frames")
 
 
 class VideoWriter:

@@ -61,9 +61,8 @@ from emotion_recognition.media import (
     check_size,
     decode_image,
     encode_image,
-    iter_video_frames,
     open_image_header,
-    probe_video,
+    video_frames,
 )
 from emotion_recognition.preprocessing import FACE_SIZE
 from emotion_recognition.timeline import timeline_frame, write_timeline_csv
@@ -269,8 +268,12 @@ class EmotionService:
         if max_frames < 0:
             raise BadInput(f"max_frames must be >= 0 (0: the server's limit), got {max_frames}", 400)
         limits = VideoLimits(self.limits.max_pixels, self.settings.max_video_decoded_frames, self.settings.max_video_pixels)
+        limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
         try:
-            info = probe_video(video, limits)  # container sniffed, frame size checked before decoding
+            # container sniffed, frame size checked, nothing decoded yet. No max_frames given: a
+            # stream that does not tell its frame count is refused (413) when it has more frames to
+            # analyse than the limit, as one that tells it, never silently cut
+            info, frames = video_frames(video, every=every, max_frames=limit, limits=limits, refuse_more=max_frames <= 0)
         except InputError as error:
             raise BadInput(str(error), error.http_status) from None
         if info.frame_count and info.frame_count // every > self.max_video_frames and max_frames <= 0:
@@ -279,17 +282,14 @@ class EmotionService:
                 f"{self.max_video_frames} analysed frames: pass a larger 'every' or 'max_frames'",
                 413,
             )
-        limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
         max_read = limits.max_read(info)  # the decoded-frame cap and the per-video pixel budget
         # frames decoded (analysed or skipped): every x analysed frames, at most the whole video
-        # (an unknown frame count is checked while reading: iter_video_frames' max_read)
+        # (an unknown frame count is checked while reading)
         needed = min(info.frame_count, every * (limit - 1) + 1) if info.frame_count else 0
         if needed > max_read:
             raise BadInput(f"at every={every} and {limit} analysed frames this video needs {needed:,} decoded "
                            f"frames, over the limit of {max_read:,}: pass a smaller 'every' or 'max_frames'", 413)
-        # no max_frames given: a stream that does not tell its frame count is refused (413) when it
-        # has more frames to analyse than the limit, as one that tells it, never silently cut
-        return info, iter_video_frames(video, every=every, max_frames=limit, limits=limits, refuse_more=max_frames <= 0)
+        return info, frames
 
     async def _video_chunks(self, frames, chunk: int = 16):
         """Yield (frames, results) for successive chunks of a frame iterator."""

@@ -20,7 +20,7 @@ from emotion_recognition.media import (
     VideoLimits,
     decode_image,
     iter_video_frames,
-    probe_video,
+    video_frames,
 )
 from hostile_inputs import concat_list, hls_playlist, jpeg_scan_bomb, png_bomb, without_frame_count, write_video
 
@@ -67,9 +67,7 @@ def test_non_containers_are_refused_before_opencv_sees_them(tmp_path, secret, op
     upload.write_bytes(NOT_CONTAINERS[name](secret))
     start = time.process_time()
     with pytest.raises(UnsupportedMedia, match="is not a video container this program reads") as error:
-        probe_video(upload)
-    with pytest.raises(UnsupportedMedia):
-        next(iter_video_frames(upload))
+        video_frames(upload)
     assert time.process_time() - start < 1.0
     assert error.value.http_status == 415
     assert opened == []  # neither the upload nor the file it names was opened
@@ -85,7 +83,7 @@ def test_ffmpeg_is_pinned_to_the_sniffed_demuxer_and_local_files(tmp_path, secre
     for demuxer in ("mov", "avi", "matroska", "mpegts", "mpeg"):
         monkeypatch.setattr(media, "sniff_container", lambda head, demuxer=demuxer: demuxer)
         with pytest.raises(UnsupportedMedia, match="is not a video OpenCV can read"):
-            probe_video(playlist)
+            video_frames(playlist)
     assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ  # the options were scoped to our open
 
 
@@ -96,7 +94,8 @@ def test_real_containers_still_open(tmp_path, suffix, fourcc):
     for _ in range(3):
         writer.write(np.full((48, 64, 3), 90, np.uint8))
     writer.release()
-    assert probe_video(path).width == 64 and len(list(iter_video_frames(path))) == 3
+    info, frames = video_frames(path)
+    assert info.width == 64 and len(list(frames)) == 3
 
 
 def test_frame_size_is_checked_before_any_frame_is_decoded(tmp_path, monkeypatch):
@@ -115,13 +114,11 @@ def test_frame_size_is_checked_before_any_frame_is_decoded(tmp_path, monkeypatch
             return getattr(self.capture, name)
 
     monkeypatch.setattr(cv2, "VideoCapture", Counting)
-    small = VideoLimits(max_frame_pixels=3000)
-    for attempt in (lambda: probe_video(video, small), lambda: next(iter_video_frames(video, limits=small))):
-        with pytest.raises(InputTooLarge, match="64x48 = 3,072 pixels, over the limit of 3,000 pixels") as error:
-            attempt()
-        assert error.value.http_status == 413
-    assert reads == []
-    assert probe_video(video, VideoLimits(max_frame_pixels=3072)).width == 64 and reads == [1]
+    with pytest.raises(InputTooLarge, match="64x48 = 3,072 pixels, over the limit of 3,000 pixels") as error:
+        video_frames(video, limits=VideoLimits(max_frame_pixels=3000))
+    assert error.value.http_status == 413 and reads == []
+    info, frames = video_frames(video, limits=VideoLimits(max_frame_pixels=3072))
+    assert info.width == 64 and reads == [] and next(frames).index == 0 and reads == [1]
 
 
 def test_per_video_pixel_budget(tmp_path):
@@ -129,12 +126,12 @@ def test_per_video_pixel_budget(tmp_path):
     with pytest.raises(InputTooLarge, match="64x48 video at every=1 needs more than 10 decoded frames"):
         list(iter_video_frames(video, limits=VideoLimits(max_pixels=64 * 48 * 10)))
     assert len(list(iter_video_frames(video, limits=VideoLimits(max_pixels=64 * 48 * 20)))) == 20
-    assert VideoLimits(max_pixels=1).max_read(probe_video(video)) == 1  # never 0: a refusal, not an empty answer
+    assert VideoLimits(max_pixels=1).max_read(video_frames(video)[0]) == 1  # never 0: a refusal, not an empty answer
 
 
 def test_a_stream_without_a_frame_count_is_refused_not_cut(tmp_path):
     video = without_frame_count(write_video(tmp_path / "v.avi", 12, 32, 24))
-    assert probe_video(video).frame_count == 0
+    assert video_frames(video)[0].frame_count == 0
     with pytest.raises(InputTooLarge, match="more than 5 frames to analyse at every=1"):
         list(iter_video_frames(video, max_frames=5, refuse_more=True))
     with pytest.raises(InputTooLarge, match="more than 2 frames to analyse at every=5"):
