@@ -274,8 +274,8 @@ class EmotionService:
             # stream that does not tell its frame count is refused (413) when it has more frames to
             # analyse than the limit, as one that tells it, never silently cut
             info, frames = video_frames(video, every=every, max_frames=limit, limits=limits, refuse_more=max_frames <= 0)
-        except InputError as error:
-            raise BadInput(str(error), error.http_status) from None
+        except InputError as error:  # the file's name is our temp name: meaningless to the client
+            raise BadInput(str(error).replace(video.name, "the upload"), error.http_status) from None
         if info.frame_count and info.frame_count // every > self.max_video_frames and max_frames <= 0:
             raise BadInput(
                 f"the video has {info.frame_count} frames; at every={every} that is over the limit of "

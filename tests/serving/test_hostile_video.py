@@ -75,7 +75,7 @@ def test_playlists_naming_a_server_file_get_415(live_server, secret, path):
     for name, body in [("x.m3u8", hls_playlist(secret)), ("list.txt", concat_list(secret))]:
         response = post_bounded(live_server, path, {"video": (name, body)})
         assert response.status_code == 415, (name[:20], response.status_code, response.text[:300])
-        assert "is not a video container" in response.text
+        assert "the upload is not a video container this program reads" in response.text
         assert b"private-recording" not in response.content and b"RIFF" not in response.content
 
 
