@@ -326,8 +326,8 @@ def _frames(capture, info: VideoInfo, name: str, every: int, max_frames: int | N
                                     f"{max_read:,} decoded frames, the limit: pass a smaller 'every' or 'max_frames'")
             if index % every == 0:
                 if max_frames is not None and yielded >= max_frames:  # only read on with refuse_more
-                    raise InputTooLarge(f"the video has more than {max_frames:,} frames to analyse at every={every}, "
-                                        "the limit: pass a larger 'every' or 'max_frames'")
+                    raise InputTooLarge(f"at every={every} the video has more frames to analyse than the limit of "
+                                        f"{max_frames:,} analysed frames: pass a larger 'every' or 'max_frames'")
                 yield Frame(index, index / info.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 yielded += 1
                 if yielded == max_frames and not refuse_more:

@@ -132,9 +132,9 @@ def test_per_video_pixel_budget(tmp_path):
 def test_a_stream_without_a_frame_count_is_refused_not_cut(tmp_path):
     video = without_frame_count(write_video(tmp_path / "v.avi", 12, 32, 24))
     assert video_frames(video)[0].frame_count == 0
-    with pytest.raises(InputTooLarge, match="more than 5 frames to analyse at every=1"):
+    with pytest.raises(InputTooLarge, match="at every=1 the video has more frames to analyse than the limit of 5 analysed"):
         list(iter_video_frames(video, max_frames=5, refuse_more=True))
-    with pytest.raises(InputTooLarge, match="more than 2 frames to analyse at every=5"):
+    with pytest.raises(InputTooLarge, match="at every=5 the video has more frames to analyse than the limit of 2 analysed"):
         list(iter_video_frames(video, every=5, max_frames=2, refuse_more=True))  # frame 10 is a third
     assert [f.index for f in iter_video_frames(video, every=5, max_frames=3, refuse_more=True)] == [0, 5, 10]
     assert len(list(iter_video_frames(video, max_frames=5))) == 5  # an explicit max_frames cuts, as asked

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures_serving import REPO_ROOT, serve_env
-from hostile_inputs import concat_list, hls_playlist, jpeg_scan_bomb, png_bomb, write_video
+from fixtures_serving import REPO_ROOT, free_port, serve_env, start_bentoml_serve, stop_process_group, wait_ready
+from hostile_inputs import concat_list, hls_playlist, jpeg_scan_bomb, png_bomb, without_frame_count, write_video
 
 pytestmark = pytest.mark.slow
 MB = 1024 * 1024
@@ -55,6 +55,21 @@ def usage(pids: list[int]) -> tuple[float, int]:
 
 
 @pytest.fixture(scope="module")
+def server(bentoml_home, tmp_path_factory):
+    """`bentoml serve` with the test limits and at most 5 analysed frames per video."""
+    port, limits = free_port(), {k: v for k, v in os.environ.items() if k.startswith("EMOTION_MAX_")}  # conftest's
+    log = open(tmp_path_factory.mktemp("hostile-server") / "serve.log", "w")
+    process = start_bentoml_serve(bentoml_home, port, stdout=log, **{**limits, "EMOTION_MAX_VIDEO_FRAMES": "5"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        yield url
+    finally:
+        stop_process_group(process)
+        log.close()
+
+
+@pytest.fixture(scope="module")
 def secret(tmp_path_factory) -> Path:
     """A video on the server's disk that no upload may make it read."""
     return write_video(tmp_path_factory.mktemp("private") / "private-recording.avi", 7, 40, 30, value=201)
@@ -71,12 +86,27 @@ def post_bounded(url: str, path: str, files: dict) -> httpx.Response:
 
 
 @pytest.mark.parametrize("path", ["/video_timeline", "/video_timeline_csv", "/annotate_video"])
-def test_playlists_naming_a_server_file_get_415(live_server, secret, path):
+def test_playlists_naming_a_server_file_get_415(server, secret, path):
     for name, body in [("x.m3u8", hls_playlist(secret)), ("list.txt", concat_list(secret))]:
-        response = post_bounded(live_server, path, {"video": (name, body)})
+        response = post_bounded(server, path, {"video": (name, body)})
         assert response.status_code == 415, (name[:20], response.status_code, response.text[:300])
         assert "the upload is not a video container this program reads" in response.text
         assert b"private-recording" not in response.content and b"RIFF" not in response.content
+
+
+def test_a_stream_that_hides_its_length_is_refused_not_cut(server, tmp_path):
+    """No max_frames: more frames to analyse than the limit is a 413 whether or not the container
+    tells its frame count; with max_frames the answer has exactly those frames."""
+    stream = without_frame_count(write_video(tmp_path / "s.avi", 8, 32, 24)).read_bytes()
+    told = write_video(tmp_path / "t.avi", 8, 32, 24).read_bytes()
+    for name, body in [("stream.avi", stream), ("told.avi", told)]:
+        response = post_bounded(server, "/video_timeline", {"video": (name, body)})
+        assert response.status_code == 413 and "the limit of 5 analysed frames" in response.text, response.text
+    response = httpx.post(server + "/video_timeline", files={"video": ("s.avi", stream)}, data={"max_frames": "5"}, timeout=60)
+    assert response.status_code == 200 and [f["frame"] for f in response.json()["frames"]] == [0, 1, 2, 3, 4]
+    assert response.json()["frame_count"] == 0
+    response = httpx.post(server + "/video_timeline", files={"video": ("s.avi", stream)}, data={"every": "2"}, timeout=60)
+    assert response.status_code == 200 and len(response.json()["frames"]) == 4
 
 
 def test_an_upload_is_stored_under_a_fixed_name_without_the_clients_suffix(bentoml_home):
@@ -104,13 +134,13 @@ def test_an_upload_is_stored_under_a_fixed_name_without_the_clients_suffix(bento
     assert parsed.video.suffix == "" and "clip" not in parsed.video.name
 
 
-def test_16000x16000_png_named_mp4_gets_415_before_any_decode(live_server):
-    response = post_bounded(live_server, "/annotate_video", {"video": ("big.mp4", png_bomb(16_000, 16_000))})
+def test_16000x16000_png_named_mp4_gets_415_before_any_decode(server):
+    response = post_bounded(server, "/annotate_video", {"video": ("big.mp4", png_bomb(16_000, 16_000))})
     assert response.status_code == 415 and "is not a video container" in response.text
 
 
-def test_jpeg_scan_bomb_gets_413(live_server):
-    response = post_bounded(live_server, "/analyze", {"image": ("bomb.jpg", jpeg_scan_bomb(20_000))})
+def test_jpeg_scan_bomb_gets_413(server):
+    response = post_bounded(server, "/analyze", {"image": ("bomb.jpg", jpeg_scan_bomb(20_000))})
     assert response.status_code == 413 and "scans, over the limit of 100" in response.text
 
 
