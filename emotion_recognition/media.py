@@ -24,7 +24,6 @@ import tempfile
 import threading
 import warnings
 from contextlib import contextmanager
-from unittest import mock
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -276,9 +275,16 @@ def _open(path: str | Path, limits: VideoLimits) -> tuple[cv2.VideoCapture, Vide
     if demuxer is None:
         raise UnsupportedMedia(f"{path.name} is not a video container this program reads ({VIDEO_CONTAINERS})")
     # second layer, should the sniffing be fooled: FFmpeg uses this demuxer only, and local files
-    options = {"OPENCV_FFMPEG_CAPTURE_OPTIONS": f"input_format;{demuxer}|format_whitelist;{demuxer}|protocol_whitelist;file"}
-    with _OPTIONS_LOCK, mock.patch.dict(os.environ, options):
-        capture = cv2.VideoCapture(str(path.resolve()), cv2.CAP_FFMPEG)  # CAP_FFMPEG: no fallback to CAP_IMAGES
+    key = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # read by OpenCV at each open
+    with _OPTIONS_LOCK:
+        saved, os.environ[key] = os.environ.get(key), f"input_format;{demuxer}|format_whitelist;{demuxer}|protocol_whitelist;file"
+        try:
+            capture = cv2.VideoCapture(str(path.resolve()), cv2.CAP_FFMPEG)  # CAP_FFMPEG: no fallback to CAP_IMAGES
+        finally:
+            if saved is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = saved
     # OpenCV scales every decoded frame to this header size: a later frame of another size never
     # reaches us, so the header is what the limits apply to
     width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))

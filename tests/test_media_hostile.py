@@ -88,7 +88,8 @@ def test_ffmpeg_is_pinned_to_the_sniffed_demuxer_and_local_files(tmp_path, secre
 
 
 @pytest.mark.parametrize("suffix, fourcc", [(".avi", "MJPG"), (".mp4", "mp4v"), (".mkv", "MJPG"), (".webm", "VP80")])
-def test_real_containers_still_open(tmp_path, suffix, fourcc):
+def test_real_containers_still_open(tmp_path, suffix, fourcc, monkeypatch):
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")  # a user's own, kept
     path = tmp_path / f"v{suffix}"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (64, 48))
     for _ in range(3):
@@ -96,6 +97,7 @@ def test_real_containers_still_open(tmp_path, suffix, fourcc):
     writer.release()
     info, frames = video_frames(path)
     assert info.width == 64 and len(list(frames)) == 3
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "rtsp_transport;tcp"
 
 
 def test_frame_size_is_checked_before_any_frame_is_decoded(tmp_path, monkeypatch):
