@@ -62,9 +62,7 @@ class InputTooLarge(InputError):
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000  # width x height
-    # a progressive JPEG decodes the whole image once per scan: thousands of empty scans cost
-    # ~40 us of CPU per uploaded byte. Real files have 1 (baseline) to ~12 scans.
-    max_jpeg_scans: int = 100
+    max_jpeg_scans: int = 100  # each scan re-walks the whole image; real files have 1 to ~12
 
 
 def _megabytes(n: int) -> str:
@@ -101,8 +99,7 @@ def open_image_header(data: bytes, limits: ImageLimits) -> Image.Image:
         raise UnsupportedMedia(
             f"{image.format or 'this'} images are not supported: send JPEG, PNG, WebP or BMP"
         )
-    # SOS markers: in entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so
-    # this counts scans (plus any in an EXIF thumbnail) without decoding anything
+    # SOS markers (entropy-coded data escapes 0xFF): the scans, plus any of an EXIF thumbnail
     scans = data.count(b"\xff\xda") if image.format == "JPEG" else 0
     if scans > limits.max_jpeg_scans:
         raise InputTooLarge(f"the JPEG has {scans:,} scans, over the limit of {limits.max_jpeg_scans}: "
@@ -239,25 +236,18 @@ class VideoLimits:
         return max(1, min(self.max_decoded_frames, self.max_pixels // (info.width * info.height)))
 
 
-# Containers by magic bytes -> the one FFmpeg demuxer allowed for them. Anything else is refused
-# before OpenCV sees it: HLS/concat playlists make FFmpeg read the files they name, images (a PNG
-# named .mp4) and image sequences have no frame-size limit. (MOV's external references: FFmpeg's
-# enable_drefs, off by default.)
+# Containers by their magic bytes (offset, bytes) -> the one FFmpeg demuxer allowed for them.
+# Anything else is refused before OpenCV sees it: HLS/concat playlists make FFmpeg read the files
+# they name; images (a PNG named .mp4) have no frame-size limit. (MOV's external data references
+# stay off: FFmpeg's enable_drefs.)
 VIDEO_CONTAINERS = "MP4/MOV/3GP, AVI, Matroska/WebM, MPEG-TS or MPEG-PS"
+MAGIC = {**dict.fromkeys([(4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide")], "mov"),
+         (8, b"AVI "): "avi", (0, b"\x1a\x45\xdf\xa3"): "matroska", (0, b"\x00\x00\x01\xba"): "mpeg"}
 
 
 def sniff_container(head: bytes) -> str | None:
-    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
-        return "mov"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "avi"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "matroska"
-    if head[:4] == b"\x00\x00\x01\xba":
-        return "mpeg"
-    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:  # 188-byte packets
-        return "mpegts"
-    return None
+    demuxer = next((name for (at, magic), name in MAGIC.items() if head[at : at + 4] == magic), None)
+    return demuxer or ("mpegts" if len(head) > 376 and head[0] == head[188] == head[376] == 0x47 else None)
 
 
 _OPTIONS_LOCK = threading.Lock()  # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide: one open at a time

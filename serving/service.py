@@ -270,9 +270,8 @@ class EmotionService:
         limits = VideoLimits(self.limits.max_pixels, self.settings.max_video_decoded_frames, self.settings.max_video_pixels)
         limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
         try:
-            # container sniffed, frame size checked, nothing decoded yet. No max_frames given: a
-            # stream that does not tell its frame count is refused (413) when it has more frames to
-            # analyse than the limit, as one that tells it, never silently cut
+            # no max_frames given: more frames to analyse than the limit is a 413 (below, or while
+            # reading a stream that does not tell its frame count), never a silent cut
             info, frames = video_frames(video, every=every, max_frames=limit, limits=limits, refuse_more=max_frames <= 0)
         except InputError as error:  # the file's name is our temp name: meaningless to the client
             raise BadInput(str(error).replace(video.name, "the upload"), error.http_status) from None

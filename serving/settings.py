@@ -3,9 +3,7 @@
 ``load_settings()`` reads them once; a bad value (``EMOTION_MAX_IMAGE_BYTES=lots``) stops the
 server with one line per problem naming the variable, the value and what is expected, not a
 stack trace. Detection settings left unset keep ``DetectionConfig``'s own defaults (so the
-detector module stays the one definition of them). An unknown ``EMOTION_*`` variable (a misspelt
-one, e.g. ``EMOTION_MAX_IMAGE_BYTE``) is an error too, naming the close match: a limit the operator
-believes set must not silently keep its default.
+detector module stays the one definition of them). A misspelt variable is an error too, naming the close match.
 """
 
 from __future__ import annotations
