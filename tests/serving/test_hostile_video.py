@@ -20,25 +20,23 @@ pytestmark = pytest.mark.slow
 MB = 1024 * 1024
 
 
-def server_group(url: str) -> list[int]:
-    """The pids of the `bentoml serve` listening on url's port and all its workers."""
-    port = url.rsplit(":", 1)[1].encode()
+def server_processes(url: str) -> list[int]:
+    """The `bentoml serve` listening on url's port and its descendants (workers run in their own sessions)."""
+    port, parents, family = url.rsplit(":", 1)[1].encode(), {}, set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
         if b"serve" in argv and b"--port" in argv and argv[argv.index(b"--port") + 1] == port:
-            group = os.getpgid(int(pid))
-            return [int(p) for p in filter(str.isdigit, os.listdir("/proc")) if _pgid(int(p)) == group]
-    raise AssertionError(f"no bentoml serve process for {url}")
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
+            family = {int(pid)}
+    assert family, f"no bentoml serve process for {url}"
+    while True:
+        children = {pid for pid, parent in parents.items() if parent in family} - family
+        if not children:
+            return sorted(family)
+        family |= children
 
 
 def usage(pids: list[int]) -> tuple[float, int]:
@@ -56,10 +54,11 @@ def usage(pids: list[int]) -> tuple[float, int]:
 
 @pytest.fixture(scope="module")
 def server(bentoml_home, tmp_path_factory):
-    """`bentoml serve` with the test limits and at most 5 analysed frames per video."""
+    """`bentoml serve` with the test limits, at most 5 analysed frames and 8 decoded 32x24 frames' pixels per video."""
     port, limits = free_port(), {k: v for k, v in os.environ.items() if k.startswith("EMOTION_MAX_")}  # conftest's
     log = open(tmp_path_factory.mktemp("hostile-server") / "serve.log", "w")
-    process = start_bentoml_serve(bentoml_home, port, stdout=log, **{**limits, "EMOTION_MAX_VIDEO_FRAMES": "5"})
+    process = start_bentoml_serve(bentoml_home, port, stdout=log, **{**limits, "EMOTION_MAX_VIDEO_FRAMES": "5",
+                                                                         "EMOTION_MAX_VIDEO_PIXELS": str(8 * 32 * 24)})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
@@ -75,11 +74,13 @@ def secret(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("private") / "private-recording.avi", 7, 40, 30, value=201)
 
 
-def post_bounded(url: str, path: str, files: dict) -> httpx.Response:
-    pids = server_group(url)
+def post_bounded(url: str, path: str, files: dict, data: dict | None = None) -> httpx.Response:
+    pids = server_processes(url)
+    assert len(pids) >= 2, pids  # the server and its worker
     cpu, peak = usage(pids)
-    response = httpx.post(url + path, files=files, timeout=60)
+    response = httpx.post(url + path, files=files, data=data, timeout=60)
     cpu_after, peak_after = usage(pids)
+    print(f"{path} {response.status_code}: {cpu_after - cpu:.2f} s server CPU, peak +{(peak_after - peak) / MB:.0f} MB")  # -s
     assert cpu_after - cpu < 1.0, f"{path}: {cpu_after - cpu:.2f} s of server CPU"
     assert peak_after - peak < 300 * MB, f"{path}: server memory peak grew by {(peak_after - peak) / MB:.0f} MB"
     return response
@@ -107,6 +108,13 @@ def test_a_stream_that_hides_its_length_is_refused_not_cut(server, tmp_path):
     assert response.json()["frame_count"] == 0
     response = httpx.post(server + "/video_timeline", files={"video": ("s.avi", stream)}, data={"every": "2"}, timeout=60)
     assert response.status_code == 200 and len(response.json()["frames"]) == 4
+
+
+def test_the_per_video_pixel_budget(server, tmp_path):
+    """EMOTION_MAX_VIDEO_PIXELS: 8 frames of 32x24 may be decoded, 9 may not (the count is known: before decoding)."""
+    video = write_video(tmp_path / "v.avi", 10, 32, 24).read_bytes()
+    response = post_bounded(server, "/video_timeline", {"video": ("v.avi", video)}, {"every": "4", "max_frames": "3"})
+    assert response.status_code == 413 and "needs 9 decoded frames, over the limit of 8" in response.text, response.text
 
 
 def test_an_upload_is_stored_under_a_fixed_name_without_the_clients_suffix(bentoml_home):
