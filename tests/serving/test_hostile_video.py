@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures_serving import REPO_ROOT, free_port, serve_env, start_bentoml_serve, stop_process_group, wait_ready
+from fixtures_serving import REPO_ROOT, serve_env
 from hostile_inputs import concat_list, hls_playlist, jpeg_scan_bomb, png_bomb, without_frame_count, write_video
+from testkit import running_server
 
 pytestmark = pytest.mark.slow
 MB = 1024 * 1024
@@ -55,17 +56,10 @@ def usage(pids: list[int]) -> tuple[float, int]:
 @pytest.fixture(scope="module")
 def server(bentoml_home, tmp_path_factory):
     """`bentoml serve` with the test limits, at most 5 analysed frames and 8 decoded 32x24 frames' pixels per video."""
-    port, limits = free_port(), {k: v for k, v in os.environ.items() if k.startswith("EMOTION_MAX_")}  # conftest's
-    log = open(tmp_path_factory.mktemp("hostile-server") / "serve.log", "w")
-    process = start_bentoml_serve(bentoml_home, port, stdout=log, **{**limits, "EMOTION_MAX_VIDEO_FRAMES": "5",
-                                                                         "EMOTION_MAX_VIDEO_PIXELS": str(8 * 32 * 24)})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
+    limits = {k: v for k, v in os.environ.items() if k.startswith("EMOTION_MAX_")}  # conftest's
+    limits.update(EMOTION_MAX_VIDEO_FRAMES="5", EMOTION_MAX_VIDEO_PIXELS=str(8 * 32 * 24))
+    with running_server(bentoml_home, tmp_path_factory.mktemp("hostile-server") / "serve.log", **limits) as url:
         yield url
-    finally:
-        stop_process_group(process)
-        log.close()
 
 
 @pytest.fixture(scope="module")
