@@ -302,15 +302,14 @@ def video_frames(
         raise ValueError(f"every must be >= 1, got {every}")
     limits = limits or VideoLimits()
     capture, info = _open(path, limits)
-    return info, _frames(capture, info, Path(path).name, every, max_frames, limits.max_read(info), refuse_more)
+    return info, _frames(capture, info, every, max_frames, limits.max_read(info), refuse_more)
 
 
 def iter_video_frames(path: str | Path, every: int = 1, max_frames: int | None = None, **options) -> Iterator[Frame]:
     return video_frames(path, every, max_frames, **options)[1]
 
 
-def _frames(capture, info: VideoInfo, name: str, every: int, max_frames: int | None, max_read: int,
-            refuse_more: bool) -> Iterator[Frame]:
+def _frames(capture, info: VideoInfo, every: int, max_frames: int | None, max_read: int, refuse_more: bool) -> Iterator[Frame]:
     yielded = 0
     try:
         for index in itertools.count():
@@ -331,7 +330,7 @@ def _frames(capture, info: VideoInfo, name: str, every: int, max_frames: int | N
     finally:
         capture.release()
     if yielded == 0:
-        raise UnsupportedMedia(f"{name} has no readable video frames")
+        raise UnsupportedMedia("the video has no readable frames (try MP4/H.264, AVI or MKV)")
 
 
 class VideoWriter:

@@ -153,3 +153,14 @@ def test_jpeg_scan_bomb_is_refused_before_decoding():
     Image.new("RGB", (300, 200), (1, 2, 3)).save(ordinary, "JPEG", progressive=True)
     assert decode_image(ordinary.getvalue()).shape == (200, 300, 3)
     assert decode_image(jpeg_scan_bomb(50, 64), ImageLimits(max_jpeg_scans=100)).shape == (64, 64, 3)
+
+
+def test_a_real_container_without_decodable_frames_is_415(tmp_path):
+    video = write_video(tmp_path / "v.avi", 3, 32, 24)
+    data = video.read_bytes()
+    video.write_bytes(data[: data.index(b"movi") + 4])  # the header, and no frame
+    info, frames = video_frames(video)
+    assert info.width == 32
+    with pytest.raises(UnsupportedMedia, match="the video has no readable frames") as error:
+        next(frames)
+    assert error.value.http_status == 415
