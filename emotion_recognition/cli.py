@@ -189,7 +189,8 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise CliError(f"output {out} must end in .mp4, .webm or .avi", EXIT_USAGE)
     csv_path = out.with_suffix(".csv")
     refuse_overwriting(source, out, csv_path)
-    limits = VideoLimits(max_pixels=args.max_video_pixels or sys.maxsize)
+    # the frame-size limit always applies; a length budget only if asked (a local file, progress shown)
+    limits = VideoLimits(max_decoded_frames=sys.maxsize, max_pixels=args.max_video_pixels or sys.maxsize)
     info, frames = video_frames(source, every=args.every, max_frames=args.max_frames or None, limits=limits)
     analyze = make_analyzer(args)
     total = info.frame_count // args.every if info.frame_count else None
@@ -322,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--smooth", type=int, default=1, metavar="N",
                        help="label each tracked face with the mean of its last N analysed frames' "
                             f"probabilities (1-{MAX_SMOOTH_FRAMES}; default 1: no smoothing)")
-    video.add_argument("--max-video-pixels", type=int, default=VideoLimits.max_pixels, metavar="N",
-                       help="refuse a video needing more than N decoded pixels (frames x width x height; 0: no limit)")
+    video.add_argument("--max-video-pixels", type=int, default=0, metavar="N",
+                       help="refuse a video needing more than N decoded pixels (frames x width x height; default 0: "
+                            f"no limit; the service's EMOTION_MAX_VIDEO_PIXELS is {VideoLimits.max_pixels:,})")
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     video.set_defaults(func=cmd_video)
 
