@@ -27,7 +27,7 @@ from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker
 from emotion_recognition.detection import DetectionConfig, DetectorUnavailable, detector_choices, prepare_detector
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import TRANSLATIONS
-from emotion_recognition.media import IMAGE_SUFFIXES, InputError, encode_image
+from emotion_recognition.media import IMAGE_SUFFIXES, InputError, VideoLimits, encode_image
 from emotion_recognition.tta import PRESETS, from_preset
 
 EXIT_ERROR = 1
@@ -94,10 +94,6 @@ class ServiceClient:
             raise CliError(f"the service at {self.url} answered {response.status_code}: {_error_text(response)}")
         return response.json()
 
-    def analyze(self, image_bytes: bytes, filename: str = "image.jpg") -> list[FaceResult]:
-        data = self._post("/analyze", {"image": (filename, image_bytes)})
-        return [FaceResult.from_dict(face) for face in data]
-
     def analyze_frames(self, frames: Sequence[bytes], names: Sequence[str] | None = None) -> list[list[FaceResult]]:
         names = names or [f"frame{i}.jpg" for i in range(len(frames))]
         files = [("frames", (name, data)) for name, data in zip(names, frames)]
@@ -159,20 +155,22 @@ def results_json(results: Sequence[FaceResult]) -> list[dict]:
 
 def cmd_photo(args: argparse.Namespace) -> int:
     from emotion_recognition.drawing import draw_results
-    from emotion_recognition.media import read_image, write_image
+    from emotion_recognition.media import atomic_output, read_image, write_image
 
     source = Path(args.input)
     out = Path(args.output) if args.output else source.with_name(f"{source.stem}_emotions{source.suffix or '.png'}")
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise CliError(f"output {out} must end in one of {', '.join(IMAGE_SUFFIXES)}", EXIT_USAGE)
+    json_path = out.with_suffix(".json")
+    refuse_overwriting(source, out, json_path)
     if not source.is_file():
         raise CliError(f"no image file at {source}")
     image = read_image(source)
     analyze = make_analyzer(args)
     results = analyze([image], [source.read_bytes()], [source.name])[0]
     write_image(draw_results(image, results, language=args.language), out)
-    json_path = out.with_suffix(".json")
-    json_path.write_text(json.dumps({"image": str(source), "faces": results_json(results)}, indent=2) + "\n")
+    with atomic_output(json_path) as tmp:
+        tmp.write_text(json.dumps({"image": str(source), "faces": results_json(results)}, indent=2) + "\n")
     print(f"{len(results)} face(s): {', '.join(r.emotion for r in results) or 'none'}")
     print(f"wrote {out} and {json_path}")
     return 0
@@ -182,26 +180,28 @@ def cmd_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from emotion_recognition.drawing import draw_results
-    from emotion_recognition.media import VideoWriter, iter_video_frames, open_video
+    from emotion_recognition.media import VideoWriter, atomic_output, video_frames
     from emotion_recognition.timeline import timeline_frame, write_timeline_csv
 
     source = Path(args.input)
     out = Path(args.output) if args.output else source.with_name(f"{source.stem}_emotions.mp4")
     if out.suffix.lower() not in VideoWriter.CODECS:
         raise CliError(f"output {out} must end in .mp4, .webm or .avi", EXIT_USAGE)
-    capture, info = open_video(source)
-    capture.release()
-    analyze = make_analyzer(args)
     csv_path = out.with_suffix(".csv")
+    refuse_overwriting(source, out, csv_path)
+    # the frame-size limit always applies; a length budget only if asked (a local file, progress shown)
+    limits = VideoLimits(max_decoded_frames=sys.maxsize, max_pixels=args.max_video_pixels or sys.maxsize)
+    info, frames = video_frames(source, every=args.every, max_frames=args.max_frames or None, limits=limits)
+    analyze = make_analyzer(args)
     total = info.frame_count // args.every if info.frame_count else None
     if args.max_frames and total:
         total = min(total, args.max_frames)
     tracker = FaceTracker(smooth_frames=args.smooth)
     n_frames = n_faces = 0
-    with VideoWriter(out, info.fps / args.every, info.width, info.height) as writer, open(
-        csv_path, "w", newline=""
-    ) as f:
-        frames = iter_video_frames(source, every=args.every, max_frames=args.max_frames or None)
+    # written beside the outputs and renamed onto them at the end: a failure leaves no half-written file
+    with atomic_output(out) as tmp_out, atomic_output(csv_path) as tmp_csv, VideoWriter(
+        tmp_out, info.fps / args.every, info.width, info.height
+    ) as writer, open(tmp_csv, "w", newline="") as f:
         with tqdm(total=total, unit="frame", desc=source.name, disable=args.quiet) as progress:
             for batch in _chunks(frames, args.batch):
                 entries = []
@@ -218,6 +218,13 @@ def cmd_video(args: argparse.Namespace) -> int:
                 progress.update(len(batch))
     print(f"{n_frames} frame(s), {n_faces} face(s), {tracker.tracks_started} track(s); wrote {out} and {csv_path}")
     return 0
+
+
+def refuse_overwriting(source: Path, *outputs: Path) -> None:
+    """An output naming the input (also via a symlink, a relative path or a hard link) would destroy it."""
+    for out in outputs:
+        if out.resolve() == source.resolve() or (out.exists() and source.exists() and os.path.samefile(out, source)):
+            raise CliError(f"the output {out} is the input file {source}: choose another output name", EXIT_USAGE)
 
 
 def _chunks(iterable, size: int):
@@ -316,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--smooth", type=int, default=1, metavar="N",
                        help="label each tracked face with the mean of its last N analysed frames' "
                             f"probabilities (1-{MAX_SMOOTH_FRAMES}; default 1: no smoothing)")
+    video.add_argument("--max-video-pixels", type=int, default=0, metavar="N",
+                       help="refuse a video needing more than N decoded pixels (frames x width x height; default 0: "
+                            f"no limit; the service's EMOTION_MAX_VIDEO_PIXELS is {VideoLimits.max_pixels:,})")
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     video.set_defaults(func=cmd_video)
 

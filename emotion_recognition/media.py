@@ -18,8 +18,12 @@ composited over white), CMYK and 16-bit images all come out as 8-bit RGB.
 from __future__ import annotations
 
 import io
+import itertools
 import os
+import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -58,6 +62,7 @@ class InputTooLarge(InputError):
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000  # width x height
+    max_jpeg_scans: int = 100  # each scan re-walks the whole image; real files have 1 to ~12
 
 
 def _megabytes(n: int) -> str:
@@ -94,6 +99,11 @@ def open_image_header(data: bytes, limits: ImageLimits) -> Image.Image:
         raise UnsupportedMedia(
             f"{image.format or 'this'} images are not supported: send JPEG, PNG, WebP or BMP"
         )
+    # SOS markers (entropy-coded data escapes 0xFF): the scans, plus any of an EXIF thumbnail
+    scans = data.count(b"\xff\xda") if image.format == "JPEG" else 0
+    if scans > limits.max_jpeg_scans:
+        raise InputTooLarge(f"the JPEG has {scans:,} scans, over the limit of {limits.max_jpeg_scans}: "
+                            "re-save it as a baseline or ordinary progressive JPEG")
     width, height = image.size
     if width * height > limits.max_pixels:
         raise InputTooLarge(
@@ -179,9 +189,23 @@ def encode_image(rgb: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
 
 
 def write_image(rgb: np.ndarray, path: str | Path) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(encode_image(rgb, Path(path).suffix or ".png"))
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix), renamed onto it only if the block succeeds:
+    a failure or an interrupt never leaves a half-written output."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_image(rgb, path.suffix or ".png"))
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(name)
+        os.replace(name, path)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- video
@@ -190,7 +214,7 @@ def write_image(rgb: np.ndarray, path: str | Path) -> None:
 @dataclass(frozen=True)
 class VideoInfo:
     fps: float
-    frame_count: int  # as the container reports it (may be 0 or approximate)
+    frame_count: int  # as the container reports it (0 when unknown, or approximate)
     width: int
     height: int
 
@@ -202,62 +226,111 @@ class Frame:
     rgb: np.ndarray
 
 
-def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
-    """Open a video and check it has a decodable first frame; the capture is at frame 0."""
+@dataclass(frozen=True)
+class VideoLimits:
+    max_frame_pixels: int = ImageLimits.max_pixels  # width x height, from the header, before decoding
+    max_decoded_frames: int = 20_000  # frames read from one video (analysed or skipped)
+    max_pixels: int = 20_000 * 1280 * 720  # decoded frames x width x height: the decoding work per video
+
+    def max_read(self, info: VideoInfo) -> int:
+        return max(1, min(self.max_decoded_frames, self.max_pixels // (info.width * info.height)))
+
+
+# Containers by their magic bytes (offset, bytes) -> the one FFmpeg demuxer allowed for them.
+# Anything else is refused before OpenCV sees it: HLS/concat playlists make FFmpeg read the files
+# they name; images (a PNG named .mp4) have no frame-size limit. (MOV's external data references
+# stay off: FFmpeg's enable_drefs.)
+VIDEO_CONTAINERS = "MP4/MOV/3GP, AVI, Matroska/WebM, MPEG-TS or MPEG-PS"
+MAGIC = {**dict.fromkeys([(4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide")], "mov"),
+         (8, b"AVI "): "avi", (0, b"\x1a\x45\xdf\xa3"): "matroska", (0, b"\x00\x00\x01\xba"): "mpeg"}
+
+
+def sniff_container(head: bytes) -> str | None:
+    demuxer = next((name for (at, magic), name in MAGIC.items() if head[at : at + 4] == magic), None)
+    return demuxer or ("mpegts" if len(head) > 376 and head[0] == head[188] == head[376] == 0x47 else None)
+
+
+_OPTIONS_LOCK = threading.Lock()  # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide: one open at a time
+
+
+def _open(path: str | Path, limits: VideoLimits) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """An FFmpeg capture of a sniffed container with its frame size checked; no frame decoded yet."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no video file at {path}")
     if path.stat().st_size == 0:
         raise EmptyInput(f"{path.name} is empty (0 bytes)")
-    unreadable = UnsupportedMedia(f"{path.name} is not a video OpenCV can read (try MP4/H.264, AVI or MKV)")
-    probe = cv2.VideoCapture(str(path))
-    try:
-        ok, first = probe.read() if probe.isOpened() else (False, None)
-        if not ok or first is None or first.ndim != 3 or first.size == 0:
-            raise unreadable
-        fps = probe.get(cv2.CAP_PROP_FPS)
-        frame_count = max(int(probe.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
-    finally:
-        probe.release()
-    if not fps or fps != fps or fps <= 0 or fps > 1000:
-        fps = 25.0
-    info = VideoInfo(fps=float(fps), frame_count=frame_count, width=first.shape[1], height=first.shape[0])
-    capture = cv2.VideoCapture(str(path))  # reopened: seeking back is unreliable for some codecs
-    if not capture.isOpened():
-        raise unreadable
-    return capture, info
+    with open(path, "rb") as f:
+        demuxer = sniff_container(f.read(512))
+    if demuxer is None:
+        raise UnsupportedMedia(f"{path.name} is not a video container this program reads ({VIDEO_CONTAINERS})")
+    # second layer, should the sniffing be fooled: FFmpeg uses this demuxer only, and local files
+    key = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # read by OpenCV at each open
+    with _OPTIONS_LOCK:
+        saved, os.environ[key] = os.environ.get(key), f"input_format;{demuxer}|format_whitelist;{demuxer}|protocol_whitelist;file"
+        try:
+            capture = cv2.VideoCapture(str(path.resolve()), cv2.CAP_FFMPEG)  # CAP_FFMPEG: no fallback to CAP_IMAGES
+        finally:
+            if saved is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = saved
+    # OpenCV scales every decoded frame to this header size: a later frame of another size never
+    # reaches us, so the header is what the limits apply to
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if not capture.isOpened() or width <= 0 or height <= 0:
+        raise UnsupportedMedia(f"{path.name} is not a video OpenCV can read (try MP4/H.264, AVI or MKV)")
+    if width * height > limits.max_frame_pixels:
+        capture.release()
+        raise InputTooLarge(f"the video's frames are {width}x{height} = {width * height:,} pixels, over the "
+                            f"limit of {limits.max_frame_pixels:,} pixels")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps <= 1000 else 25.0  # NaN too
+    return capture, VideoInfo(float(fps), max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0), width, height)
 
 
-def iter_video_frames(
-    path: str | Path, every: int = 1, max_frames: int | None = None, max_read: int | None = None
-) -> Iterator[Frame]:
-    """Yield every ``every``-th frame (RGB) with its index and time; raises if there is none.
-    ``max_read`` bounds the frames decoded (skipped ones too): InputTooLarge when more are needed."""
+def video_frames(
+    path: str | Path, every: int = 1, max_frames: int | None = None, limits: VideoLimits | None = None,
+    refuse_more: bool = False,
+) -> tuple[VideoInfo, Iterator[Frame]]:
+    """Open a video (container sniffed, frame size checked, nothing decoded yet): its info and an
+    iterator over every ``every``-th frame (RGB) with its index and time, which raises if there is
+    none, InputTooLarge when the limits' decoded frames or pixels would be passed, and, with
+    ``refuse_more``, when there are more than ``max_frames`` frames to analyse (a stream that does
+    not tell its frame count is then refused, not silently cut)."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
-    capture, info = open_video(path)
+    limits = limits or VideoLimits()
+    capture, info = _open(path, limits)
+    return info, _frames(capture, info, every, max_frames, limits.max_read(info), refuse_more)
+
+
+def iter_video_frames(path: str | Path, every: int = 1, max_frames: int | None = None, **options) -> Iterator[Frame]:
+    return video_frames(path, every, max_frames, **options)[1]
+
+
+def _frames(capture, info: VideoInfo, every: int, max_frames: int | None, max_read: int, refuse_more: bool) -> Iterator[Frame]:
     yielded = 0
     try:
-        index = 0
-        while True:
+        for index in itertools.count():
             ok, bgr = capture.read()
             if not ok:
                 break
-            if max_read is not None and index >= max_read:
-                raise InputTooLarge(
-                    f"reading this video at every={every} needs more than {max_read:,} decoded frames, "
-                    "the limit: pass a smaller 'every' or 'max_frames'"
-                )
+            if index >= max_read:
+                raise InputTooLarge(f"reading this {info.width}x{info.height} video at every={every} needs more than "
+                                    f"{max_read:,} decoded frames, the limit: pass a smaller 'every' or 'max_frames'")
             if index % every == 0:
+                if max_frames is not None and yielded >= max_frames:  # only read on with refuse_more
+                    raise InputTooLarge(f"at every={every} the video has more frames to analyse than the limit of "
+                                        f"{max_frames:,} analysed frames: pass a larger 'every' or 'max_frames'")
                 yield Frame(index, index / info.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 yielded += 1
-                if max_frames is not None and yielded >= max_frames:
+                if yielded == max_frames and not refuse_more:
                     break
-            index += 1
     finally:
         capture.release()
     if yielded == 0:
-        raise UnsupportedMedia(f"{Path(path).name} has no readable video frames")
+        raise UnsupportedMedia("the video has no readable frames (try MP4/H.264, AVI or MKV)")
 
 
 class VideoWriter:

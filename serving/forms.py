@@ -71,6 +71,9 @@ class StrictFormSerde(bentoml_serde.MultipartSerde):
                     if not isinstance(value, UploadFile):
                         raise BadForm(f"field {name!r} must be a file upload (a multipart part with a filename), "
                                       "got a text value")
+                    # BentoML names the temp file after the client's filename: a fixed name instead,
+                    # so no client name or suffix reaches the file system or a decoder
+                    value.filename = None
                 annotation = cls.model_fields[name].annotation
                 if bentoml_serde.is_union_type(annotation):
                     annotation = t.get_args(annotation)[0]

@@ -57,12 +57,12 @@ from emotion_recognition.labels import EMOTIONS, NUM_CLASSES, TRANSLATIONS
 from emotion_recognition.media import (
     ImageLimits,
     InputError,
+    VideoLimits,
     check_size,
     decode_image,
     encode_image,
-    iter_video_frames,
     open_image_header,
-    open_video,
+    video_frames,
 )
 from emotion_recognition.preprocessing import FACE_SIZE
 from emotion_recognition.timeline import timeline_frame, write_timeline_csv
@@ -284,30 +284,28 @@ class EmotionService:
             raise BadInput(f"every must be >= 1, got {every}", 400)
         if max_frames < 0:
             raise BadInput(f"max_frames must be >= 0 (0: the server's limit), got {max_frames}", 400)
+        limits = VideoLimits(self.limits.max_pixels, self.settings.max_video_decoded_frames, self.settings.max_video_pixels)
+        limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
         try:
-            capture, info = open_video(video)
-            capture.release()
-        except InputError as error:
-            raise BadInput(str(error), error.http_status) from None
-        pixels = info.width * info.height
-        if pixels > self.limits.max_pixels:
-            raise BadInput(f"the video's frames are {info.width}x{info.height} = {pixels:,} pixels, over the limit "
-                           f"of {self.limits.max_pixels:,} pixels", 413)
+            # no max_frames given: more frames to analyse than the limit is a 413 (below, or while
+            # reading a stream that does not tell its frame count), never a silent cut
+            info, frames = video_frames(video, every=every, max_frames=limit, limits=limits, refuse_more=max_frames <= 0)
+        except InputError as error:  # the file's name is our temp name: meaningless to the client
+            raise BadInput(str(error).replace(video.name, "the upload"), error.http_status) from None
         if info.frame_count and info.frame_count // every > self.max_video_frames and max_frames <= 0:
             raise BadInput(
                 f"the video has {info.frame_count} frames; at every={every} that is over the limit of "
                 f"{self.max_video_frames} analysed frames: pass a larger 'every' or 'max_frames'",
                 413,
             )
-        limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
-        max_read = self.settings.max_video_decoded_frames
+        max_read = limits.max_read(info)  # the decoded-frame cap and the per-video pixel budget
         # frames decoded (analysed or skipped): every x analysed frames, at most the whole video
-        # (an unknown frame count is checked while reading: iter_video_frames' max_read)
+        # (an unknown frame count is checked while reading)
         needed = min(info.frame_count, every * (limit - 1) + 1) if info.frame_count else 0
         if needed > max_read:
             raise BadInput(f"at every={every} and {limit} analysed frames this video needs {needed:,} decoded "
                            f"frames, over the limit of {max_read:,}: pass a smaller 'every' or 'max_frames'", 413)
-        return info, iter_video_frames(video, every=every, max_frames=limit, max_read=max_read)
+        return info, frames
 
     async def _video_chunks(self, frames, chunk: int = 16):
         """Yield (frames, results) for successive chunks of a frame iterator."""

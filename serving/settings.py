@@ -3,16 +3,19 @@
 ``load_settings()`` reads them once; a bad value (``EMOTION_MAX_IMAGE_BYTES=lots``) stops the
 server with one line per problem naming the variable, the value and what is expected, not a
 stack trace. Detection settings left unset keep ``DetectionConfig``'s own defaults (so the
-detector module stays the one definition of them).
+detector module stays the one definition of them). A misspelt variable is an error too, naming the close match.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from emotion_recognition.media import VideoLimits
 
 MB = 1024 * 1024
 ENV_PREFIX = "EMOTION_"
@@ -40,7 +43,8 @@ class ServingSettings(BaseSettings):
     max_request_pixels: int = Field(64 * 1280 * 720, ge=1)  # all frames of one /analyze_frames request
     max_video_bytes: int = Field(200 * MB, ge=1)
     max_video_frames: int = Field(2000, ge=1)  # analysed frames per video
-    max_video_decoded_frames: int = Field(20_000, ge=1)  # every x max_frames: frames read from one video
+    max_video_decoded_frames: int = Field(VideoLimits.max_decoded_frames, ge=1)  # frames read from one video
+    max_video_pixels: int = Field(VideoLimits.max_pixels, ge=1)  # decoded frames x width x height per video
     # work layout
     cpu_threads: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
     model_batch: int = Field(256, ge=1)  # views per model call (faces x TTA views)
@@ -67,10 +71,15 @@ def load_settings(environ: dict[str, str] | None = None) -> ServingSettings:
     """The settings from the environment, or SettingsError naming each bad variable."""
     environ = os.environ if environ is None else environ
     values = {key[len(ENV_PREFIX):].lower(): value for key, value in environ.items() if key.startswith(ENV_PREFIX)}
-    known = {name for name in ServingSettings.model_fields}
+    unknown = sorted(set(values) - set(ServingSettings.model_fields))
+    if unknown:
+        lines = [f"{ENV_PREFIX}{name.upper()} is not a setting" + "".join(
+            f" (did you mean {ENV_PREFIX}{close.upper()}?)" for close in difflib.get_close_matches(name, ServingSettings.model_fields, 1))
+            for name in unknown]
+        raise SettingsError("invalid serving settings:\n  " + "\n  ".join(lines + ["(the settings are listed in docs/serving.md)"]))
     try:
         # init values (not the env source) so that a test can pass its own environment
-        return ServingSettings.model_validate({k: v for k, v in values.items() if k in known})
+        return ServingSettings.model_validate(values)
     except ValidationError as error:
         lines = []
         for problem in error.errors():

@@ -18,8 +18,10 @@ import subprocess
 import sys
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -163,3 +165,17 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 15.0) -> None
         except ProcessLookupError:
             pass
         process.wait(timeout=10)
+
+
+@contextmanager
+def running_server(bentoml_home: Path, log_path: Path, **extra: str) -> Iterator[str]:
+    """`bentoml serve` (logging to a file, not a pipe nobody reads: BentoML logs a traceback for
+    every 4xx, and a full pipe blocks the server mid-request) until the block ends; yields its URL."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        process = start_bentoml_serve(bentoml_home, port, stdout=log, **extra)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", process)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_process_group(process)

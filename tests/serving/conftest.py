@@ -29,14 +29,8 @@ TEST_LIMITS = {
 os.environ.update(TEST_LIMITS)
 os.environ.pop("EMOTION_TTA", None)  # the tests check the service's default views
 
-from fixtures_serving import (  # noqa: E402
-    free_port,
-    make_tiny_model,
-    require_shared,
-    start_bentoml_serve,
-    stop_process_group,
-    wait_ready,
-)
+from fixtures_serving import make_tiny_model, require_shared  # noqa: E402
+from testkit import running_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -70,18 +64,9 @@ def service_client(bentoml_home):
 @pytest.fixture(scope="session")
 def live_server(bentoml_home, tmp_path_factory):
     """``bentoml serve`` as a real process on a free port; yields its base URL."""
-    port = free_port()
-    # output to a file, not a pipe nobody reads: BentoML logs a traceback for every 4xx, and a
-    # full pipe (64 KB) blocks the server mid-request
-    log = open(tmp_path_factory.mktemp("live-server") / "serve.log", "w")
-    process = start_bentoml_serve(bentoml_home, port, stdout=log, **{k: os.environ[k] for k in TEST_LIMITS})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
+    with running_server(bentoml_home, tmp_path_factory.mktemp("live-server") / "serve.log",
+                        **{k: os.environ[k] for k in TEST_LIMITS}) as url:
         yield url
-    finally:
-        stop_process_group(process)
-        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -94,9 +94,9 @@ def test_video_limits_on_pixels_and_decoded_frames(service_client, tmp_path):
 
 def test_video_reading_stops_at_the_decoded_frame_cap(tmp_path):
     """The cap also holds when the container does not tell the frame count (checked while reading)."""
-    from emotion_recognition.media import InputTooLarge, iter_video_frames
+    from emotion_recognition.media import InputTooLarge, VideoLimits, iter_video_frames
 
     write_video(tmp_path / "v.avi", 20, 32, 32)
-    assert [f.index for f in iter_video_frames(tmp_path / "v.avi", every=5, max_read=20)] == [0, 5, 10, 15]
+    assert [f.index for f in iter_video_frames(tmp_path / "v.avi", every=5, limits=VideoLimits(max_decoded_frames=20))] == [0, 5, 10, 15]
     with pytest.raises(InputTooLarge, match="more than 10 decoded frames"):
-        list(iter_video_frames(tmp_path / "v.avi", every=5, max_read=10))
+        list(iter_video_frames(tmp_path / "v.avi", every=5, limits=VideoLimits(max_decoded_frames=10)))

@@ -17,8 +17,7 @@ def test_defaults_without_environment():
 
 def test_values_are_parsed_and_detection_names_mapped():
     settings = load_settings({"EMOTION_MAX_IMAGE_BYTES": "1024", "EMOTION_TTA": "crops", "EMOTION_FACE_MARGIN": "0.1",
-                              "EMOTION_MIN_FACE_SIZE": "30", "EMOTION_SKIP_STARTUP_CHECK": "1", "OTHER": "x",
-                              "EMOTION_SOMETHING_ELSE": "ignored"})
+                              "EMOTION_MIN_FACE_SIZE": "30", "EMOTION_SKIP_STARTUP_CHECK": "1", "OTHER": "x"})
     assert settings.max_image_bytes == 1024 and settings.tta == "crops" and settings.skip_startup_check
     assert settings.detection_overrides() == {"margin": 0.1, "min_face_size": 30}
     assert DetectionConfig(**settings.detection_overrides()).margin == 0.1
@@ -34,3 +33,12 @@ def test_bad_values_are_named_one_line_each():
     assert "EMOTION_SCALE_FACTOR='0.9': Input should be greater than 1" in message
     assert "EMOTION_MAX_VIDEO_FRAMES='0': Input should be greater than or equal to 1" in message
     assert len(message.splitlines()) == 5
+
+
+def test_a_misspelt_variable_is_named_with_its_close_match():
+    with pytest.raises(SettingsError) as error:
+        load_settings({"EMOTION_MAX_IMAGE_BYTE": "1024", "EMOTION_SOMETHING_ELSE": "x", "EMOTION_TTA": "none"})
+    assert str(error.value).splitlines()[1:3] == [
+        "  EMOTION_MAX_IMAGE_BYTE is not a setting (did you mean EMOTION_MAX_IMAGE_BYTES?)",
+        "  EMOTION_SOMETHING_ELSE is not a setting",
+    ]
