@@ -7,7 +7,8 @@
 
 Options common to all: ``--model PATH`` (a .keras file; default: the bundled model),
 ``--server URL`` (use a running ``bentoml serve`` instead of a local model), ``--language en|es``,
-``--detector auto|yuface|yunet|haar|haar_alt2`` (docs/detection.md), ``--min-face-size N``. Errors print one line and exit non-zero.
+``--detector auto|yuface|yunet|haar`` (docs/detection.md), ``--min-face-size N`` (smallest face to find;
+it sets the resolution the detector runs at). Errors print one line and exit non-zero.
 """
 
 from __future__ import annotations
