@@ -64,6 +64,7 @@ from emotion_recognition.inference import EmotionRecognizer
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model_files import BUNDLED_MODEL
 from emotion_recognition.preprocessing import resize_face, to_grayscale
+from emotion_recognition.tta import from_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test helpers (tests/testkit.py), not shipped in the package
@@ -278,7 +279,7 @@ def detection_scores(photos: list[Photo], boxes: list[list[Box]]) -> dict:
 
 class Classifier:
     def __init__(self, model_path: Path):
-        self.recognizer = EmotionRecognizer.from_file(model_path)  # flip TTA: the service's default
+        self.recognizer = EmotionRecognizer.from_file(model_path, tta=from_preset("flip"))  # the service's default
 
     def labels(self, faces: list[np.ndarray]) -> list[str]:
         if not faces:
@@ -482,7 +483,7 @@ def detection_size_sweep(photos: list[Photo], config: DetectionConfig, scales=(1
     return out
 
 
-MIN_FACE_GRID = ((24, None), (40, 32), (48, 32), (64, 32), (48, 40), (64, 48), (48, 48), (64, 64))  # (min_face_size, CNN_MIN_FACE)
+MIN_FACE_GRID = ((24, None), (40, None), (48, None), (64, None), (96, None), (128, None), (64, 48), (64, 32))  # (min_face_size, CNN_MIN_FACE; None: the product's)
 
 
 def min_face_sweep(photos: list[Photo], config: DetectionConfig, classifier: Classifier, grid=MIN_FACE_GRID) -> dict:

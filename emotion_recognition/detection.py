@@ -70,10 +70,10 @@ YUNET_MODEL_URL = (
     "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
 )
 YUNET_MODEL_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
-# Smallest face side (px, in the image the network sees) that YuNet finds as well as larger
-# ones: the detector runs on the image shrunk by CNN_MIN_FACE / min_face_size (never enlarged).
-# Measured on bench/detection_benchmark.py --min-face-sweep (bench/README.md).
-CNN_MIN_FACE = 32
+# Face side (px, in the image the network sees) from which YuNet on a shrunk image still finds
+# the faces it finds at full size: the detector runs on the image shrunk by CNN_MIN_FACE /
+# min_face_size (never enlarged). From bench/detection_benchmark.py --min-face-sweep.
+CNN_MIN_FACE = 64
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class DetectionConfig:
     detector: str = "auto"
     scale_factor: float = 1.1  # Haar: image pyramid step of the cascade
     min_neighbors: int = 5  # Haar: overlapping raw detections needed to keep a face
-    min_face_size: int = 48  # smallest face side to find, px of the original image (bench/README.md)
+    min_face_size: int = 24  # smallest face side to find, px of the original image (bench/README.md)
     max_face_size: int = 0  # 0: no limit
     margin: float | None = None  # fraction of the square side added on every edge
     shift_y: float | None = None  # move the crop centre down by this fraction of the side
@@ -324,7 +324,10 @@ def import_yuface():
     # yuface runs on its own OpenMP runtime, whose idle threads spin by default: on cores shared
     # with TensorFlow or other processes a 640x480 frame went from ~45 ms to ~190 ms median
     # (bench/README.md). Passive waiting (read when the runtime loads) unless the user chose.
+    # One thread per call: the same CPU time as two, 0.8x the wall time on the shared cores
+    # (bench/README.md), and the service already runs several detections at once.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import yuface
     except ImportError as error:

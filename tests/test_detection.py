@@ -251,25 +251,27 @@ class RecordingNetwork:
 
 
 def test_the_detector_sees_a_shrunk_image_and_boxes_come_back_in_full_resolution(monkeypatch):
+    side = detection.CNN_MIN_FACE  # the face the network reports, in the image it saw
     detector = detection.YuFaceDetector.__new__(detection.YuFaceDetector)  # no yuface needed
-    detector._detect = network = RecordingNetwork((40, 20, 40, 40))
+    detector._detect = network = RecordingNetwork((40, 20, side, side))
     monkeypatch.setitem(detection._INSTANCES, "yuface", detector)
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (240, 400, 3), dtype=np.uint8)
-    config = DetectionConfig(detector="yuface", min_face_size=2 * detection.CNN_MIN_FACE, margin=0.0, shift_y=0.0)
+    height, width = 4 * side, 6 * side
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    config = DetectionConfig(detector="yuface", min_face_size=2 * side, margin=0.0, shift_y=0.0)
     boxes, faces = locate_faces(image, config)
-    assert network.shapes == [(120, 200, 3)]  # half size: min_face_size is twice CNN_MIN_FACE
-    assert boxes == [Box(80, 40, 80, 80, 0.9, ((120.0, 80.0),) * 5)]  # the network's box x 2
+    assert network.shapes == [(height // 2, width // 2, 3)]  # half size: min_face_size is twice CNN_MIN_FACE
+    centre = (float(2 * (40 + side // 2)), float(2 * (20 + side // 2)))
+    assert boxes == [Box(80, 40, 2 * side, 2 * side, 0.9, (centre,) * 5)]  # the network's box x 2
     # the crop is taken from the full-resolution image, not from the one the detector saw
     assert np.array_equal(faces[0], crop_face(image, boxes[0]))
-    assert not np.array_equal(faces[0], resize_face(cv2.cvtColor(cv2.resize(image, (200, 120), interpolation=cv2.INTER_AREA),
-                                                                  cv2.COLOR_RGB2GRAY)[20:60, 40:80]))
+    seen = cv2.cvtColor(cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    assert not np.array_equal(faces[0], resize_face(seen[20 : 20 + side, 40 : 40 + side]))
     # a face smaller than min_face_size in the full image is not kept
-    network.box = (40, 20, detection.CNN_MIN_FACE - 2, detection.CNN_MIN_FACE - 2)
+    network.box = (40, 20, side - 2, side - 2)
     assert detect_faces(image, config) == []
     # min_face_size at most CNN_MIN_FACE: the detector gets the image at full size
-    detect_faces(image, replace(config, min_face_size=detection.CNN_MIN_FACE))
-    assert network.shapes[-1] == (240, 400, 3)
+    detect_faces(image, replace(config, min_face_size=side))
+    assert network.shapes[-1] == (height, width, 3)
 
 
 def test_a_larger_min_face_size_still_finds_a_large_real_face(yuface_installed):
