@@ -324,10 +324,9 @@ def import_yuface():
     # yuface runs on its own OpenMP runtime, whose idle threads spin by default: on cores shared
     # with TensorFlow or other processes a 640x480 frame went from ~45 ms to ~190 ms median
     # (bench/README.md). Passive waiting (read when the runtime loads) unless the user chose.
-    # One thread per call: the same CPU time as two, 0.8x the wall time on the shared cores
-    # (bench/README.md), and the service already runs several detections at once.
+    # Its thread count stays OpenMP's default: 1 vs 2 threads measured the same (bench/README.md),
+    # and OMP_NUM_THREADS is process-wide (TensorFlow reads it too).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import yuface
     except ImportError as error:
