@@ -14,7 +14,8 @@ Usage (from the repository root):
    2-8 PublicTest faces of 40-250 px pasted on backgrounds). Each side gets the whole photo:
    `fer` through ``FER().detect_emotions(bgr)`` (its defaults: Haar, TFLite model), this project
    through ``EmotionRecognizer.analyze(rgb)`` (its defaults, with the mirror view). Per photo the
-   two run one after the other (A B A B), so load drift hits both; ms per photo is the median.
+   two run one after the other (A B A B), so load drift hits both; ms per photo is the median,
+   the time ratio the median of the per-photo ratios.
    Recall: faces matched at IoU >= 0.3 to the square each face was pasted into; end to end:
    matched faces with the right label / all faces.
 2. Crops, box given: PublicTest faces (48x48). `fer` through its public
