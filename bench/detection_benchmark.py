@@ -601,14 +601,15 @@ def main() -> None:
         print(sweep_tables(report))
         return
 
-    # Levers: input scale (detect once per scale at the lowest threshold, then filter by score)
+    # Levers: min_face_size (which sets the input scale; detect once per value at the lowest threshold, then filter by score)
     # and score threshold; OpenCV threads for yunet. Speed: median ms over 20 photos per size.
     levers = {}
     for name in ("yuface", "yunet"):
         if name not in detectors:
             continue
-        for scale in (1.0, 0.75, 0.5):
-            config = replace(detectors[name], min_face_size=round(CNN_MIN_FACE / scale), score_threshold=min(SCORES), margin=0.0, shift_y=0.0)
+        for size in (DetectionConfig.min_face_size, 96, 128):  # the detector scale follows (--min-face-sweep)
+            config = replace(detectors[name], min_face_size=size, score_threshold=min(SCORES), margin=0.0, shift_y=0.0)
+            scale = f"{config.detect_scale():.2f} (min_face_size {size})"
             raw = raw_detections(evaluation, config)
             speed = {k: round(v, 1) for k, v in time_detection(evaluation, config, count=20).items()}
             for score in SCORES:
