@@ -23,6 +23,13 @@ cropped from their true boxes. Alignment (eyes levelled before the crop) is meas
 and rotated faces. The detector levers (input scale, score threshold, OpenCV threads) are swept
 for speed and recall. Also: found faces on ../shared/media (messi5.jpg against a hand box,
 Megamind.avi every 15th frame).
+
+``--min-face-sweep`` (a few minutes): the resolution the CNN detector needs, and the default of
+the smallest face to find. Part 1 runs each detector on the photos shrunk by fixed factors and
+reports recall by face size in the image the detector saw, next to the recall of the same faces
+at full resolution (where it plateaus gives ``CNN_MIN_FACE``). Part 2 runs the product path
+(``locate_faces`` + the bundled model, flip) for several ``min_face_size`` values: recall by
+face size, end-to-end accuracy and ms per photo (median), to choose the default.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import argparse
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import sys
 from pathlib import Path
 
@@ -39,6 +46,7 @@ import cv2
 import numpy as np
 
 from emotion_recognition.detection import (
+    CNN_MIN_FACE,
     FRAMING,
     Box,
     DetectionConfig,
@@ -49,12 +57,14 @@ from emotion_recognition.detection import (
     detect_faces,
     frame_box,
     get_detector,
+    locate_faces,
     resolve_detector,
 )
 from emotion_recognition.inference import EmotionRecognizer
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model_files import BUNDLED_MODEL
 from emotion_recognition.preprocessing import resize_face, to_grayscale
+from emotion_recognition.tta import from_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test helpers (tests/testkit.py), not shipped in the package
@@ -269,7 +279,7 @@ def detection_scores(photos: list[Photo], boxes: list[list[Box]]) -> dict:
 
 class Classifier:
     def __init__(self, model_path: Path):
-        self.recognizer = EmotionRecognizer.from_file(model_path)  # flip TTA: the service's default
+        self.recognizer = EmotionRecognizer.from_file(model_path, tta=from_preset("flip"))  # the service's default
 
     def labels(self, faces: list[np.ndarray]) -> list[str]:
         if not faces:
@@ -419,6 +429,129 @@ def speed_only(photos: list[Photo], detectors: dict[str, DetectionConfig]) -> No
     print("load average after:", open("/proc/loadavg").read().split()[:3])
 
 
+SIZE_BANDS = ((40, 60), (60, 80), (80, 120), (120, 251))  # original px, [low, high)
+SEEN_BANDS = ((8, 16), (16, 24), (24, 32), (32, 40), (40, 56), (56, 80), (80, 251))  # px the detector saw
+
+
+def found_faces(photos: list[Photo], boxes: list[list[Box]]) -> list[list[bool]]:
+    """Per photo, per true face: matched at IoU >= 0.3."""
+    out = []
+    for photo, found in zip(photos, boxes):
+        matched = {i for i, _ in match([f.box for f in photo.faces], found, 0.3)}
+        out.append([i in matched for i in range(len(photo.faces))])
+    return out
+
+
+def recall_by_band(photos: list[Photo], hits: list[list[bool]], bands, scale: float = 1.0) -> dict:
+    """Recall per band of face side x ``scale`` (scale < 1: the side the detector saw)."""
+    out = {}
+    for low, high in bands:
+        flags = [hit for p, row in zip(photos, hits) for f, hit in zip(p.faces, row) if low <= f.box.w * scale < high]
+        out[f"{low}-{high - 1}px"] = [round(sum(flags) / len(flags), 4) if flags else None, len(flags)]
+    return out
+
+
+def detection_size_sweep(photos: list[Photo], config: DetectionConfig, scales=(1.0, 0.75, 0.5, 0.375, 0.25)) -> dict:
+    """Part 1 of --min-face-sweep: detect on the photos shrunk by each factor (the detector is
+    given the shrunk image itself, min_face_size 1), boxes mapped back; recall of each face at that
+    scale, by the side it had in the shrunk image, against the same faces at full resolution."""
+    name = resolve_detector(config)
+    detector, framing = get_detector(name), config.framing(name)
+    config = replace(config, min_face_size=1)
+    hits = {}
+    for scale in scales:
+        boxes = []
+        for photo in photos:
+            gray = cv2.cvtColor(photo.image, cv2.COLOR_RGB2GRAY)
+            small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            raw = [Box(round(b.x / scale), round(b.y / scale), round(b.w / scale), round(b.h / scale), b.confidence)
+                   for b in detector.detect(small, config)]
+            boxes.append(raw)
+        hits[scale] = found_faces(photos, framed(photos, boxes, framing))
+    out = {}
+    for scale in scales:
+        row = {}
+        for low, high in SEEN_BANDS:
+            pairs = [(hit, full) for p, r, rf in zip(photos, hits[scale], hits[1.0])
+                     for f, hit, full in zip(p.faces, r, rf) if low <= f.box.w * scale < high]
+            if pairs:
+                row[f"{low}-{high - 1}px"] = {"recall": round(sum(h for h, _ in pairs) / len(pairs), 4),
+                                              "same_faces_full_res": round(sum(f for _, f in pairs) / len(pairs), 4),
+                                              "faces": len(pairs)}
+        out[f"scale={scale}"] = row
+        print(name, f"scale={scale}", row, flush=True)
+    return out
+
+
+MIN_FACE_GRID = ((24, None), (40, None), (48, None), (64, None), (96, None), (128, None), (64, 48), (64, 32))  # (min_face_size, CNN_MIN_FACE; None: the product's)
+
+
+def min_face_sweep(photos: list[Photo], config: DetectionConfig, classifier: Classifier, grid=MIN_FACE_GRID) -> dict:
+    """Part 2 of --min-face-sweep: the product path (``locate_faces``) for each (min_face_size,
+    CNN_MIN_FACE) pair; the first pair (full resolution, today's default) is the baseline. Each
+    photo goes through every pair in turn, so the per-photo time ratios share the load."""
+    import emotion_recognition.detection as detection
+
+    default = detection.CNN_MIN_FACE
+    located = {pair: [] for pair in grid}
+    seconds = {pair: [] for pair in grid}
+    for pair in grid:  # warm-up at each resolution
+        detection.CNN_MIN_FACE = pair[1] or default
+        locate_faces(photos[0].image, replace(config, min_face_size=pair[0]))
+    for photo in photos:
+        for size, cnn_min in grid:
+            detection.CNN_MIN_FACE = cnn_min or default
+            start = time.perf_counter()
+            located[(size, cnn_min)].append(locate_faces(photo.image, replace(config, min_face_size=size)))
+            seconds[(size, cnn_min)].append(time.perf_counter() - start)
+    detection.CNN_MIN_FACE = default
+    out = {}
+    for pair in grid:
+        boxes = [b for b, _ in located[pair]]
+        crops, keys = [], []
+        for pi, (photo, (found, faces)) in enumerate(zip(photos, located[pair])):
+            for ti, fi in match([f.box for f in photo.faces], found, 0.3):
+                crops.append(faces[fi])
+                keys.append((pi, ti))
+        e2e = _accuracies(photos, dict(zip(keys, classifier.labels(crops))))
+        scores = detection_scores(photos, boxes)
+        scale = min(1.0, (pair[1] or default) / pair[0])
+        ratios = np.array(seconds[pair]) / np.array(seconds[grid[0]])
+        by_size = {f"ms_{w}x{h}": round(1000 * float(np.median([t for p, t in zip(photos, seconds[pair]) if p.image.shape[1] == w])), 1)
+                   for w, h in SIZES}
+        row = {"min_face_size": pair[0], "cnn_min_face": pair[1] or default, "detect_scale": round(scale, 3),
+               "recall@0.3": round(scores["recall@0.3"], 4), "precision@0.3": round(scores["precision@0.3"], 4),
+               "recall_by_size": recall_by_band(photos, found_faces(photos, boxes), SIZE_BANDS),
+               "end_to_end": round(e2e["accuracy_all"], 4), **by_size,
+               "time_ratio_to_baseline": round(float(np.median(ratios)), 3)}
+        out[f"{pair[0]}/{pair[1] or default}"] = row
+        print(row, flush=True)
+    return out
+
+
+def sweep_tables(report: dict) -> str:
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    lines = [f"{report['photos']} photos, {report['faces']} faces. Recall @IoU 0.3 by the face side the detector saw "
+             "(in brackets: the same faces at full resolution; faces)", ""]
+    for name, rows in report["detector_scale"].items():
+        bands = [f"{low}-{high - 1}px" for low, high in SEEN_BANDS]
+        lines += [f"| {name} scale | " + " | ".join(bands) + " |", "|---" * (len(bands) + 1) + "|"]
+        for scale, row in rows.items():
+            cells = [f"{pct(row[b]['recall'])} ({pct(row[b]['same_faces_full_res'])}; {row[b]['faces']})" if b in row else ""
+                     for b in bands]
+            lines.append(f"| {scale.split('=')[1]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    bands = [f"{low}-{high - 1}px" for low, high in SIZE_BANDS]
+    lines += ["| min_face_size / CNN_MIN_FACE | detector scale | recall / precision @0.3 | "
+              + " | ".join(f"recall {b} ({report['min_face_size'][next(iter(report['min_face_size']))]['recall_by_size'][b][1]})" for b in bands)
+              + " | end-to-end | time / first row (median per photo) | ms 640x480 | ms 1280x720 |", "|---" * (len(bands) + 7) + "|"]
+    for key, row in report["min_face_size"].items():
+        lines.append(f"| {key} | {row['detect_scale']} | {pct(row['recall@0.3'])} / {pct(row['precision@0.3'])} | "
+                     + " | ".join(pct(row["recall_by_size"][b][0]) for b in bands)
+                     + f" | {pct(row['end_to_end'])} | {row['time_ratio_to_baseline']} | {row['ms_640x480']} | {row['ms_1280x720']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=200)
@@ -428,11 +561,14 @@ def main() -> None:
     parser.add_argument("--model", default=str(BUNDLED_MODEL))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "detection.json"))
     parser.add_argument("--table", metavar="RESULTS_JSON", help="print the markdown tables of a results file and exit")
+    parser.add_argument("--min-face-sweep", action="store_true",
+                        help="detector resolution and min_face_size sweep (module docstring); writes --out")
     parser.add_argument("--speed-only", action="store_true",
                         help="only time each detector at its defaults (a minute; rerun when the cores are idle)")
     args = parser.parse_args()
     if args.table:
-        print(markdown_tables(json.loads(Path(args.table).read_text())))
+        report = json.loads(Path(args.table).read_text())
+        print(sweep_tables(report) if "min_face_size" in report else markdown_tables(report))
         return
 
     started = time.perf_counter()
@@ -455,15 +591,25 @@ def main() -> None:
     if args.speed_only:
         speed_only(evaluation, detectors)
         return
+    if args.min_face_sweep:
+        report["command"] += " --min-face-sweep"
+        report["cnn_min_face"] = CNN_MIN_FACE
+        report["detector_scale"] = {"yuface": detection_size_sweep(evaluation, detectors["yuface"])}  # yunet: same network
+        report["min_face_size"] = min_face_sweep(evaluation, detectors["yuface"], Classifier(Path(args.model)))
+        report["load_average"] = open("/proc/loadavg").read().split()[:3]
+        Path(args.out).write_text(json.dumps(report, indent=1))
+        print(sweep_tables(report))
+        return
 
-    # Levers: input scale (detect once per scale at the lowest threshold, then filter by score)
+    # Levers: min_face_size (which sets the input scale; detect once per value at the lowest threshold, then filter by score)
     # and score threshold; OpenCV threads for yunet. Speed: median ms over 20 photos per size.
     levers = {}
     for name in ("yuface", "yunet"):
         if name not in detectors:
             continue
-        for scale in (1.0, 0.75, 0.5):
-            config = detectors[name].with_options(input_scale=scale, score_threshold=min(SCORES), margin=0.0, shift_y=0.0)
+        for size in (DetectionConfig.min_face_size, 96, 128):  # the detector scale follows (--min-face-sweep)
+            config = replace(detectors[name], min_face_size=size, score_threshold=min(SCORES), margin=0.0, shift_y=0.0)
+            scale = f"{config.detect_scale():.2f} (min_face_size {size})"
             raw = raw_detections(evaluation, config)
             speed = {k: round(v, 1) for k, v in time_detection(evaluation, config, count=20).items()}
             for score in SCORES:
@@ -486,11 +632,11 @@ def main() -> None:
     results = {}
     for name, config in detectors.items():
         framing, grid = calibrate_framing(calibration, config, classifier) if name != "haar" else (FRAMING["haar"], {})
-        config = config.with_options(margin=framing.margin, shift_y=framing.shift_y)
+        config = replace(config, margin=framing.margin, shift_y=framing.shift_y)
         raw = raw_detections(evaluation, config)
         boxes = framed(evaluation, raw, framing)
         row = {"framing": {"margin": framing.margin, "shift_y": framing.shift_y},
-               "input_scale": config.detect_scale(name) if name != "haar" else 1.0,
+               "input_scale": config.detect_scale() if name != "haar" else 1.0,
                "score_threshold": config.score(name) if name != "haar" else None}
         row.update({k: round(v, 4) for k, v in detection_scores(evaluation, boxes).items()})
         row.update({k: round(v, 1) for k, v in time_detection(evaluation, config).items()})

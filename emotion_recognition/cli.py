@@ -7,7 +7,8 @@
 
 Options common to all: ``--model PATH`` (a .keras file; default: the bundled model),
 ``--server URL`` (use a running ``bentoml serve`` instead of a local model), ``--language en|es``,
-``--detector auto|yuface|yunet|haar|haar_alt2`` (docs/detection.md), ``--min-face-size N``. Errors print one line and exit non-zero.
+``--detector auto|yuface|yunet|haar`` (docs/detection.md), ``--min-face-size N`` (smallest face to find;
+it sets the resolution the detector runs at). Errors print one line and exit non-zero.
 """
 
 from __future__ import annotations
@@ -301,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--language", choices=sorted(TRANSLATIONS), default="en", help="label language")
     common.add_argument("--detector", choices=detector_choices(), default=DetectionConfig.detector,
                         help="auto (default): yunet if EMOTION_YUNET_MODEL is set, else yuface, else haar")
-    common.add_argument("--min-face-size", type=int, default=DetectionConfig.min_face_size, metavar="PIXELS")
+    common.add_argument("--min-face-size", type=int, default=DetectionConfig.min_face_size, metavar="PIXELS",
+                        help="smallest face to find; the detector runs on the image shrunk to suit it (default %(default)s)")
     common.add_argument("--tta", choices=list(PRESETS), default="flip",
                         help="test-time views per face: flip (default: face + mirror), none (fastest), "
                              "crops (16 views, most accurate); with --server the service's EMOTION_TTA applies")

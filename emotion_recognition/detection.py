@@ -2,8 +2,10 @@
 
 The chain, each step a small function that can be tested on its own::
 
-    image (RGB/gray) --to_grayscale--> gray
-    gray --detector.detect--> raw boxes (x, y, w, h, confidence, landmarks) in original pixels
+    image (RGB/gray) --to_grayscale--> gray (once per image)
+    gray --detector.detect--> raw boxes (x, y, w, h, confidence, landmarks) in original pixels;
+                              the CNN detectors run on the image shrunk so that the smallest face
+                              to find (``min_face_size``) becomes their ``CNN_MIN_FACE``
     raw box --frame_box--> square around the (shifted) centre, grown by the detector's margin,
                            clipped to the image (FER2013 framing, calibrated per detector)
     gray, box --crop_face--> 48x48 uint8 face for the model
@@ -18,7 +20,7 @@ Detectors (``DetectionConfig.detector``; docs/detection.md has the measurements)
 - ``yunet``: the same network through OpenCV's ``cv2.FaceDetectorYN``, from an ONNX file the user
   downloads once (``DetectionConfig.yunet_model`` / ``EMOTION_YUNET_MODEL``); its sha256 is checked.
   Faster than ``yuface`` (OpenCV's DNN runtime) but needs the file.
-- ``haar`` / ``haar_alt2``: OpenCV's Haar cascades (bundled with opencv-python 4.x): the fallback.
+- ``haar``: OpenCV's Haar cascade (bundled with opencv-python 4.x): the fallback.
 - ``auto`` (default): ``yunet`` if a model file is configured, else ``yuface`` if importable, else
   ``haar`` with a warning. ``resolve_detector`` says which one runs.
 
@@ -68,7 +70,10 @@ YUNET_MODEL_URL = (
     "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
 )
 YUNET_MODEL_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
-YUNET_MIN_FACE = 10  # pixels: smaller faces (in the image the network sees) are not found
+# Face side (px, in the image the network sees) from which YuNet on a shrunk image still finds
+# the faces it finds at full size: the detector runs on the image shrunk by CNN_MIN_FACE /
+# min_face_size (never enlarged). From bench/detection_benchmark.py --min-face-sweep.
+CNN_MIN_FACE = 64
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,6 @@ class Box:
     h: int
     confidence: float = 1.0
     landmarks: Landmarks | None = None
-
-    def to_dict(self) -> dict:
-        return {"x": self.x, "y": self.y, "w": self.w, "h": self.h, "confidence": self.confidence,
-                "landmarks": landmarks_to_list(self.landmarks)}
 
 
 def landmarks_to_list(landmarks: Landmarks | None) -> list[list[float]] | None:
@@ -115,16 +116,12 @@ class Framing:
 # Chosen on bench/detection_benchmark.py by end-to-end emotion accuracy (bench/README.md).
 FRAMING: dict[str, Framing] = {
     "haar": Framing(margin=0.02, shift_y=0.0),
-    "haar_alt2": Framing(margin=0.02, shift_y=0.0),
     "yunet": Framing(margin=-0.05, shift_y=-0.05),
     "yuface": Framing(margin=-0.05, shift_y=0.05),
 }
 
-# Fraction of the image size the CNN detectors look at, and their score threshold, per detector:
-# chosen on the same benchmark. Downscaling is faster but loses the small faces (40-79 px: recall
-# 0.70 at full size, 0.55 at 0.75, 0.35 at 0.5), so it is off. Score 0.4 is the lowest threshold
-# keeping precision >= 97% at IoU 0.3 (0.3 drops it to about 96%).
-INPUT_SCALE: dict[str, float] = {"yunet": 1.0, "yuface": 1.0}
+# Score threshold of the CNN detectors, chosen on the same benchmark: the lowest keeping
+# precision >= 97% at IoU 0.3 (0.3 drops it to about 96%).
 SCORE_THRESHOLD: dict[str, float] = {"yunet": 0.4, "yuface": 0.4}
 
 
@@ -136,21 +133,21 @@ def _default_yunet_model() -> str:
 class DetectionConfig:
     """Everything that decides which faces are found and how they are framed.
 
-    ``None`` for margin / shift_y / input_scale / score_threshold means the running detector's
-    calibrated value (``FRAMING``, ``INPUT_SCALE``, ``SCORE_THRESHOLD``).
+    ``None`` for margin / shift_y / score_threshold means the running detector's calibrated
+    value (``FRAMING``, ``SCORE_THRESHOLD``). ``min_face_size`` also sets the resolution the CNN
+    detectors run at (``detect_scale``): a larger value is faster and drops smaller faces.
     """
 
     detector: str = "auto"
     scale_factor: float = 1.1  # Haar: image pyramid step of the cascade
     min_neighbors: int = 5  # Haar: overlapping raw detections needed to keep a face
-    min_face_size: int = 24  # smallest face side in pixels (of the original image)
+    min_face_size: int = 24  # smallest face side to find, px of the original image (bench/README.md)
     max_face_size: int = 0  # 0: no limit
     margin: float | None = None  # fraction of the square side added on every edge
     shift_y: float | None = None  # move the crop centre down by this fraction of the side
     min_confidence: float = 0.0  # drop detections below this confidence
     max_faces: int = 50  # keep at most this many faces (highest confidence first)
     score_threshold: float | None = None  # yunet/yuface: keep detections scoring at least this
-    input_scale: float | None = None  # yunet/yuface: detect on the image resized by this factor
     yunet_model: str = field(default_factory=_default_yunet_model)  # path of the YuNet ONNX file
 
     def __post_init__(self) -> None:
@@ -168,24 +165,18 @@ class DetectionConfig:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.score_threshold is not None and not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if self.input_scale is not None and not 0.05 <= self.input_scale <= 1.0:
-            raise ValueError(f"input_scale must be in [0.05, 1], got {self.input_scale}")
         if self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
-
-    def with_options(self, **changes) -> "DetectionConfig":
-        return replace(self, **changes)
 
     def framing(self, detector: str) -> Framing:
         base = FRAMING.get(detector, Framing(margin=0.0))
         return Framing(base.margin if self.margin is None else self.margin,
                        base.shift_y if self.shift_y is None else self.shift_y)
 
-    def detect_scale(self, detector: str) -> float:
-        """The input scale: the configured one, but never so small that a face of
-        ``min_face_size`` pixels shrinks below what YuNet finds."""
-        wanted = INPUT_SCALE.get(detector, 1.0) if self.input_scale is None else self.input_scale
-        return min(1.0, max(wanted, YUNET_MIN_FACE / self.min_face_size))
+    def detect_scale(self) -> float:
+        """The factor the CNN detectors shrink the image by: a face of ``min_face_size`` px
+        becomes ``CNN_MIN_FACE`` px; never above 1 (enlarging finds no more and costs more)."""
+        return min(1.0, CNN_MIN_FACE / self.min_face_size)
 
     def score(self, detector: str) -> float:
         return SCORE_THRESHOLD.get(detector, 0.5) if self.score_threshold is None else self.score_threshold
@@ -320,7 +311,7 @@ class YuNetOpenCVDetector:
 
     def detect(self, gray: np.ndarray, config: DetectionConfig) -> list[Box]:
         _check_gray(gray)
-        scale = config.detect_scale("yunet")
+        scale = config.detect_scale()
         image = _scaled_bgr(gray, scale)
         model = self._model(config, (image.shape[1], image.shape[0]))
         model.setScoreThreshold(config.score("yunet"))
@@ -333,6 +324,8 @@ def import_yuface():
     # yuface runs on its own OpenMP runtime, whose idle threads spin by default: on cores shared
     # with TensorFlow or other processes a 640x480 frame went from ~45 ms to ~190 ms median
     # (bench/README.md). Passive waiting (read when the runtime loads) unless the user chose.
+    # Its thread count stays OpenMP's default: 1 vs 2 threads measured the same (bench/README.md),
+    # and OMP_NUM_THREADS is process-wide (TensorFlow reads it too).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import yuface
@@ -352,7 +345,7 @@ class YuFaceDetector:
 
     def detect(self, gray: np.ndarray, config: DetectionConfig) -> list[Box]:
         _check_gray(gray)
-        scale = config.detect_scale("yuface")
+        scale = config.detect_scale()
         rows = np.asarray(self._detect(_scaled_bgr(gray, scale)), dtype=np.float64)
         if rows.size == 0:
             return []
@@ -363,26 +356,19 @@ class YuFaceDetector:
         return _yunet_rows_to_boxes(reordered, scale, config)
 
 
-_DETECTORS: dict[str, Callable[[], FaceDetector]] = {}
+_DETECTORS: dict[str, Callable[[], FaceDetector]] = {
+    "haar": lambda: HaarCascadeDetector("haarcascade_frontalface_default.xml"),
+    "yunet": YuNetOpenCVDetector,
+    "yuface": YuFaceDetector,
+}
 _INSTANCES: dict[str, FaceDetector] = {}
 _LOCK = threading.Lock()
 _UNAVAILABLE: set[str] = set()  # detectors ``auto`` found unusable
 
 
-def register_detector(name: str, factory: Callable[[], FaceDetector]) -> None:
-    """Make a detector available as ``DetectionConfig(detector=name)``."""
-    with _LOCK:
-        _DETECTORS[name] = factory
-        _INSTANCES.pop(name, None)
-
-
-def available_detectors() -> list[str]:
-    return sorted(_DETECTORS)
-
-
 def detector_choices() -> list[str]:
-    """Every name ``DetectionConfig.detector`` accepts: ``auto`` and the registered detectors."""
-    return ["auto", *available_detectors()]
+    """Every name ``DetectionConfig.detector`` accepts."""
+    return ["auto", *_DETECTORS]
 
 
 def get_detector(name: str) -> FaceDetector:
@@ -414,13 +400,6 @@ def resolve_detector(config: DetectionConfig) -> str:
         return "haar"
 
 
-def reset_detectors() -> None:
-    """Forget loaded detectors and ``auto``'s choice (tests that change what is installed)."""
-    with _LOCK:
-        _INSTANCES.clear()
-        _UNAVAILABLE.clear()
-
-
 def prepare_detector(config: DetectionConfig) -> str:
     """Resolve and load the detector now (at startup), so a missing package or model file is one
     clear DetectorUnavailable error before the first image, not a failure inside a request."""
@@ -438,16 +417,10 @@ def describe_detector(config: DetectionConfig) -> dict:
     framing = config.framing(name)
     info = {"detector": name, "configured": config.detector, "margin": framing.margin, "shift_y": framing.shift_y}
     if name in ("yunet", "yuface"):
-        info.update(score_threshold=config.score(name), input_scale=config.detect_scale(name))
+        info.update(score_threshold=config.score(name), input_scale=config.detect_scale())
     if name == "yunet":
         info["model_file"] = str(config.yunet_model)
     return info
-
-
-register_detector("haar", lambda: HaarCascadeDetector("haarcascade_frontalface_default.xml"))
-register_detector("haar_alt2", lambda: HaarCascadeDetector("haarcascade_frontalface_alt2.xml"))
-register_detector("yunet", YuNetOpenCVDetector)
-register_detector("yuface", YuFaceDetector)
 
 
 def square_box(box: Box) -> Box:
@@ -482,8 +455,10 @@ def frame_box(box: Box, framing: Framing, width: int, height: int) -> Box:
 
 def detect_faces(image: np.ndarray, config: DetectionConfig | None = None) -> list[Box]:
     """Framed face boxes (square, padded, clipped) in ``image``, highest confidence first."""
-    config = config or DetectionConfig()
-    gray = to_grayscale(image)
+    return _detect_gray(to_grayscale(image), config or DetectionConfig())
+
+
+def _detect_gray(gray: np.ndarray, config: DetectionConfig) -> list[Box]:
     height, width = gray.shape
     name = resolve_detector(config)
     framing = config.framing(name)
@@ -503,10 +478,14 @@ def crop_face(gray_image: np.ndarray, box: Box) -> np.ndarray:
     face is never stretched.
     """
     gray = to_grayscale(gray_image)
+    return _crop_clipped(gray, clip_box(box, gray.shape[1], gray.shape[0]))
+
+
+def _crop_clipped(gray: np.ndarray, clipped: Box) -> np.ndarray:
+    """``crop_face`` for a box already inside the 2-D ``gray`` (what ``frame_box`` returns)."""
     height, width = gray.shape
-    clipped = clip_box(box, width, height)
     if clipped.w <= 0 or clipped.h <= 0:
-        raise ValueError(f"box {box} is outside the {width}x{height} image")
+        raise ValueError(f"box {clipped} is outside the {width}x{height} image")
     crop = gray[clipped.y : clipped.y + clipped.h, clipped.x : clipped.x + clipped.w]
     if clipped.w != clipped.h:
         side = max(clipped.w, clipped.h)
@@ -518,17 +497,15 @@ def crop_face(gray_image: np.ndarray, box: Box) -> np.ndarray:
         if clipped.y + clipped.h == height and clipped.y > 0:
             top = 0
         crop = cv2.copyMakeBorder(crop, top, pad_y - top, left, pad_x - left, cv2.BORDER_REPLICATE)
-    face = resize_face(crop)
-    assert face.shape == (FACE_SIZE, FACE_SIZE)
-    return np.ascontiguousarray(face, dtype=np.uint8)
+    return np.ascontiguousarray(resize_face(crop), dtype=np.uint8)
 
 
 def locate_faces(
     image: np.ndarray, config: DetectionConfig | None = None
 ) -> tuple[list[Box], np.ndarray]:
-    """Detect and crop: (boxes, faces (N, 48, 48) uint8) for one image."""
+    """Detect and crop: (boxes, faces (N, 48, 48) uint8) for one image, converted to gray once;
+    the detector may see a shrunk copy, the crops come from the full-resolution image."""
     gray = to_grayscale(image)
-    boxes = detect_faces(gray, config)
-    faces = np.stack([crop_face(gray, b) for b in boxes]) if boxes else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8)
+    boxes = _detect_gray(gray, config or DetectionConfig())
+    faces = np.stack([_crop_clipped(gray, b) for b in boxes]) if boxes else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8)
     return boxes, faces
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from dataclasses import replace
 
 import logging
 
@@ -16,7 +17,6 @@ from emotion_recognition.detection import (
     DetectionConfig,
     DetectorUnavailable,
     Framing,
-    available_detectors,
     describe_detector,
     frame_box,
     resolve_detector,
@@ -28,7 +28,6 @@ from emotion_recognition.detection import (
     get_detector,
     level_weight_to_confidence,
     locate_faces,
-    register_detector,
     square_box,
 )
 from emotion_recognition.preprocessing import resize_face
@@ -106,15 +105,15 @@ def test_config_validation_and_unknown_detector():
         DetectionConfig(margin=-0.3)
     with pytest.raises(ValueError, match="unknown face detector 'nope'"):
         detect_faces(np.zeros((100, 100), np.uint8), DetectionConfig(detector="nope"))
-    assert {"haar", "haar_alt2"} <= set(available_detectors())
+    assert detection.detector_choices() == ["auto", "haar", "yunet", "yuface"]
 
 
-def test_a_registered_detector_is_used_and_framed():
+def test_detected_boxes_are_framed_filtered_and_sorted(monkeypatch):
     class Fixed:
         def detect(self, gray, config):
             return [Box(10, 20, 30, 20, 0.9), Box(0, 0, 5, 5, 0.1)]
 
-    register_detector("fixed-test", Fixed)
+    monkeypatch.setitem(detection._DETECTORS, "fixed-test", Fixed)
     boxes = detect_faces(np.zeros((100, 100, 3), np.uint8), DetectionConfig(detector="fixed-test", margin=0.1, min_confidence=0.5))
     # square 30x30 around the centre (25, 30) -> (10, 15, 30, 30); +3 px margin each side
     assert boxes == [Box(7, 12, 36, 36, 0.9)]  # margin given: the detector's own framing is not used
@@ -139,16 +138,16 @@ def test_no_face_in_a_plain_image():
         ("messi5.jpg", Box(226, 93, 39, 39)),  # small, partly turned face
     ],
 )
-@pytest.mark.parametrize("detector", ["haar", "haar_alt2"])
-def test_one_face_in_each_media_photo(name, expected, detector):
+def test_one_face_in_each_media_photo(name, expected):
     image = rgb(name)
-    boxes = detect_faces(image, DetectionConfig(detector=detector))
+    config = DetectionConfig(detector="haar", min_face_size=24)
+    boxes = detect_faces(image, config)
     assert len(boxes) == 1
     box = boxes[0]
     assert iou(box, expected) > 0.7
     assert box.w == box.h and 0 < box.confidence <= 1
     assert box.x >= 0 and box.y >= 0 and box.x + box.w <= image.shape[1] and box.y + box.h <= image.shape[0]
-    boxes2, faces = locate_faces(image, DetectionConfig(detector=detector))
+    boxes2, faces = locate_faces(image, config)
     assert boxes2 == boxes and faces.shape == (1, 48, 48) and faces.dtype == np.uint8
 
 
@@ -226,14 +225,63 @@ def test_framing_comes_from_the_running_detector_unless_configured():
     assert DetectionConfig(shift_y=0.2).framing("haar") == Framing(FRAMING["haar"].margin, 0.2)
 
 
-def test_input_scale_never_hides_faces_of_min_face_size():
-    assert DetectionConfig(input_scale=0.5).detect_scale("yunet") == 0.5  # 24 px faces -> 12 px
-    assert DetectionConfig(input_scale=0.2, min_face_size=24).detect_scale("yunet") == pytest.approx(10 / 24)
-    assert DetectionConfig(input_scale=0.5, min_face_size=10).detect_scale("yuface") == 1.0
-    with pytest.raises(ValueError, match="input_scale"):
-        DetectionConfig(input_scale=1.5)
+def test_min_face_size_sets_the_detector_scale_never_above_one():
+    cnn = detection.CNN_MIN_FACE
+    assert DetectionConfig(min_face_size=2 * cnn).detect_scale() == 0.5  # a face of min_face_size -> CNN_MIN_FACE px
+    assert DetectionConfig(min_face_size=cnn).detect_scale() == 1.0
+    assert DetectionConfig(min_face_size=cnn // 2).detect_scale() == 1.0  # never enlarged
+    assert DetectionConfig().detect_scale() == min(1.0, cnn / DetectionConfig.min_face_size)
+    with pytest.raises(ValueError, match="min_face_size"):
+        DetectionConfig(min_face_size=0)
     with pytest.raises(ValueError, match="score_threshold"):
         DetectionConfig(score_threshold=2)
+
+
+class RecordingNetwork:
+    """Stands in for yuface's network: records the image it is given and reports one face at a
+    fixed place of that image (row: score 0-100, x, y, w, h, 10 landmark coordinates)."""
+
+    def __init__(self, box):
+        self.box, self.shapes = box, []
+
+    def __call__(self, bgr):
+        self.shapes.append(bgr.shape)
+        x, y, w, h = self.box
+        return np.array([[90, x, y, w, h, *[x + w // 2, y + h // 2] * 5]])
+
+
+def test_the_detector_sees_a_shrunk_image_and_boxes_come_back_in_full_resolution(monkeypatch):
+    side = detection.CNN_MIN_FACE  # the face the network reports, in the image it saw
+    detector = detection.YuFaceDetector.__new__(detection.YuFaceDetector)  # no yuface needed
+    detector._detect = network = RecordingNetwork((40, 20, side, side))
+    monkeypatch.setitem(detection._INSTANCES, "yuface", detector)
+    height, width = 4 * side, 6 * side
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    config = DetectionConfig(detector="yuface", min_face_size=2 * side, margin=0.0, shift_y=0.0)
+    boxes, faces = locate_faces(image, config)
+    assert network.shapes == [(height // 2, width // 2, 3)]  # half size: min_face_size is twice CNN_MIN_FACE
+    centre = (float(2 * (40 + side // 2)), float(2 * (20 + side // 2)))
+    assert boxes == [Box(80, 40, 2 * side, 2 * side, 0.9, (centre,) * 5)]  # the network's box x 2
+    # the crop is taken from the full-resolution image, not from the one the detector saw
+    assert np.array_equal(faces[0], crop_face(image, boxes[0]))
+    seen = cv2.cvtColor(cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    assert not np.array_equal(faces[0], resize_face(seen[20 : 20 + side, 40 : 40 + side]))
+    # a face smaller than min_face_size in the full image is not kept
+    network.box = (40, 20, side - 2, side - 2)
+    assert detect_faces(image, config) == []
+    # min_face_size at most CNN_MIN_FACE: the detector gets the image at full size
+    detect_faces(image, replace(config, min_face_size=side))
+    assert network.shapes[-1] == (height, width, 3)
+
+
+def test_a_larger_min_face_size_still_finds_a_large_real_face(yuface_installed):
+    canvas = np.full((720, 1280, 3), 120, np.uint8)
+    face = cv2.resize(rgb("fear.jpg"), (300, 300))
+    canvas[200:500, 500:800] = face
+    full = detect_faces(canvas, DetectionConfig(detector="yuface", min_face_size=detection.CNN_MIN_FACE))
+    shrunk_boxes, shrunk_faces = locate_faces(canvas, DetectionConfig(detector="yuface", min_face_size=2 * detection.CNN_MIN_FACE))
+    assert len(full) == len(shrunk_boxes) == 1 and iou(full[0], shrunk_boxes[0]) > 0.7
+    assert np.array_equal(shrunk_faces[0], crop_face(canvas, shrunk_boxes[0]))
 
 
 # ---------------------------------------------------------------- CNN detectors
@@ -321,7 +369,8 @@ def test_auto_falls_back_to_haar_with_a_warning_when_yuface_is_missing(monkeypat
 
     monkeypatch.delenv("EMOTION_YUNET_MODEL", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_yuface)
-    detection.reset_detectors()
+    monkeypatch.setattr(detection, "_INSTANCES", {})  # forget the loaded detectors and auto's choice
+    monkeypatch.setattr(detection, "_UNAVAILABLE", set())
     try:
         with caplog.at_level(logging.WARNING, logger="emotion_recognition.detection"):
             image = rgb("fear.jpg")
@@ -336,7 +385,6 @@ def test_auto_falls_back_to_haar_with_a_warning_when_yuface_is_missing(monkeypat
             detect_faces(image, DetectionConfig(detector="yuface"))  # asked for by name: an error
     finally:
         monkeypatch.undo()
-        detection.reset_detectors()
 
 
 # ---------------------------------------------------------------- alignment (synthetic face)
