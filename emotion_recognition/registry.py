@@ -5,12 +5,26 @@ With no champion yet (a fresh store) the yardstick is the bundled default model,
 the same images with the same views: a new model beats it, or the bundled model is registered
 as a version of its own and becomes the champion. So a short smoke run in a fresh store never
 becomes the model `serving.import_model` serves.
+
+Promotion is a compare-and-set under ``promotion_lock``: concurrent runs (queued experiments)
+take turns to re-read the champion, compare and move the alias, so the better model wins every
+time. A registered model is only ever read as its ``model.keras`` file with Keras' safe mode:
+never through ``mlflow.tensorflow.load_model``, which unpickles ``custom_objects.cloudpickle``
+(code execution for anyone who can write to the registry).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import random
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -18,15 +32,48 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from emotion_recognition.evaluation import classification_metrics, predict_probabilities
 from emotion_recognition.model import load_model
 from emotion_recognition.model_files import BUNDLED_MODEL
+from emotion_recognition.stage_io import StageInputError
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 from emotion_recognition.tta import TestTimeAugmentation
 
 log = logging.getLogger(__name__)
+# A promotion holds the lock for seconds to minutes (re-measuring the champion on the test set);
+# a lock older than this was left by a killed process and is broken.
+LOCK_STALE_SECONDS = 1800
+LOCK_WAIT_SECONDS = 2400
+
+
+class RegistryError(StageInputError):
+    """The registry holds something this project cannot use safely; the message says what."""
+
+
+def _is(error: MlflowException, *codes: int) -> bool:
+    return error.error_code in {ErrorCode.Name(code) for code in codes}
+
+
+def model_file(name: str, version: str, dest: str | Path) -> Path:
+    """Download only ``model.keras`` of registered ``name`` version ``version`` into ``dest``."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}/data/model.keras",
+                                                        dst_path=str(dest)))
+    except (MlflowException, OSError) as error:
+        raise RegistryError(f"{name} v{version}: its model.keras could not be downloaded "
+                            f"({str(error).splitlines()[0][:300]})") from None
+
+
+def load_registered_model(name: str, version: str) -> keras.Model:
+    """The version's model, from its ``.keras`` file in Keras' safe mode (no pickle, no lambdas)."""
+    with tempfile.TemporaryDirectory(prefix="fer-registry-") as tmp:
+        path = model_file(name, version, tmp)
+        try:
+            return load_model(path)
+        except (OSError, ValueError, TypeError) as error:
+            raise RegistryError(f"{name} v{version}: no safely loadable model.keras ({error})") from None
 
 
 def digest_of_test_set(images: np.ndarray, labels: np.ndarray) -> str:
@@ -58,8 +105,52 @@ def champion_accuracy(client: MlflowClient, images: np.ndarray, labels: np.ndarr
     champion = current_champion(client, name)
     if champion is None:
         return None
-    model = mlflow.tensorflow.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
-    return champion, accuracy_of(model, images, labels, tta)
+    return champion, accuracy_of(load_registered_model(name, champion.version), images, labels, tta)
+
+
+def _delete_lock(client: MlflowClient, lock: str, holder: str) -> None:
+    """Delete ``lock`` if ``holder`` still holds it (a lock broken as stale has another holder)."""
+    try:
+        if client.get_registered_model(lock).tags.get("holder") == holder:
+            client.delete_registered_model(lock)
+    except MlflowException as error:
+        if not _is(error, RESOURCE_DOES_NOT_EXIST):
+            raise
+
+
+@contextmanager
+def promotion_lock(client: MlflowClient, name: str = REGISTERED_MODEL_NAME, stale_after: float = LOCK_STALE_SECONDS,
+                   wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """A lock every store honours: MLflow has no compare-and-set on aliases, but creating a
+    registered model is atomic (names are unique: a second creator gets RESOURCE_ALREADY_EXISTS).
+    The lock is the registered model ``<name>-promotion-lock``, tagged with its holder."""
+    lock, token = f"{name}-promotion-lock", f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            client.create_registered_model(lock, tags={"holder": token}, description="held while promoting a champion")
+            break
+        except MlflowException as error:  # taken; or released between the create and the store's re-read
+            if not _is(error, RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST):
+                raise
+        try:
+            held = client.get_registered_model(lock)
+        except MlflowException as error:
+            if not _is(error, RESOURCE_DOES_NOT_EXIST):
+                raise
+            continue
+        age = time.time() - held.creation_timestamp / 1000
+        if age > stale_after:
+            log.warning("breaking the promotion lock %s held by %s for %.0f s", lock, held.tags.get("holder"), age)
+            _delete_lock(client, lock, held.tags.get("holder"))
+        elif time.monotonic() > deadline:
+            raise RegistryError(f"the registry's promotion lock {lock} is held by {held.tags.get('holder')} "
+                                f"({age:.0f} s); delete that registered model if its process is gone")
+        time.sleep(random.uniform(0.05, 0.25))  # jitter: waiters do not retry in lockstep
+    try:
+        yield
+    finally:
+        _delete_lock(client, lock, token)
 
 
 def tag_version(client: MlflowClient, name: str, version: str, accuracy: float, digest: str, run_id: str) -> None:
@@ -94,6 +185,13 @@ def register_and_promote(model_uri: str, run_id: str, accuracy: float, images: n
     champion yet, the ``baseline`` model file (the bundled default) on the same images and views.
     Returns the decision as a sentence, also logged."""
     client = MlflowClient()
+    with promotion_lock(client, name):  # the champion is read, compared and moved by one run at a time
+        decision = _register_and_promote(client, model_uri, run_id, accuracy, images, labels, tta, name, baseline)
+    log.info(decision)
+    return decision
+
+
+def _register_and_promote(client, model_uri, run_id, accuracy, images, labels, tta, name, baseline) -> str:
     previous = champion_accuracy(client, images, labels, tta, name)
     digest = digest_of_test_set(images, labels)
     baseline_model = baseline_accuracy = None
@@ -124,5 +222,4 @@ def register_and_promote(model_uri: str, run_id: str, accuracy: float, images: n
         decision = (f"{new}; no champion yet, and it does not beat the bundled default model "
                     f"({baseline_accuracy:.4f} on the same test set): the bundled model is registered as "
                     f"v{bundled} and is @{CHAMPION_ALIAS}")
-    log.info(decision)
     return decision

@@ -3,7 +3,9 @@
 Default store: ``mlflow.db`` (SQLite, needed by the model registry) and ``mlartifacts/`` at the
 repository root. The root is found from the working directory, skipping DVC's temporary
 experiment workspaces (``.dvc/tmp/exps/...``) so ``dvc exp run`` logs to the same store.
-``MLFLOW_TRACKING_URI`` overrides it for a team's tracking server.
+``MLFLOW_TRACKING_URI`` overrides it for a team's tracking server. MLflow's own HTTP defaults
+(120 s timeout, 7 retries with backoff: about 4 minutes per call) make an unreachable server look
+like a hung stage; the project's shorter defaults below apply unless those variables are set.
 """
 
 from __future__ import annotations
@@ -11,9 +13,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from emotion_recognition.stage_io import StageInputError
+
 REGISTERED_MODEL_NAME = "fer-emotion"
 CHAMPION_ALIAS = "champion"
 EXPERIMENT_NAME = "fer-emotion"
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}  # worst case about 35 s per call
+
+
+class TrackingUnavailable(StageInputError):
+    """The tracking store cannot be reached or used; the message names its URI."""
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -40,19 +50,33 @@ def artifact_location(root: str | Path | None = None) -> str:
 
 
 def configure_mlflow(root: str | Path | None = None) -> str:
-    """Point MLflow at the project's store and experiment; returns the tracking URI."""
+    """Point MLflow at the project's store and experiment; returns the tracking URI. This is the
+    first call to the store, so an unreachable one stops here, before a stage writes anything."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     overridden = bool(os.environ.get("MLFLOW_TRACKING_URI"))  # read before set_tracking_uri sets it
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT_NAME) is None:
-        location = None if overridden else artifact_location(root)
-        mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=location)
-    mlflow.set_experiment(EXPERIMENT_NAME)
+    try:
+        if mlflow.get_experiment_by_name(EXPERIMENT_NAME) is None:
+            location = None if overridden else artifact_location(root)
+            mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=location)
+        mlflow.set_experiment(EXPERIMENT_NAME)
+    except MlflowException as error:
+        raise TrackingUnavailable(f"MLflow tracking store {redacted(uri)} is not usable: "
+                                  f"{str(error).splitlines()[0][:300]}. Start it or set MLFLOW_TRACKING_URI") from None
     return uri
 
 
-def champion_uri() -> str:
-    return f"models:/{REGISTERED_MODEL_NAME}@{CHAMPION_ALIAS}"
+def redacted(uri: str) -> str:
+    """``uri`` without a password (``https://user:secret@host`` -> ``https://user:***@host``)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
