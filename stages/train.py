@@ -20,7 +20,7 @@ from emotion_recognition.data import load_split, sha256_file
 from emotion_recognition.distribute import make_strategy
 from emotion_recognition.model import build_model
 from emotion_recognition.params import flat_params, load_params
-from emotion_recognition.resume import BACKUP_DIR, TrainingBackup
+from emotion_recognition.resume import BACKUP_DIR, TrainingBackup, stage_inputs
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.training import (
@@ -72,7 +72,8 @@ def main() -> None:
     val_ds = make_dataset(val, 256, False, p)
     history = HistoryWriter(HISTORY)
 
-    backup = TrainingBackup({"params": flat_params(params), "train_images": len(train), "val_images": len(val)})
+    backup = TrainingBackup({"params": flat_params(params), "train_images": len(train), "val_images": len(val)},
+                            inputs=stage_inputs("train"))
     configure_mlflow()
     initial_sha256 = sha256_file(initial) if initial is not None else None
     # A descriptive name: MLflow's random names repeat here because the seed is fixed above.
