@@ -146,7 +146,7 @@ def promotion_lock(client: MlflowClient, name: str = REGISTERED_MODEL_NAME, stal
         elif time.monotonic() > deadline:
             raise RegistryError(f"the registry's promotion lock {lock} is held by {held.tags.get('holder')} "
                                 f"({age:.0f} s); delete that registered model if its process is gone")
-        time.sleep(random.uniform(0.05, 0.25))  # jitter: waiters do not retry in lockstep
+        time.sleep(random.uniform(0.2, 1.0))  # jitter: waiters do not retry in lockstep
     try:
         yield
     finally:

@@ -23,8 +23,9 @@ from emotion_recognition.data import DatasetError, Split, read_fer2013, save_spl
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.registry import RegistryError, load_registered_model, promotion_lock, register_and_promote
 from emotion_recognition.resume import TrainingBackup, stage_inputs
-from emotion_recognition.tracking import CHAMPION_ALIAS, TrackingUnavailable, configure_mlflow
+from emotion_recognition.tracking import CHAMPION_ALIAS, configure_mlflow
 from emotion_recognition.tta import TestTimeAugmentation
+from testkit import promote_concurrently
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HAPPY, FEAR, ANGRY, SAD = (EMOTIONS.index(e) for e in ("happy", "fear", "angry", "sad"))
@@ -126,48 +127,33 @@ def test_the_promotion_lock_excludes_waits_and_breaks_a_stale_holder(mlflow_stor
         assert client.get_registered_model("locked-promotion-lock").tags["holder"] != "host:4242:dead"
 
 
-@pytest.mark.slow
-def test_concurrent_promotions_leave_the_best_model_champion_every_time(mlflow_store, make_constant_model,
-                                                                         log_keras_model, monkeypatch, tmp_path):
-    """Three runs evaluated at once in a fresh store with a bundled model scoring 3/18: two beat it
-    (6/18, 4/18), one loses (2/18). Whatever the order, the 6/18 model ends champion and the loser
-    never re-registers the bundled model over it. The champion read is slowed so that without the
-    lock the runs interleave between reading and setting the alias (then this test fails)."""
-    configure_mlflow()
-    client = MlflowClient()
-    baseline = tmp_path / "bundled.keras"
-    make_constant_model(ANGRY).save(baseline)
-    logged = {label: log_keras_model(make_constant_model(label)) for label in (HAPPY, FEAR, SAD)}
-    read_champion = registry.current_champion
+@pytest.fixture
+def slow_champion_read(monkeypatch):
+    """Slow the champion read so that, without the lock, concurrent runs interleave between reading
+    and setting the alias (the race tests then fail)."""
+    read = registry.current_champion
 
     def slow_read(*args, **kwargs):
-        champion = read_champion(*args, **kwargs)
+        champion = read(*args, **kwargs)
         time.sleep(0.3)
         return champion
 
     monkeypatch.setattr(registry, "current_champion", slow_read)
+
+
+@pytest.mark.slow
+def test_concurrent_promotions_leave_the_best_model_champion_every_time(mlflow_store, make_constant_model,
+                                                                         log_keras_model, slow_champion_read, tmp_path):
+    """Three runs evaluated at once in a fresh store with a bundled model scoring 3/18: two beat it
+    (6/18, 4/18), one loses (2/18). Whatever the order, the 6/18 model ends champion and the loser
+    never re-registers the bundled model over it."""
+    configure_mlflow()
+    baseline = tmp_path / "bundled.keras"
+    make_constant_model(ANGRY).save(baseline)
+    logged = {log_keras_model(make_constant_model(label)): COUNTS[label] / 18 for label in (HAPPY, FEAR, SAD)}
     for round_ in range(3):
-        name = f"race-{round_}"
-        start, errors = threading.Barrier(len(logged)), []
-
-        def promote(label):
-            run_id, model_uri = logged[label]
-            try:
-                start.wait()
-                register_and_promote(model_uri, run_id, COUNTS[label] / 18, IMAGES, LABELS, TestTimeAugmentation(),
-                                     name=name, baseline=baseline)
-            except Exception as error:  # noqa: BLE001 - reported below
-                errors.append(error)
-
-        threads = [threading.Thread(target=promote, args=(label,)) for label in logged]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(300)
-        assert not errors, errors
-        champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-        assert champion.run_id == logged[HAPPY][0], f"round {round_}: champion is v{champion.version}"
-        assert len(client.search_model_versions(f"name='{name}'")) in (3, 4)  # + the bundled model at most once
+        champion = promote_concurrently(logged, f"race-{round_}", IMAGES, LABELS, baseline)
+        assert champion == next(iter(logged))[0], f"round {round_}: the champion is not the best run"
 
 
 # %% Unreachable tracking server
