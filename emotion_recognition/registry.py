@@ -6,11 +6,8 @@ the same images with the same views: a new model beats it, or the bundled model 
 as a version of its own and becomes the champion. So a short smoke run in a fresh store never
 becomes the model `serving.import_model` serves.
 
-Promotion is a compare-and-set under ``promotion_lock``: concurrent runs (queued experiments)
-take turns to re-read the champion, compare and move the alias, so the better model wins every
-time. A registered model is only ever read as its ``model.keras`` file with Keras' safe mode:
-never through ``mlflow.tensorflow.load_model``, which unpickles ``custom_objects.cloudpickle``
-(code execution for anyone who can write to the registry).
+Promotion is a compare-and-set under ``promotion_lock``. Models are read only as their
+``.keras`` file in Keras' safe mode: ``mlflow.tensorflow.load_model`` unpickles files.
 """
 
 from __future__ import annotations
@@ -42,38 +39,36 @@ from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 from emotion_recognition.tta import TestTimeAugmentation
 
 log = logging.getLogger(__name__)
-# A promotion holds the lock for seconds to minutes (re-measuring the champion on the test set);
-# a lock older than this was left by a killed process and is broken.
-LOCK_STALE_SECONDS = 1800
-LOCK_WAIT_SECONDS = 2400
+# A promotion holds the lock for seconds to minutes (it re-measures the champion); an older lock
+# was left by a killed process and is broken.
+LOCK_STALE_SECONDS, LOCK_WAIT_SECONDS = 1800, 2400
 
 
-class RegistryError(StageInputError):
-    """The registry holds something this project cannot use safely; the message says what."""
-
-
-def _is(error: MlflowException, *codes: int) -> bool:
-    return error.error_code in {ErrorCode.Name(code) for code in codes}
+def registered_model(client: MlflowClient, name: str):
+    """The registered model ``name``, or None if the store has none; other errors propagate."""
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
 
 
 def model_file(name: str, version: str, dest: str | Path) -> Path:
-    """Download only ``model.keras`` of registered ``name`` version ``version`` into ``dest``."""
+    """Download only the version's ``model.keras`` into ``dest``."""
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}/data/model.keras",
-                                                        dst_path=str(dest)))
+        return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/data/model.keras", dst_path=str(dest)))
     except (MlflowException, OSError) as error:
-        raise RegistryError(f"{name} v{version}: its model.keras could not be downloaded "
-                            f"({str(error).splitlines()[0][:300]})") from None
+        raise StageInputError(f"{name} v{version}: no model.keras to download ({str(error).splitlines()[0][:300]})") from None
 
 
 def load_registered_model(name: str, version: str) -> keras.Model:
-    """The version's model, from its ``.keras`` file in Keras' safe mode (no pickle, no lambdas)."""
     with tempfile.TemporaryDirectory(prefix="fer-registry-") as tmp:
         path = model_file(name, version, tmp)
         try:
-            return load_model(path)
+            return load_model(path)  # safe mode: a Lambda layer's bytecode is refused
         except (OSError, ValueError, TypeError) as error:
-            raise RegistryError(f"{name} v{version}: no safely loadable model.keras ({error})") from None
+            raise StageInputError(f"{name} v{version}: no safely loadable model.keras ({error})") from None
 
 
 def digest_of_test_set(images: np.ndarray, labels: np.ndarray) -> str:
@@ -84,13 +79,8 @@ def current_champion(client: MlflowClient, name: str = REGISTERED_MODEL_NAME):
     """The version the alias points at; None only when the store has no such registered model or
     it has no alias ``champion``. Any other error (store unreachable, permissions, a corrupt
     database) propagates: treating an outage as "no champion" would promote without comparison."""
-    try:
-        registered = client.get_registered_model(name)
-    except MlflowException as error:
-        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            return None
-        raise
-    if CHAMPION_ALIAS not in registered.aliases:
+    registered = registered_model(client, name)
+    if registered is None or CHAMPION_ALIAS not in registered.aliases:
         return None
     return client.get_model_version(name, registered.aliases[CHAMPION_ALIAS])
 
@@ -108,49 +98,44 @@ def champion_accuracy(client: MlflowClient, images: np.ndarray, labels: np.ndarr
     return champion, accuracy_of(load_registered_model(name, champion.version), images, labels, tta)
 
 
-def _delete_lock(client: MlflowClient, lock: str, holder: str) -> None:
-    """Delete ``lock`` if ``holder`` still holds it (a lock broken as stale has another holder)."""
-    try:
-        if client.get_registered_model(lock).tags.get("holder") == holder:
+def _release(client: MlflowClient, lock: str, holder: str) -> None:
+    """Delete ``lock`` if ``holder`` holds it (a lock broken as stale has another holder)."""
+    held = registered_model(client, lock)
+    if held is not None and held.tags.get("holder") == holder:
+        try:
             client.delete_registered_model(lock)
-    except MlflowException as error:
-        if not _is(error, RESOURCE_DOES_NOT_EXIST):
-            raise
+        except MlflowException as error:  # another waiter broke the same stale lock first
+            if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                raise
 
 
 @contextmanager
 def promotion_lock(client: MlflowClient, name: str = REGISTERED_MODEL_NAME, stale_after: float = LOCK_STALE_SECONDS,
                    wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
-    """A lock every store honours: MLflow has no compare-and-set on aliases, but creating a
-    registered model is atomic (names are unique: a second creator gets RESOURCE_ALREADY_EXISTS).
-    The lock is the registered model ``<name>-promotion-lock``, tagged with its holder."""
+    """MLflow has no compare-and-set on aliases, but creating a registered model is atomic in every
+    store (a second creator gets RESOURCE_ALREADY_EXISTS): the lock is ``<name>-promotion-lock``."""
     lock, token = f"{name}-promotion-lock", f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
     deadline = time.monotonic() + wait
     while True:
         try:
-            client.create_registered_model(lock, tags={"holder": token}, description="held while promoting a champion")
+            client.create_registered_model(lock, tags={"holder": token})
             break
-        except MlflowException as error:  # taken; or released between the create and the store's re-read
-            if not _is(error, RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST):
+        except MlflowException as error:  # taken, or released just before the store re-read it
+            if error.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)):
                 raise
-        try:
-            held = client.get_registered_model(lock)
-        except MlflowException as error:
-            if not _is(error, RESOURCE_DOES_NOT_EXIST):
-                raise
-            continue
-        age = time.time() - held.creation_timestamp / 1000
+        held = registered_model(client, lock)
+        age = time.time() - held.creation_timestamp / 1000 if held else 0
         if age > stale_after:
-            log.warning("breaking the promotion lock %s held by %s for %.0f s", lock, held.tags.get("holder"), age)
-            _delete_lock(client, lock, held.tags.get("holder"))
-        elif time.monotonic() > deadline:
-            raise RegistryError(f"the registry's promotion lock {lock} is held by {held.tags.get('holder')} "
-                                f"({age:.0f} s); delete that registered model if its process is gone")
+            log.warning("breaking the promotion lock %s of %s, %.0f s old", lock, held.tags.get("holder"), age)
+            _release(client, lock, held.tags.get("holder"))
+        elif held and time.monotonic() > deadline:
+            raise StageInputError(f"the registry's promotion lock {lock} is held by {held.tags.get('holder')} "
+                                  f"({age:.0f} s); delete that registered model if its process is gone")
         time.sleep(random.uniform(0.2, 1.0))  # jitter: waiters do not retry in lockstep
     try:
         yield
     finally:
-        _delete_lock(client, lock, token)
+        _release(client, lock, token)
 
 
 def tag_version(client: MlflowClient, name: str, version: str, accuracy: float, digest: str, run_id: str) -> None:
@@ -186,40 +171,35 @@ def register_and_promote(model_uri: str, run_id: str, accuracy: float, images: n
     Returns the decision as a sentence, also logged."""
     client = MlflowClient()
     with promotion_lock(client, name):  # the champion is read, compared and moved by one run at a time
-        decision = _register_and_promote(client, model_uri, run_id, accuracy, images, labels, tta, name, baseline)
-    log.info(decision)
-    return decision
-
-
-def _register_and_promote(client, model_uri, run_id, accuracy, images, labels, tta, name, baseline) -> str:
-    previous = champion_accuracy(client, images, labels, tta, name)
-    digest = digest_of_test_set(images, labels)
-    baseline_model = baseline_accuracy = None
-    if previous is None and baseline is not None and Path(baseline).is_file():
-        baseline_model = load_model(baseline)
-        baseline_accuracy = accuracy_of(baseline_model, images, labels, tta)
-    version = mlflow.register_model(model_uri, name)
-    tag_version(client, name, version.version, accuracy, digest, run_id)
-    new = f"registered {name} v{version.version} (accuracy {accuracy:.4f})"
-    if previous is not None:
-        champion, champion_acc = previous
-        if accuracy > champion_acc:
+        previous = champion_accuracy(client, images, labels, tta, name)
+        digest = digest_of_test_set(images, labels)
+        baseline_model = baseline_accuracy = None
+        if previous is None and baseline is not None and Path(baseline).is_file():
+            baseline_model = load_model(baseline)
+            baseline_accuracy = accuracy_of(baseline_model, images, labels, tta)
+        version = mlflow.register_model(model_uri, name)
+        tag_version(client, name, version.version, accuracy, digest, run_id)
+        new = f"registered {name} v{version.version} (accuracy {accuracy:.4f})"
+        if previous is not None:
+            champion, champion_acc = previous
+            if accuracy > champion_acc:
+                client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+                decision = (f"{new}; beats champion v{champion.version} ({champion_acc:.4f}) on the same test set, "
+                            f"now @{CHAMPION_ALIAS}")
+            else:
+                decision = f"{new}; champion stays v{champion.version} ({champion_acc:.4f} on the same test set)"
+        elif baseline_accuracy is None:
             client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-            decision = (f"{new}; beats champion v{champion.version} ({champion_acc:.4f}) on the same test set, "
-                        f"now @{CHAMPION_ALIAS}")
+            decision = f"{new}; no champion and no bundled model to compare with ({baseline}): now @{CHAMPION_ALIAS}"
+        elif accuracy > baseline_accuracy:
+            client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+            decision = (f"{new}; no champion yet, and it beats the bundled default model ({baseline_accuracy:.4f}) "
+                        f"on the same test set: now @{CHAMPION_ALIAS}")
         else:
-            decision = f"{new}; champion stays v{champion.version} ({champion_acc:.4f} on the same test set)"
-    elif baseline_accuracy is None:
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-        decision = f"{new}; no champion and no bundled model to compare with ({baseline}): now @{CHAMPION_ALIAS}"
-    elif accuracy > baseline_accuracy:
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-        decision = (f"{new}; no champion yet, and it beats the bundled default model ({baseline_accuracy:.4f}) "
-                    f"on the same test set: now @{CHAMPION_ALIAS}")
-    else:
-        bundled = register_baseline(baseline_model, Path(baseline), baseline_accuracy, digest, name)
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, bundled)
-        decision = (f"{new}; no champion yet, and it does not beat the bundled default model "
-                    f"({baseline_accuracy:.4f} on the same test set): the bundled model is registered as "
-                    f"v{bundled} and is @{CHAMPION_ALIAS}")
+            bundled = register_baseline(baseline_model, Path(baseline), baseline_accuracy, digest, name)
+            client.set_registered_model_alias(name, CHAMPION_ALIAS, bundled)
+            decision = (f"{new}; no champion yet, and it does not beat the bundled default model "
+                        f"({baseline_accuracy:.4f} on the same test set): the bundled model is registered as "
+                        f"v{bundled} and is @{CHAMPION_ALIAS}")
+    log.info(decision)
     return decision

@@ -4,10 +4,9 @@ DVC deletes a stage's outputs before running it, so the backup lives outside the
 ``data/train_backup/`` (in data/.gitignore, not a DVC output). It holds Keras'
 ``BackupAndRestore`` files (model and optimizer weights, the epoch), the best epoch's model so
 far, the history rows and the MLflow run id. When ``dvc repro`` starts the stage again with the
-same plan, training continues after the last finished epoch in the same MLflow run. The plan is
-the params and the sha256 of every file the train stage depends on in dvc.yaml (its data and its
-code): a change, or a backup that is incomplete or unreadable, starts afresh and says why. A
-finished run removes the backup.
+same plan (params, and the sha256 of the stage's data and code: ``inputs``), training continues
+after the last finished epoch in the same MLflow run; another plan, or a damaged backup, starts
+afresh and says why. A finished run removes the backup.
 """
 
 from __future__ import annotations
@@ -20,29 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import keras
-import yaml
-
-from emotion_recognition.data import sha256_file
 
 BACKUP_DIR = Path("data/train_backup")
 
 
 def plan_fingerprint(plan: dict) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def stage_inputs(stage: str = "train", dvc_file: Path = Path("dvc.yaml")) -> dict[str, str]:
-    """sha256 of every file under the stage's deps in dvc.yaml (the same list DVC checks)."""
-    deps = yaml.safe_load(dvc_file.read_text())["stages"][stage]["deps"]
-    hashes = {}
-    for dep in deps:
-        path = Path(dep)
-        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if file.is_file():
-                hashes[file.as_posix()] = sha256_file(file)
-            elif file == path:
-                hashes[file.as_posix()] = "missing"
-    return hashes
 
 
 class TrainingBackup:
@@ -59,35 +41,26 @@ class TrainingBackup:
         if not self.folder.exists():
             return None
         try:
-            state = self._resumable()
-        except (OSError, ValueError, KeyError, TypeError) as error:  # a partial or damaged copy
-            state = f"its state is unreadable ({error})"
-        if isinstance(state, str):
-            print(f"train: not resuming from {self.folder}: {state}; starting afresh", flush=True)
+            return self._resumable()
+        except (OSError, ValueError, KeyError, TypeError) as error:  # another plan, or a partial or damaged copy
+            print(f"train: not resuming from {self.folder} ({error}); starting afresh", flush=True)
             shutil.rmtree(self.folder, ignore_errors=True)
             return None
-        return state
 
-    def _resumable(self) -> dict | str:
-        """The backed-up state, or why it cannot be resumed."""
+    def _resumable(self) -> dict:
         state = json.loads(self.state_path.read_text())
+        old = state.get("inputs", {})
         if state.get("plan") != self.plan:
-            changed = sorted(f for f in {*self.inputs, *state.get("inputs", {})}
-                             if self.inputs.get(f) != state.get("inputs", {}).get(f))
-            return f"it is of another plan (changed: {', '.join(changed) or 'params'})"
+            changed = sorted(f for f in {*self.inputs, *old} if self.inputs.get(f) != old.get(f))
+            raise ValueError(f"another plan: changed {', '.join(changed) or 'params'}")
         metadata = self.keras_dir / "training_metadata.json"
-        for candidate in (metadata, Path(f"{metadata}.bkp")):  # the .bkp: killed while writing it
-            try:
-                epoch = int(json.loads(candidate.read_text())["epoch"])
-                break
-            except (OSError, ValueError, KeyError):
-                continue
-        else:
-            return "it holds no finished epoch"
-        if candidate != metadata:
-            shutil.copyfile(candidate, metadata)
+        try:
+            epoch = int(json.loads(metadata.read_text())["epoch"])
+        except (ValueError, KeyError):  # killed while writing it: the previous epoch's copy
+            shutil.copyfile(f"{metadata}.bkp", metadata)
+            epoch = int(json.loads(metadata.read_text())["epoch"])
         if not (self.keras_dir / "latest.weights.h5").is_file() or not self.best_model.is_file():
-            return "its weights are missing"
+            raise FileNotFoundError("no weights backed up")
         # a kill between writing the rows and the weights: keep the rows the weights cover
         state["rows"] = [row for row in state["rows"] if row["epoch"] <= epoch]
         state["epoch"] = epoch

@@ -3,9 +3,7 @@
 Default store: ``mlflow.db`` (SQLite, needed by the model registry) and ``mlartifacts/`` at the
 repository root. The root is found from the working directory, skipping DVC's temporary
 experiment workspaces (``.dvc/tmp/exps/...``) so ``dvc exp run`` logs to the same store.
-``MLFLOW_TRACKING_URI`` overrides it for a team's tracking server. MLflow's own HTTP defaults
-(120 s timeout, 7 retries with backoff: about 4 minutes per call) make an unreachable server look
-like a hung stage; the project's shorter defaults below apply unless those variables are set.
+``MLFLOW_TRACKING_URI`` overrides it for a team's tracking server.
 """
 
 from __future__ import annotations
@@ -18,12 +16,9 @@ from emotion_recognition.stage_io import StageInputError
 REGISTERED_MODEL_NAME = "fer-emotion"
 CHAMPION_ALIAS = "champion"
 EXPERIMENT_NAME = "fer-emotion"
+# MLflow's defaults retry a dead server for about 4 minutes per call; these, at most about 35 s
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}  # worst case about 35 s per call
-
-
-class TrackingUnavailable(StageInputError):
-    """The tracking store cannot be reached or used; the message names its URI."""
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -50,8 +45,8 @@ def artifact_location(root: str | Path | None = None) -> str:
 
 
 def configure_mlflow(root: str | Path | None = None) -> str:
-    """Point MLflow at the project's store and experiment; returns the tracking URI. This is the
-    first call to the store, so an unreachable one stops here, before a stage writes anything."""
+    """Point MLflow at the project's store and experiment; returns the tracking URI. The first
+    call to the store: an unusable one stops a stage here, with one line naming it."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -67,16 +62,6 @@ def configure_mlflow(root: str | Path | None = None) -> str:
             mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=location)
         mlflow.set_experiment(EXPERIMENT_NAME)
     except MlflowException as error:
-        raise TrackingUnavailable(f"MLflow tracking store {redacted(uri)} is not usable: "
-                                  f"{str(error).splitlines()[0][:300]}. Start it or set MLFLOW_TRACKING_URI") from None
+        raise StageInputError(f"MLflow tracking store {uri} is not usable: {str(error).splitlines()[0][:300]}. "
+                              "Start it or set MLFLOW_TRACKING_URI") from None
     return uri
-
-
-def redacted(uri: str) -> str:
-    """``uri`` without a password (``https://user:secret@host`` -> ``https://user:***@host``)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()

@@ -21,8 +21,9 @@ from mlflow import MlflowClient
 from emotion_recognition import data, registry
 from emotion_recognition.data import DatasetError, Split, read_fer2013, save_split
 from emotion_recognition.labels import EMOTIONS
-from emotion_recognition.registry import RegistryError, load_registered_model, promotion_lock, register_and_promote
-from emotion_recognition.resume import TrainingBackup, stage_inputs
+from emotion_recognition.registry import load_registered_model, promotion_lock, register_and_promote
+from emotion_recognition.resume import TrainingBackup
+from emotion_recognition.stage_io import StageInputError
 from emotion_recognition.tracking import CHAMPION_ALIAS, configure_mlflow
 from emotion_recognition.tta import TestTimeAugmentation
 from testkit import promote_concurrently
@@ -90,7 +91,7 @@ def test_a_lambda_layer_in_the_registry_is_refused(mlflow_store, log_keras_model
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x[:, 0, 0, :1] * 0 + keras.ops.ones((1, 7)) / 7)(inputs))
     _, model_uri = log_keras_model(model)
     version = mlflow.register_model(model_uri, "fer-emotion").version
-    with pytest.raises(RegistryError, match=f"fer-emotion v{version}: no safely loadable model.keras"):
+    with pytest.raises(StageInputError, match=f"fer-emotion v{version}: no safely loadable model.keras"):
         load_registered_model("fer-emotion", version)
 
 
@@ -119,7 +120,7 @@ def test_the_promotion_lock_excludes_waits_and_breaks_a_stale_holder(mlflow_stor
 
     client.create_registered_model("locked-promotion-lock", tags={"holder": "host:4242:dead"})
     started = time.monotonic()
-    with pytest.raises(RegistryError, match="held by host:4242:dead"):
+    with pytest.raises(StageInputError, match="held by host:4242:dead"):
         with promotion_lock(client, "locked", wait=0.5):
             pass
     assert time.monotonic() - started < 10
@@ -244,6 +245,11 @@ def write_backup(folder: Path, backup: TrainingBackup, epoch: int = 2) -> None:
 
 
 @pytest.fixture
+def stage_inputs(load_stage):
+    return load_stage("train").stage_inputs
+
+
+@pytest.fixture
 def train_inputs(isolated):
     (isolated / "dvc.yaml").write_text("stages:\n  train:\n    cmd: x\n    deps: [code.py, data/augmented, absent.npz]\n")
     (isolated / "code.py").write_text("x = 1\n")
@@ -252,7 +258,7 @@ def train_inputs(isolated):
     return isolated
 
 
-def test_the_fingerprint_covers_the_stages_data_and_code(train_inputs):
+def test_the_fingerprint_covers_the_stages_data_and_code(train_inputs, stage_inputs):
     hashes = stage_inputs()
     assert sorted(hashes) == ["absent.npz", "code.py", "data/augmented/train.npz"] and hashes["absent.npz"] == "missing"
     (train_inputs / "data/augmented/train.npz").write_bytes(b"other faces")
@@ -260,7 +266,7 @@ def test_the_fingerprint_covers_the_stages_data_and_code(train_inputs):
     assert stage_inputs(dvc_file=REPO_ROOT / "dvc.yaml").keys() >= {"emotion_recognition/model.py", "stages/train.py"}
 
 
-def test_a_backup_resumes_only_with_the_same_data_code_and_params(train_inputs, capsys):
+def test_a_backup_resumes_only_with_the_same_data_code_and_params(train_inputs, stage_inputs, capsys):
     folder = Path("data/train_backup")  # relative, as the stage uses it
     write_backup(folder, TrainingBackup({"epochs": 5}, folder, stage_inputs()))
     state = TrainingBackup({"epochs": 5}, folder, stage_inputs()).load()
@@ -268,15 +274,15 @@ def test_a_backup_resumes_only_with_the_same_data_code_and_params(train_inputs, 
 
     (train_inputs / "code.py").write_text("x = 2\n")
     assert TrainingBackup({"epochs": 5}, folder, stage_inputs()).load() is None
-    assert "changed: code.py); starting afresh" in capsys.readouterr().out and not folder.exists()
+    assert "(another plan: changed code.py); starting afresh" in capsys.readouterr().out and not folder.exists()
 
     write_backup(folder, TrainingBackup({"epochs": 5}, folder, stage_inputs()))
     assert TrainingBackup({"epochs": 6}, folder, stage_inputs()).load() is None
-    assert "changed: params" in capsys.readouterr().out
+    assert "changed params" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("damage", ["state.json", "keras/training_metadata.json", "keras/latest.weights.h5"])
-def test_a_damaged_backup_starts_afresh_once_with_a_message(train_inputs, capsys, damage):
+def test_a_damaged_backup_starts_afresh_once_with_a_message(train_inputs, stage_inputs, capsys, damage):
     folder = Path("data/train_backup")  # relative, as the stage uses it
     backup = TrainingBackup({"epochs": 5}, folder, stage_inputs())
     write_backup(folder, backup)
@@ -285,11 +291,11 @@ def test_a_damaged_backup_starts_afresh_once_with_a_message(train_inputs, capsys
     else:
         (folder / damage).unlink()
     assert backup.load() is None
-    assert "not resuming from data/train_backup" in capsys.readouterr().out and not folder.exists()
+    assert "train: not resuming from data/train_backup (" in capsys.readouterr().out and not folder.exists()
     assert backup.load() is None and capsys.readouterr().out == ""  # the next run is not stuck on it
 
 
-def test_a_half_written_keras_metadata_falls_back_to_its_bkp(train_inputs):
+def test_a_half_written_keras_metadata_falls_back_to_its_bkp(train_inputs, stage_inputs):
     folder = Path("data/train_backup")  # relative, as the stage uses it
     backup = TrainingBackup({"epochs": 5}, folder, stage_inputs())
     write_backup(folder, backup, epoch=3)
