@@ -23,15 +23,11 @@ import keras
 BACKUP_DIR = Path("data/train_backup")
 
 
-def plan_fingerprint(plan: dict) -> str:
-    return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
-
-
 class TrainingBackup:
     def __init__(self, plan: dict, folder: Path = BACKUP_DIR, inputs: dict[str, str] | None = None):
         self.folder = Path(folder)
         self.inputs = inputs or {}  # file -> sha256: a backup of other data or code is not resumed
-        self.plan = plan_fingerprint({**plan, "inputs": self.inputs})
+        self.plan = hashlib.sha256(json.dumps({**plan, "inputs": self.inputs}, sort_keys=True, default=str).encode()).hexdigest()
         self.state_path = self.folder / "state.json"
         self.best_model = self.folder / "best.keras"
         self.keras_dir = self.folder / "keras"
