@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -27,6 +28,9 @@ from emotion_recognition.stage_io import StageInputError, atomic_path
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CSV_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "test"}  # PrivateTest is not used
+# Zip limits, checked before anything is decompressed (a zip bomb is a few KB on disk): FER2013 is
+# 35,887 JPEGs of about 1.5 KB; a compression ratio over 100 is not a photo.
+MAX_ZIP_MEMBERS, MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, MAX_RATIO = 200_000, 10 << 20, 2 << 30, 100
 
 
 class DatasetError(StageInputError):
@@ -80,6 +84,19 @@ def decode_gray(data: bytes, name: str) -> np.ndarray | None:
     return array
 
 
+def check_zip_limits(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse an archive whose directory declares more than FER2013 could ever need."""
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise DatasetError(f"{path}: {len(members)} zip entries, more than the limit of {MAX_ZIP_MEMBERS}")
+    total = sum(info.file_size for info in members)
+    if total > MAX_TOTAL_BYTES:
+        raise DatasetError(f"{path}: {total} bytes uncompressed, more than the limit of {MAX_TOTAL_BYTES}")
+    for info in members:
+        if info.file_size > MAX_MEMBER_BYTES or info.file_size > MAX_RATIO * max(info.compress_size, 1024):
+            raise DatasetError(f"{path}: entry {info.filename!r} unpacks {info.compress_size} bytes to "
+                               f"{info.file_size} (limits: {MAX_MEMBER_BYTES} bytes, ratio {MAX_RATIO}): not a face image")
+
+
 def read_image_folder_zip(path: Path, skip_bad_images: bool) -> tuple[dict[str, Split], LoadReport]:
     """Read ``train/<label>/*`` and ``test/<label>/*`` images from a zip without extracting it."""
     report = LoadReport()
@@ -90,6 +107,7 @@ def read_image_folder_zip(path: Path, skip_bad_images: bool) -> tuple[dict[str, 
     except zipfile.BadZipFile as error:
         raise DatasetError(f"{path} is not a readable zip archive ({error})") from None
     with archive:
+        check_zip_limits(path, archive.infolist())
         for info in archive.infolist():
             member = checked_member_path(info.filename)
             parts = [p for p in member.parts if p not in ("", ".")]
@@ -108,7 +126,10 @@ def read_image_folder_zip(path: Path, skip_bad_images: bool) -> tuple[dict[str, 
                     f"{path}: folder {split}/{label}/ is not one of the seven labels {list(EMOTIONS)}"
                 )
             labels_seen[split].add(label)
-            image = decode_gray(archive.read(info), info.filename)
+            try:  # zipfile reads no more than the declared size, then checks the CRC
+                image = decode_gray(archive.read(info), info.filename)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+                raise DatasetError(f"{path}: entry {info.filename!r} is damaged ({error})") from None
             if image is None:
                 if not skip_bad_images:
                     raise DatasetError(

@@ -3,7 +3,7 @@
 - ``bundled_model_path()``: ``emotion_recognition/default_model/model.keras`` shipped as package
   data (absent until a trained default model is bundled);
 - ``resolve_model_file(path)``: the file to use for local inference (explicit path, else bundled);
-- ``export_champion(dest)``: the MLflow registry's ``champion`` model saved as a ``.keras`` file,
+- ``export_champion(dest)``: the MLflow registry's ``champion`` model's ``.keras`` file,
   with its registry metadata (used by ``python -m serving.import_model --from-mlflow``).
 """
 
@@ -53,11 +53,11 @@ def resolve_model_file(path: str | Path | None = None) -> ModelSource:
 
 
 def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelSource:
-    """Save the registry's ``REGISTERED_MODEL_NAME@alias`` model as ``dest_dir/model.keras``."""
-    import mlflow
+    """Download the registry's ``REGISTERED_MODEL_NAME@alias`` model file into ``dest_dir``."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from emotion_recognition.registry import model_file
     from emotion_recognition.tracking import configure_mlflow, tracking_uri
 
     uri = tracking_uri()
@@ -79,11 +79,8 @@ def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelS
             "(dvc repro) so it registers one, or import a file with --model-file PATH"
         ) from None
     model_uri = f"models:/{REGISTERED_MODEL_NAME}@{alias}"
-    model = mlflow.tensorflow.load_model(model_uri)
-    dest = Path(dest_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    path = dest / "model.keras"
-    model.save(path)
+    # only the .keras file, never MLflow's loader (it unpickles); the caller loads it in safe mode
+    path = model_file(REGISTERED_MODEL_NAME, version.version, dest_dir)
     metadata = {
         "source": "mlflow",
         "mlflow_model_uri": model_uri,

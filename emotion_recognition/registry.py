@@ -5,12 +5,23 @@ With no champion yet (a fresh store) the yardstick is the bundled default model,
 the same images with the same views: a new model beats it, or the bundled model is registered
 as a version of its own and becomes the champion. So a short smoke run in a fresh store never
 becomes the model `serving.import_model` serves.
+
+Promotion is a compare-and-set under ``promotion_lock``. Models are read only as their
+``.keras`` file in Keras' safe mode: ``mlflow.tensorflow.load_model`` unpickles files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import random
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -18,15 +29,46 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from emotion_recognition.evaluation import classification_metrics, predict_probabilities
 from emotion_recognition.model import load_model
 from emotion_recognition.model_files import BUNDLED_MODEL
+from emotion_recognition.stage_io import StageInputError
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 from emotion_recognition.tta import TestTimeAugmentation
 
 log = logging.getLogger(__name__)
+# A promotion holds the lock for seconds to minutes (it re-measures the champion); an older lock
+# was left by a killed process and is broken.
+LOCK_STALE_SECONDS, LOCK_WAIT_SECONDS = 1800, 2400
+
+
+def registered_model(client: MlflowClient, name: str):
+    """The registered model ``name``, or None if the store has none; other errors propagate."""
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+
+
+def model_file(name: str, version: str, dest: str | Path) -> Path:
+    """Download only the version's ``model.keras`` into ``dest``."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/data/model.keras", dst_path=str(dest)))
+    except (MlflowException, OSError) as error:
+        raise StageInputError(f"{name} v{version}: no model.keras to download ({str(error).splitlines()[0][:300]})") from None
+
+
+def load_registered_model(name: str, version: str) -> keras.Model:
+    with tempfile.TemporaryDirectory(prefix="fer-registry-") as tmp:
+        path = model_file(name, version, tmp)
+        try:
+            return load_model(path)  # safe mode: a Lambda layer's bytecode is refused
+        except (OSError, ValueError, TypeError) as error:
+            raise StageInputError(f"{name} v{version}: no safely loadable model.keras ({error})") from None
 
 
 def digest_of_test_set(images: np.ndarray, labels: np.ndarray) -> str:
@@ -37,13 +79,8 @@ def current_champion(client: MlflowClient, name: str = REGISTERED_MODEL_NAME):
     """The version the alias points at; None only when the store has no such registered model or
     it has no alias ``champion``. Any other error (store unreachable, permissions, a corrupt
     database) propagates: treating an outage as "no champion" would promote without comparison."""
-    try:
-        registered = client.get_registered_model(name)
-    except MlflowException as error:
-        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            return None
-        raise
-    if CHAMPION_ALIAS not in registered.aliases:
+    registered = registered_model(client, name)
+    if registered is None or CHAMPION_ALIAS not in registered.aliases:
         return None
     return client.get_model_version(name, registered.aliases[CHAMPION_ALIAS])
 
@@ -58,8 +95,47 @@ def champion_accuracy(client: MlflowClient, images: np.ndarray, labels: np.ndarr
     champion = current_champion(client, name)
     if champion is None:
         return None
-    model = mlflow.tensorflow.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
-    return champion, accuracy_of(model, images, labels, tta)
+    return champion, accuracy_of(load_registered_model(name, champion.version), images, labels, tta)
+
+
+def _release(client: MlflowClient, lock: str, holder: str) -> None:
+    """Delete ``lock`` if ``holder`` holds it (a lock broken as stale has another holder)."""
+    held = registered_model(client, lock)
+    if held is not None and held.tags.get("holder") == holder:
+        try:
+            client.delete_registered_model(lock)
+        except MlflowException as error:  # another waiter broke the same stale lock first
+            if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                raise
+
+
+@contextmanager
+def promotion_lock(client: MlflowClient, name: str = REGISTERED_MODEL_NAME, stale_after: float = LOCK_STALE_SECONDS,
+                   wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """MLflow has no compare-and-set on aliases, but creating a registered model is atomic in every
+    store (a second creator gets RESOURCE_ALREADY_EXISTS): the lock is ``<name>-promotion-lock``."""
+    lock, token = f"{name}-promotion-lock", f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            client.create_registered_model(lock, tags={"holder": token})
+            break
+        except MlflowException as error:  # taken, or released just before the store re-read it
+            if error.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)):
+                raise
+        held = registered_model(client, lock)
+        age = time.time() - held.creation_timestamp / 1000 if held else 0
+        if age > stale_after:
+            log.warning("breaking the promotion lock %s of %s, %.0f s old", lock, held.tags.get("holder"), age)
+            _release(client, lock, held.tags.get("holder"))
+        elif held and time.monotonic() > deadline:
+            raise StageInputError(f"the registry's promotion lock {lock} is held by {held.tags.get('holder')} "
+                                  f"({age:.0f} s); delete that registered model if its process is gone")
+        time.sleep(random.uniform(0.2, 1.0))  # jitter: waiters do not retry in lockstep
+    try:
+        yield
+    finally:
+        _release(client, lock, token)
 
 
 def tag_version(client: MlflowClient, name: str, version: str, accuracy: float, digest: str, run_id: str) -> None:
@@ -94,35 +170,36 @@ def register_and_promote(model_uri: str, run_id: str, accuracy: float, images: n
     champion yet, the ``baseline`` model file (the bundled default) on the same images and views.
     Returns the decision as a sentence, also logged."""
     client = MlflowClient()
-    previous = champion_accuracy(client, images, labels, tta, name)
-    digest = digest_of_test_set(images, labels)
-    baseline_model = baseline_accuracy = None
-    if previous is None and baseline is not None and Path(baseline).is_file():
-        baseline_model = load_model(baseline)
-        baseline_accuracy = accuracy_of(baseline_model, images, labels, tta)
-    version = mlflow.register_model(model_uri, name)
-    tag_version(client, name, version.version, accuracy, digest, run_id)
-    new = f"registered {name} v{version.version} (accuracy {accuracy:.4f})"
-    if previous is not None:
-        champion, champion_acc = previous
-        if accuracy > champion_acc:
+    with promotion_lock(client, name):  # the champion is read, compared and moved by one run at a time
+        previous = champion_accuracy(client, images, labels, tta, name)
+        digest = digest_of_test_set(images, labels)
+        baseline_model = baseline_accuracy = None
+        if previous is None and baseline is not None and Path(baseline).is_file():
+            baseline_model = load_model(baseline)
+            baseline_accuracy = accuracy_of(baseline_model, images, labels, tta)
+        version = mlflow.register_model(model_uri, name)
+        tag_version(client, name, version.version, accuracy, digest, run_id)
+        new = f"registered {name} v{version.version} (accuracy {accuracy:.4f})"
+        if previous is not None:
+            champion, champion_acc = previous
+            if accuracy > champion_acc:
+                client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+                decision = (f"{new}; beats champion v{champion.version} ({champion_acc:.4f}) on the same test set, "
+                            f"now @{CHAMPION_ALIAS}")
+            else:
+                decision = f"{new}; champion stays v{champion.version} ({champion_acc:.4f} on the same test set)"
+        elif baseline_accuracy is None:
             client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-            decision = (f"{new}; beats champion v{champion.version} ({champion_acc:.4f}) on the same test set, "
-                        f"now @{CHAMPION_ALIAS}")
+            decision = f"{new}; no champion and no bundled model to compare with ({baseline}): now @{CHAMPION_ALIAS}"
+        elif accuracy > baseline_accuracy:
+            client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+            decision = (f"{new}; no champion yet, and it beats the bundled default model ({baseline_accuracy:.4f}) "
+                        f"on the same test set: now @{CHAMPION_ALIAS}")
         else:
-            decision = f"{new}; champion stays v{champion.version} ({champion_acc:.4f} on the same test set)"
-    elif baseline_accuracy is None:
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-        decision = f"{new}; no champion and no bundled model to compare with ({baseline}): now @{CHAMPION_ALIAS}"
-    elif accuracy > baseline_accuracy:
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-        decision = (f"{new}; no champion yet, and it beats the bundled default model ({baseline_accuracy:.4f}) "
-                    f"on the same test set: now @{CHAMPION_ALIAS}")
-    else:
-        bundled = register_baseline(baseline_model, Path(baseline), baseline_accuracy, digest, name)
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, bundled)
-        decision = (f"{new}; no champion yet, and it does not beat the bundled default model "
-                    f"({baseline_accuracy:.4f} on the same test set): the bundled model is registered as "
-                    f"v{bundled} and is @{CHAMPION_ALIAS}")
+            bundled = register_baseline(baseline_model, Path(baseline), baseline_accuracy, digest, name)
+            client.set_registered_model_alias(name, CHAMPION_ALIAS, bundled)
+            decision = (f"{new}; no champion yet, and it does not beat the bundled default model "
+                        f"({baseline_accuracy:.4f} on the same test set): the bundled model is registered as "
+                        f"v{bundled} and is @{CHAMPION_ALIAS}")
     log.info(decision)
     return decision

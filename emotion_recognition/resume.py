@@ -4,8 +4,9 @@ DVC deletes a stage's outputs before running it, so the backup lives outside the
 ``data/train_backup/`` (in data/.gitignore, not a DVC output). It holds Keras'
 ``BackupAndRestore`` files (model and optimizer weights, the epoch), the best epoch's model so
 far, the history rows and the MLflow run id. When ``dvc repro`` starts the stage again with the
-same plan (the same params and training images), training continues after the last finished
-epoch in the same MLflow run; with another plan the backup is discarded. A finished run removes it.
+same plan (params, and the sha256 of the stage's data and code: ``inputs``), training continues
+after the last finished epoch in the same MLflow run; another plan, or a damaged backup, starts
+afresh and says why. A finished run removes the backup.
 """
 
 from __future__ import annotations
@@ -22,33 +23,40 @@ import keras
 BACKUP_DIR = Path("data/train_backup")
 
 
-def plan_fingerprint(plan: dict) -> str:
-    return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
-
-
 class TrainingBackup:
-    def __init__(self, plan: dict, folder: Path = BACKUP_DIR):
+    def __init__(self, plan: dict, folder: Path = BACKUP_DIR, inputs: dict[str, str] | None = None):
         self.folder = Path(folder)
-        self.plan = plan_fingerprint(plan)
+        self.inputs = inputs or {}  # file -> sha256: a backup of other data or code is not resumed
+        self.plan = hashlib.sha256(json.dumps({**plan, "inputs": self.inputs}, sort_keys=True, default=str).encode()).hexdigest()
         self.state_path = self.folder / "state.json"
         self.best_model = self.folder / "best.keras"
         self.keras_dir = self.folder / "keras"
 
     def load(self) -> dict | None:
         """The state of an interrupted run of this plan, or None (and no backup) to start afresh."""
-        if not self.state_path.is_file():
+        if not self.folder.exists():
+            return None
+        try:
+            return self._resumable()
+        except (OSError, ValueError, KeyError, TypeError) as error:  # another plan, or a partial or damaged copy
+            print(f"train: not resuming from {self.folder} ({error}); starting afresh", flush=True)
             shutil.rmtree(self.folder, ignore_errors=True)
             return None
+
+    def _resumable(self) -> dict:
         state = json.loads(self.state_path.read_text())
+        old = state.get("inputs", {})
+        if state.get("plan") != self.plan:
+            changed = sorted(f for f in {*self.inputs, *old} if self.inputs.get(f) != old.get(f))
+            raise ValueError(f"another plan: changed {', '.join(changed) or 'params'}")
         metadata = self.keras_dir / "training_metadata.json"
-        if state.get("plan") != self.plan or not metadata.is_file():
-            shutil.rmtree(self.folder, ignore_errors=True)
-            return None
         try:
             epoch = int(json.loads(metadata.read_text())["epoch"])
         except (ValueError, KeyError):  # killed while writing it: the previous epoch's copy
             shutil.copyfile(f"{metadata}.bkp", metadata)
             epoch = int(json.loads(metadata.read_text())["epoch"])
+        if not (self.keras_dir / "latest.weights.h5").is_file() or not self.best_model.is_file():
+            raise FileNotFoundError("no weights backed up")
         # a kill between writing the rows and the weights: keep the rows the weights cover
         state["rows"] = [row for row in state["rows"] if row["epoch"] <= epoch]
         state["epoch"] = epoch
@@ -57,7 +65,7 @@ class TrainingBackup:
 
     def start(self, run_id: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._write({"plan": self.plan, "run_id": run_id, "rows": []})
+        self._write({"plan": self.plan, "inputs": self.inputs, "run_id": run_id, "rows": []})
 
     def _write(self, state: dict) -> None:
         tmp = self.state_path.with_suffix(".tmp")

@@ -52,6 +52,8 @@ def stop_on_signal(signum: int, frame=None) -> None:
     mlflow = sys.modules.get("mlflow")  # only stages that imported MLflow have a run to close
     run = mlflow.active_run() if mlflow is not None else None
     if run is not None:
+        # one quick try: a stopped stage must not wait out retries against a dead tracking server
+        os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="3")
         try:
             mlflow.end_run("KILLED")
             print(f"stopped by {name}: MLflow run {run.info.run_id} marked KILLED", file=sys.stderr)

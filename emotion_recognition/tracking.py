@@ -11,9 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from emotion_recognition.stage_io import StageInputError
+
 REGISTERED_MODEL_NAME = "fer-emotion"
 CHAMPION_ALIAS = "champion"
 EXPERIMENT_NAME = "fer-emotion"
+# MLflow's defaults retry a dead server for about 4 minutes per call; these, at most about 35 s
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -40,19 +45,23 @@ def artifact_location(root: str | Path | None = None) -> str:
 
 
 def configure_mlflow(root: str | Path | None = None) -> str:
-    """Point MLflow at the project's store and experiment; returns the tracking URI."""
+    """Point MLflow at the project's store and experiment; returns the tracking URI. The first
+    call to the store: an unusable one stops a stage here, with one line naming it."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     overridden = bool(os.environ.get("MLFLOW_TRACKING_URI"))  # read before set_tracking_uri sets it
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT_NAME) is None:
-        location = None if overridden else artifact_location(root)
-        mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=location)
-    mlflow.set_experiment(EXPERIMENT_NAME)
+    try:
+        if mlflow.get_experiment_by_name(EXPERIMENT_NAME) is None:
+            location = None if overridden else artifact_location(root)
+            mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=location)
+        mlflow.set_experiment(EXPERIMENT_NAME)
+    except MlflowException as error:
+        raise StageInputError(f"MLflow tracking store {uri} is not usable: {str(error).splitlines()[0][:300]}. "
+                              "Start it or set MLFLOW_TRACKING_URI") from None
     return uri
-
-
-def champion_uri() -> str:
-    return f"models:/{REGISTERED_MODEL_NAME}@{CHAMPION_ALIAS}"

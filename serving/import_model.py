@@ -25,6 +25,7 @@ from emotion_recognition.model_files import (
     export_champion,
     resolve_model_file,
 )
+from emotion_recognition.stage_io import StageInputError
 from serving.model_store import MODEL_FILE, MODEL_NAME
 
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 source = export_champion(tmp, alias=args.alias)
             model = store_model(source, args.name)
-    except ModelNotFoundError as error:
+    except (ModelNotFoundError, StageInputError) as error:  # e.g. the tracking store is unreachable
         print(f"error: {error}", file=sys.stderr)
         return 1
     version = model.info.metadata.get("mlflow_version")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import matplotlib
@@ -35,6 +38,7 @@ METRICS = Path("metrics/evaluate.json")
 CONFUSION_CSV = Path("plots/confusion.csv")
 CONFUSION_PNG = Path("plots/confusion_matrix.png")
 PER_CLASS_CSV = Path("plots/per_class.csv")
+OUTPUTS = (METRICS, CONFUSION_CSV, CONFUSION_PNG, PER_CLASS_CSV)
 
 
 def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
@@ -50,13 +54,12 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
                     color="white" if normalised[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
@@ -74,6 +77,8 @@ def accuracy_with_fewer_views(views: np.ndarray, labels: np.ndarray, tta: TestTi
 
 def main() -> None:
     params = load_params().evaluate
+    run = json.loads(RUN_PATH.read_text())
+    configure_mlflow()  # an unreachable store stops the stage here, before any work
     test = load_split(TEST_PATH)
     model = load_model(MODEL_PATH)
     tta = params.tta()
@@ -82,28 +87,31 @@ def main() -> None:
     result = classification_metrics(test.labels, predictions)
     fewer_views = accuracy_with_fewer_views(views, test.labels, tta)
     matrix = confusion_matrix(test.labels, predictions)
-
-    write_csv(CONFUSION_CSV, ["actual", "predicted"], [[EMOTIONS[a], EMOTIONS[b]] for a, b in zip(test.labels, predictions)])
-    write_csv(PER_CLASS_CSV, ["emotion", "precision", "recall", "f1", "support"],
-              [[name, *values.values()] for name, values in result["per_class"].items()])
-    plot_confusion(matrix, CONFUSION_PNG, f"FER2013 PublicTest, accuracy {result['accuracy']:.1%}")
     metrics = {"test_set": "FER2013 PublicTest", "images": len(test), "flip_tta": params.flip_tta,
                "tta": tta.describe(), "tta_views": tta.view_count, **fewer_views, **result}
-    write_json(METRICS, metrics)
 
-    run = json.loads(RUN_PATH.read_text())
-    configure_mlflow()
-    with mlflow.start_run(run_id=run["run_id"]):
-        mlflow.log_metrics({"test_accuracy": result["accuracy"], "test_macro_f1": result["macro_f1"]})
-        mlflow.log_metrics({f"test_{name}": value for name, value in fewer_views.items()})
-        mlflow.log_metrics({f"test_f1_{name}": v["f1"] for name, v in result["per_class"].items()})
-        for path in (METRICS, CONFUSION_PNG, PER_CLASS_CSV):
-            mlflow.log_artifact(str(path), "evaluation")
-    print(f"evaluate: PublicTest accuracy {result['accuracy']:.4f} with {tta.describe()}, macro-F1 {result['macro_f1']:.4f}; "
-          + ", ".join(f"{name} {value:.4f}" for name, value in fewer_views.items()))
-    if params.register_model:
-        decision = register_and_promote(run["model_uri"], run["run_id"], result["accuracy"], test.images, test.labels, tta)
-        print(f"evaluate: {decision}")
+    # Every output is written beside its place and moved there only once MLflow has logged and the
+    # registry decided: a failure or kill on the way leaves the previous outputs as they were.
+    with ExitStack() as outputs, tempfile.TemporaryDirectory(prefix="fer-evaluate-") as named:
+        staged = {path: outputs.enter_context(atomic_path(path)) for path in OUTPUTS}
+        write_csv(staged[CONFUSION_CSV], ["actual", "predicted"],
+                  [[EMOTIONS[a], EMOTIONS[b]] for a, b in zip(test.labels, predictions)])
+        write_csv(staged[PER_CLASS_CSV], ["emotion", "precision", "recall", "f1", "support"],
+                  [[name, *values.values()] for name, values in result["per_class"].items()])
+        plot_confusion(matrix, staged[CONFUSION_PNG], f"FER2013 PublicTest, accuracy {result['accuracy']:.1%}")
+        write_json(staged[METRICS], metrics)
+        for path in (METRICS, CONFUSION_PNG, PER_CLASS_CSV):  # logged under their own names
+            shutil.copyfile(staged[path], Path(named) / path.name)
+        with mlflow.start_run(run_id=run["run_id"]):
+            mlflow.log_metrics({"test_accuracy": result["accuracy"], "test_macro_f1": result["macro_f1"]})
+            mlflow.log_metrics({f"test_{name}": value for name, value in fewer_views.items()})
+            mlflow.log_metrics({f"test_f1_{name}": v["f1"] for name, v in result["per_class"].items()})
+            mlflow.log_artifacts(named, "evaluation")
+        print(f"evaluate: PublicTest accuracy {result['accuracy']:.4f} with {tta.describe()}, macro-F1 {result['macro_f1']:.4f}; "
+              + ", ".join(f"{name} {value:.4f}" for name, value in fewer_views.items()))
+        if params.register_model:
+            decision = register_and_promote(run["model_uri"], run["run_id"], result["accuracy"], test.images, test.labels, tta)
+            print(f"evaluate: {decision}")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ Outputs data/fer2013/{train,test}.npz and data/fer2013/manifest.json.
 
 from __future__ import annotations
 
-import shutil
+import hashlib
 import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
 
-from emotion_recognition.data import DatasetError, class_counts, read_fer2013, save_split, sha256_file
+from emotion_recognition.data import MAX_TOTAL_BYTES, DatasetError, class_counts, read_fer2013, save_split, sha256_file
 from emotion_recognition.params import load_params
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 
@@ -20,29 +20,39 @@ DOWNLOAD_DIR = Path("data/download")
 HOW_TO_GET = (
     "Get FER2013 from Kaggle (https://www.kaggle.com/datasets/msambare/fer2013, the zip with "
     "train/ and test/ folders) or the original fer2013.csv, put it at data/fer2013.zip (or "
-    "data/fer2013.csv) and set data.source in params.yaml to that path or to an http(s) URL."
+    "data/fer2013.csv) and set data.source in params.yaml to that path, or to an http(s) URL with its data.sha256."
 )
 
 
-def download(url: str, target_dir: Path = DOWNLOAD_DIR) -> Path:
-    """Download ``url`` with a progress bar; the file appears only once complete."""
+def download(url: str, expected_sha256: str, target_dir: Path = DOWNLOAD_DIR) -> Path:
+    """Download ``url`` with a progress bar; the file appears only once complete, at most
+    MAX_TOTAL_BYTES long and with the expected sha256 (which is what makes plain http safe)."""
     target = target_dir / (Path(url.split("?")[0]).name or "fer2013.zip")
+    digest = hashlib.sha256()
     with atomic_path(target) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {target.name}") as bar:
                     while chunk := response.read(1 << 20):
+                        if bar.n + len(chunk) > MAX_TOTAL_BYTES:
+                            raise DatasetError(f"{url}: more than {MAX_TOTAL_BYTES} bytes, not FER2013")
+                        digest.update(chunk)
                         out.write(chunk)
                         bar.update(len(chunk))
-        except OSError as error:
+        except (OSError, ValueError) as error:  # ValueError: a malformed URL or Content-Length
             raise DatasetError(f"could not download data.source {url}: {error}. {HOW_TO_GET}") from None
+        if digest.hexdigest() != expected_sha256.lower():
+            raise DatasetError(f"{url}: sha256 is {digest.hexdigest()}, but data.sha256 expects {expected_sha256}")
     return target
 
 
-def resolve_source(source: str) -> Path:
+def resolve_source(source: str, expected_sha256: str | None) -> Path:
     if source.startswith(("http://", "https://")):
-        return download(source)
+        if not expected_sha256:
+            raise DatasetError(f"data.source {source} is a URL: set data.sha256 to the file's sha256 (sha256sum FILE), "
+                               "so a tampered or truncated download is refused")
+        return download(source, expected_sha256)
     path = Path(source)
     if not path.is_file():
         raise DatasetError(f"data.source {source!r}: no file at {path.resolve()}. {HOW_TO_GET}")
@@ -50,7 +60,7 @@ def resolve_source(source: str) -> Path:
 
 
 def fetch(source: str, expected_sha256: str | None, skip_bad_images: bool, out_dir: Path = OUT_DIR) -> dict:
-    path = resolve_source(source)
+    path = resolve_source(source, expected_sha256)
     digest = sha256_file(path)
     if expected_sha256 and digest != expected_sha256.lower():
         raise DatasetError(f"{path}: sha256 is {digest}, but data.sha256 expects {expected_sha256}")

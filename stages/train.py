@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
+import yaml
 from mlflow.models import infer_signature
 
 from emotion_recognition.data import load_split, sha256_file
@@ -49,6 +50,21 @@ HISTORY = Path("plots/train_history.csv")
 CURVES = Path("plots/train_curves.png")
 
 
+def stage_inputs(stage: str = "train", dvc_file: Path = Path("dvc.yaml")) -> dict[str, str]:
+    """sha256 of every file under the stage's deps in dvc.yaml (what DVC checks): a killed run
+    resumes only with the same data and code."""
+    deps = yaml.safe_load(dvc_file.read_text())["stages"][stage]["deps"]
+    hashes = {}
+    for dep in deps:
+        path = Path(dep)
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                hashes[file.as_posix()] = sha256_file(file)
+            elif file == path:
+                hashes[file.as_posix()] = "missing"
+    return hashes
+
+
 def main() -> None:
     params = load_params()
     p, m = params.train, params.model
@@ -72,7 +88,8 @@ def main() -> None:
     val_ds = make_dataset(val, 256, False, p)
     history = HistoryWriter(HISTORY)
 
-    backup = TrainingBackup({"params": flat_params(params), "train_images": len(train), "val_images": len(val)})
+    backup = TrainingBackup({"params": flat_params(params), "train_images": len(train), "val_images": len(val)},
+                            inputs=stage_inputs("train"))
     configure_mlflow()
     initial_sha256 = sha256_file(initial) if initial is not None else None
     # A descriptive name: MLflow's random names repeat here because the seed is fixed above.

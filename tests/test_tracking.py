@@ -8,7 +8,6 @@ import pytest
 
 from emotion_recognition.tracking import (
     EXPERIMENT_NAME,
-    champion_uri,
     configure_mlflow,
     repo_root,
     tracking_uri,
@@ -92,7 +91,3 @@ def test_configure_uses_the_override_and_leaves_the_default_store_alone(root, ml
     assert uri == mlflow_store == mlflow.get_tracking_uri()
     assert mlflow.get_experiment_by_name(EXPERIMENT_NAME) is not None
     assert not (root / "mlflow.db").exists()
-
-
-def test_champion_uri_names_the_registered_model_alias():
-    assert champion_uri() == "models:/fer-emotion@champion"

@@ -179,3 +179,36 @@ def running_server(bentoml_home: Path, log_path: Path, **extra: str) -> Iterator
             yield f"http://127.0.0.1:{port}"
         finally:
             stop_process_group(process)
+
+
+def promote_concurrently(logged: dict[tuple[str, str], float], name: str, images, labels, baseline) -> str:
+    """Run the evaluate stage's ``register_and_promote`` for every logged ``(run_id, model_uri):
+    accuracy`` at the same moment (threads released together) against the current MLflow store;
+    returns the run id of the version ``name@champion`` ends on, after checking the versions."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    from emotion_recognition.registry import register_and_promote
+    from emotion_recognition.tta import TestTimeAugmentation
+
+    start, errors = threading.Barrier(len(logged)), []
+
+    def promote(run_id: str, model_uri: str, accuracy: float) -> None:
+        try:
+            start.wait()
+            register_and_promote(model_uri, run_id, accuracy, images, labels, TestTimeAugmentation(), name=name,
+                                 baseline=baseline)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=promote, args=(*key, accuracy)) for key, accuracy in logged.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert not errors, errors
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name='{name}'")
+    assert len(versions) - len(logged) in (0, 1), "the bundled model was registered more than once"
+    return client.get_model_version_by_alias(name, "champion").run_id

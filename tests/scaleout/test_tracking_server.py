@@ -55,3 +55,26 @@ def test_serving_imports_the_champion_from_the_tracking_server(team_project, tmp
     metadata = json.loads(listed.stdout.strip().splitlines()[-1])
     assert metadata["mlflow_version"] == str(champion.version), metadata
     assert metadata["mlflow_tracking_uri"] == team_project.tracking_uri, metadata
+
+
+@pytest.mark.slow
+def test_concurrent_promotions_through_the_tracking_server(mlflow_server, isolated, monkeypatch, tmp_path,
+                                                           make_constant_model, log_keras_model):
+    """The promotion lock through the REST API (tests/test_pipeline_hostile.py does it on SQLite):
+    three runs at once in a fresh registry whose bundled model scores 3/10: two beat it with 4/10,
+    one loses to it. One of the 4/10 runs ends champion, not the bundled model."""
+    import numpy as np
+
+    from emotion_recognition.tracking import configure_mlflow
+    from testkit import promote_concurrently
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    configure_mlflow()
+    labels = np.array([3] * 4 + [2] * 3 + [0] * 2 + [5])  # happy 4, fear 3, angry 2, surprise 1: 10 faces
+    images = np.random.default_rng(1).integers(0, 256, (len(labels), 48, 48)).astype(np.uint8)
+    baseline = tmp_path / "bundled.keras"
+    make_constant_model(2).save(baseline)
+    logged = {log_keras_model(make_constant_model(label)): np.mean(labels == label) for label in (3, 0)}
+    logged[log_keras_model(make_constant_model(3))] = 0.4  # a second model as good as the best: not better
+    champion = promote_concurrently(logged, "server-race", images, labels, baseline)
+    assert champion in {run_id for (run_id, _), accuracy in logged.items() if accuracy == 0.4}

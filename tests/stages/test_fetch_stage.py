@@ -150,8 +150,29 @@ def test_url_source_is_downloaded_then_read(project, fer, fetch, http_server):
 def test_failed_download_says_where_to_get_fer2013(project, fetch, http_server):
     _, base = http_server
     with pytest.raises(DatasetError) as error:
-        fetch(f"{base}/missing.zip", None, False)
+        fetch(f"{base}/missing.zip", "0" * 64, False)
     message = str(error.value)
     assert f"could not download data.source {base}/missing.zip" in message and "404" in message
     assert "kaggle.com/datasets/msambare/fer2013" in message
     assert list((project / "data" / "download").iterdir()) == []  # no partial download left
+
+
+def test_a_url_source_needs_its_sha256_and_a_mismatch_leaves_no_file(project, fetch, http_server, fer):
+    served, base = http_server
+    fer.write_zip(served / "fer2013.zip")
+    with pytest.raises(DatasetError, match="is a URL: set data.sha256"):
+        fetch(f"{base}/fer2013.zip", None, False)
+    assert not (project / "data/download").exists()  # refused before any request
+    with pytest.raises(DatasetError, match="but data.sha256 expects " + "0" * 64):
+        fetch(f"{base}/fer2013.zip", "0" * 64, False)
+    assert list((project / "data/download").iterdir()) == []
+
+
+def test_an_endless_download_is_cut_at_the_cap(project, load_stage, http_server, monkeypatch):
+    stage = load_stage("fetch")
+    served, base = http_server
+    (served / "huge.zip").write_bytes(bytes(3 << 20))
+    monkeypatch.setattr(stage, "MAX_TOTAL_BYTES", 1 << 20)
+    with pytest.raises(DatasetError, match=f"more than {1 << 20} bytes"):
+        stage.fetch(f"{base}/huge.zip", "0" * 64, False)
+    assert list((project / "data/download").iterdir()) == []
