@@ -96,10 +96,6 @@ class ServiceClient:
             raise CliError(f"the service at {self.url} answered {response.status_code}: {_error_text(response)}")
         return response.json()
 
-    def analyze(self, image_bytes: bytes, filename: str = "image.jpg") -> list[FaceResult]:
-        data = self._post("/analyze", {"image": (filename, image_bytes)})
-        return [FaceResult.from_dict(face) for face in data]
-
     def analyze_frames(self, frames: Sequence[bytes], names: Sequence[str] | None = None) -> list[list[FaceResult]]:
         names = names or [f"frame{i}.jpg" for i in range(len(frames))]
         files = [("frames", (name, data)) for name, data in zip(names, frames)]
@@ -234,6 +230,8 @@ def _chunks(iterable, size: int):
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
+    from concurrent.futures.process import BrokenProcessPool
+
     from emotion_recognition.batch import BatchSettings, files_table_path, run_local, run_ray
     from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
 
@@ -250,11 +248,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from None
     settings = BatchSettings(args.model and str(Path(args.model).resolve()), args.detector, args.min_face_size,
                              args.tta, args.every, args.batch)
-    if args.engine == "ray":
-        files, faces, errors = run_ray(args.input, args.output, settings, args.workers, args.ray_address)
-    else:
-        files, faces, errors = run_local(args.input, args.output, settings, args.workers,
-                                         progress=None if args.quiet else sys.stderr)
+    try:
+        if args.engine == "ray":
+            files, faces, errors = run_ray(args.input, args.output, settings, args.workers, args.ray_address)
+        else:
+            files, faces, errors = run_local(args.input, args.output, settings, args.workers,
+                                             progress=None if args.quiet else sys.stderr)
+    except BrokenProcessPool:
+        raise CliError("a worker process died (out of memory?); run the same command again to resume") from None
+    except ModuleNotFoundError as error:
+        raise CliError(f"{error}: --engine ray needs pip install 'emotion-recognition[ray]'") from None
     print(f"{files} file(s), {faces} face(s), {errors} error(s); wrote {args.output} and {files_table_path(args.output)}")
     return 0
 
