@@ -258,7 +258,8 @@ class RayAnalyzer:
 def run_ray(inputs: Sequence[str], output: str, settings: BatchSettings, workers: int,
             address: str | None = None) -> tuple[int, int, int]:
     """The same rows with Ray Data, written at OUTPUT and files_table_path(OUTPUT) (paths or URIs).
-    Each of the ``workers`` actors takes a CPU: leave one to the read tasks or the job never ends."""
+    The ``workers`` actors share the cluster's CPUs but one (at most one each): an actor pool holding
+    every CPU leaves none to the read tasks and the job never ends."""
     import pyarrow.compute as pc
     import ray
 
@@ -268,9 +269,12 @@ def run_ray(inputs: Sequence[str], output: str, settings: BatchSettings, workers
     model_bytes = resolve_model_file(settings.model).path.read_bytes()
     ray.init(address=address, log_to_driver=False)  # address None: RAY_ADDRESS, else a local Ray
     try:
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < 2:
+            raise ValueError(f"the Ray cluster has {cpus:g} CPU(s): batch needs 2 or more (actors + read tasks)")
         results = ray.data.from_items([{"file": p} for p in paths]).map_batches(
-            RayAnalyzer, fn_constructor_args=(settings, model_bytes), concurrency=workers, num_cpus=1,
-            batch_size=1).materialize()
+            RayAnalyzer, fn_constructor_args=(settings, model_bytes), num_cpus=min(1.0, (cpus - 1) / workers),
+            compute=ray.data.ActorPoolStrategy(size=workers), batch_size=1).materialize()
         for name, columns, where in (("face", FACE_COLUMNS, output), ("file", FILE_COLUMNS, files_table_path(output))):
             table = results.map_batches(lambda t, name=name, columns=columns: t.filter(
                 pc.equal(t["table"], name)).select(columns), batch_format="pyarrow")
