@@ -117,7 +117,8 @@ def analyze_paths(paths: Iterable[str | Path], workers: int = 1, **settings: Any
     ``settings``: BatchSettings' fields (model, detector, every, ...)."""
     import pandas as pd
 
-    results = list(_analyze_all(expand_inputs(paths), BatchSettings(**settings), workers))
+    order = {path: i for i, path in enumerate(expand_inputs(paths))}
+    results = sorted(_analyze_all(list(order), BatchSettings(**settings), workers), key=lambda r: order[r[1]["file"]])
     table = pd.DataFrame([row for rows, _ in results for row in rows], columns=FACE_COLUMNS)
     table.attrs["files"] = pd.DataFrame([file_row for _, file_row in results], columns=FILE_COLUMNS)
     return table
@@ -140,17 +141,18 @@ def _analyze_one(path: str) -> tuple[list[dict], dict]:
 
 
 def _analyze_all(paths: list[str], settings: BatchSettings, workers: int):
-    """(face rows, file row) per path, in order: here, or in ``workers`` spawned processes."""
+    """(face rows, file row) per path: here in order, or as ``workers`` spawned processes finish them
+    (so a long video does not hold back the parts of the files after it)."""
     if workers <= 1:
         _init_worker(settings, 0)
         yield from map(_analyze_one, paths)
         return
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(workers, get_context("spawn"), _init_worker, (settings, threads)) as pool:
-        yield from pool.map(_analyze_one, paths)
+        yield from (done.result() for done in as_completed([pool.submit(_analyze_one, p) for p in paths]))
 
 
 def files_table_path(output: str) -> str:
