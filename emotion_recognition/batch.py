@@ -54,8 +54,8 @@ def load_recognizer(settings: BatchSettings):
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
     """Folders (recursive, photo and video suffixes), globs, ``@list.txt`` (a path a line) and files
     (any suffix: a bad one becomes an error row); in order, each once."""
-    found: list[str] = []
-    for item in map(str, inputs):
+    found, inputs = [], [str(item) for item in inputs]
+    for item in inputs:
         if item.startswith("@"):
             lines = [line.strip() for line in Path(item[1:]).read_text().splitlines()]
             found += expand_inputs(line for line in lines if line and not line.startswith("#"))
@@ -69,6 +69,8 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
             found.append(item)
         else:
             raise FileNotFoundError(f"no file or folder at {item}")
+    if not found:
+        raise FileNotFoundError(f"no photo or video in {' '.join(inputs)}")
     return list(dict.fromkeys(found))
 
 
@@ -224,7 +226,9 @@ class _Progress:
         self.done, self.faces = self.done + 1, self.faces + faces
         if self.bar is not None:
             self.bar.set_postfix(faces=self.faces, refresh=False)
-            self.bar.update() if self.done < self.total else self.bar.close()
+            self.bar.update()
+            if self.done == self.total:
+                self.bar.close()
         elif self.stream and (self.done == self.total or time.monotonic() - self.last > 10):
             self.last, rate = time.monotonic(), new / (time.monotonic() - self.start)
             self.stream.write(f"batch: {self.done}/{self.total} files, {self.faces} faces, {rate:.2f} files/s, "

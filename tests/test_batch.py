@@ -4,6 +4,7 @@ rows, worker processes, and resuming after a SIGKILL."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -33,6 +34,21 @@ def test_inputs_folders_globs_lists_in_order_each_once(tmp_path):
     assert found == [str(tmp_path / p) for p in ("b/2.jpg", "b/c/3.png", "a.mp4", "notes.txt", "1.jpg")]
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         batch.expand_inputs([tmp_path / "nothing-here"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no photo or video in"):
+        batch.expand_inputs([tmp_path / "empty"])
+
+
+def test_progress_is_a_bar_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    meter = batch._Progress(stream, total=3, done=1)
+    meter.step(faces=2, new=1)
+    meter.step(faces=1, new=2)
+    assert "3/3" in stream.getvalue() and "faces=3" in stream.getvalue() and "file/s" in stream.getvalue()
 
 
 def test_files_table_path():
@@ -59,7 +75,9 @@ def test_rows_equal_emotion_photo_and_video_and_bad_files_are_rows(tmp_path, mix
     out = tmp_path / "r.csv"
     model = ["--model", str(tiny_model_file)]
     assert cli.main(["batch", str(mixed_folder), "-o", str(out), "--every", "60", "--workers", "1", *model]) == 0
-    assert "7 file(s)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "7 file(s)" in captured.out
+    assert "batch: 7/7 files" in captured.err and "files/s, ETA 0 s" in captured.err  # not a terminal: plain lines
     faces = pd.read_csv(out)
     files = pd.read_csv(tmp_path / "r.files.csv").set_index("file")
     assert list(faces.columns) == batch.FACE_COLUMNS and set(EMOTIONS) < set(faces.columns)
