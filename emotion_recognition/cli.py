@@ -4,6 +4,8 @@
     emotion video IN.mp4 -o OUT.mp4          # annotated video + OUT.csv timeline (progress bar);
                                              # faces keep a track id across frames, --smooth N
     emotion webcam [--camera 0]              # live window: every face labelled (#id, smoothed), FPS shown
+    emotion batch IN... -o OUT.parquet       # folders/globs/@list.txt of photos and videos -> a row per
+                                             # face + OUT.files.parquet; resumable; --engine ray
 
 Options common to all: ``--model PATH`` (a .keras file; default: the bundled model),
 ``--server URL`` (use a running ``bentoml serve`` instead of a local model), ``--language en|es``,
@@ -239,6 +241,39 @@ def _chunks(iterable, size: int):
         yield batch
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from emotion_recognition.batch import BatchSettings, files_table_path, run_local, run_ray
+    from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
+
+    if args.server:
+        raise CliError("batch runs the model here or on Ray (--engine ray), not via --server", EXIT_USAGE)
+    if args.engine == "local" and not args.output.endswith((".parquet", ".csv")):
+        raise CliError(f"output {args.output} must end in .parquet or .csv", EXIT_USAGE)
+    if args.workers < 1:
+        raise CliError("--workers must be >= 1", EXIT_USAGE)
+    detection_config(args)  # an unknown/unavailable detector fails here, not in every worker
+    try:
+        resolve_model_file(args.model)
+    except ModelNotFoundError as error:
+        raise CliError(str(error)) from None
+    settings = BatchSettings(args.model and str(Path(args.model).resolve()), args.detector, args.min_face_size,
+                             args.tta, args.every, args.batch)
+    try:
+        if args.engine == "ray":
+            files, faces, errors = run_ray(args.input, args.output, settings, args.workers, args.ray_address)
+        else:
+            files, faces, errors = run_local(args.input, args.output, settings, args.workers,
+                                             progress=None if args.quiet else sys.stderr)
+    except BrokenProcessPool:
+        raise CliError("a worker process died (out of memory?); run the same command again to resume") from None
+    except ModuleNotFoundError as error:
+        raise CliError(f"{error}: --engine ray needs pip install 'emotion-recognition[ray]'") from None
+    print(f"{files} file(s), {faces} face(s), {errors} error(s); wrote {args.output} and {files_table_path(args.output)}")
+    return 0
+
+
 def gui_available() -> bool:
     """False for opencv-python-headless (no highgui backend: cv2.imshow cannot open a window)."""
     import cv2
@@ -330,6 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
                             f"no limit; the service's EMOTION_MAX_VIDEO_PIXELS is {VideoLimits.max_pixels:,})")
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     video.set_defaults(func=cmd_video)
+
+    batch = commands.add_parser("batch", parents=[common], help="photos and videos -> one table (Parquet/CSV)")
+    batch.add_argument("input", nargs="+", help="files, folders (recursive), globs, @list.txt (a path a line)")
+    batch.add_argument("-o", "--output", required=True, help="results .parquet or .csv (+ OUT.files.EXT per file)")
+    batch.add_argument("--every", type=int, default=1, help="analyse every N-th video frame (default 1)")
+    batch.add_argument("--batch", type=int, default=16, help="video frames per model call (default 16)")
+    batch.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                       help="processes (local) or Ray actors (default: the number of cores)")
+    batch.add_argument("--engine", choices=("local", "ray"), default="local")
+    batch.add_argument("--ray-address", help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    batch.add_argument("--quiet", action="store_true", help="no progress")
+    batch.set_defaults(func=cmd_batch)
 
     webcam = commands.add_parser("webcam", parents=[common], help="live window with labelled faces and FPS")
     webcam.add_argument("--camera", default="0", help="camera index (default 0) or a video file/URL")
