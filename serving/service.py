@@ -197,8 +197,9 @@ class EmotionService:
             info = {"tag": "bundled", "source": "bundled", "source_file": str(path)}
             logger.info("no model imported into the BentoML store: serving the bundled default model %s", path)
         self.recognizer = EmotionRecognizer.from_file(path, detection_config(settings), from_preset(settings.tta),
-                                                      model_batch=settings.model_batch)
-        self.model_info = {**info, "test_time_augmentation": self.recognizer.tta.describe(),
+                                                      settings.model_batch, settings.runtime, settings.runtime_threads)
+        self.model_info = {**info, "runtime": self.recognizer.classifier.runtime,
+                           "test_time_augmentation": self.recognizer.tta.describe(),
                            "face_detection": describe_detector(self.recognizer.detection)}
         logger.info("face detector: %s", self.model_info["face_detection"])
         self.settings = settings

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from emotion_recognition.runtime import Runtime
+
 MB = 1024 * 1024
 ENV_PREFIX = "EMOTION_"
 
@@ -23,6 +25,9 @@ class ServingSettings(BaseSettings):
 
     # which model: a BentoML store tag; unset = fer-emotion:latest if imported, else the bundled model
     model_tag: str | None = None
+    # classifier engine (emotion_recognition.runtime): openvino, Keras when it is not installed
+    runtime: Runtime = "openvino"
+    runtime_threads: int = Field(0, ge=0)  # OpenVINO inference threads; 0: every core
     # test-time augmentation (emotion_recognition.tta.PRESETS)
     tta: Literal["none", "flip", "crops"] = "flip"
     # detection (None: DetectionConfig's default)

@@ -3,12 +3,14 @@
 Registers the trained model as a new version of the registry's model and moves the alias
 `champion` to it only if it beats the current champion on this same test set.
 Outputs metrics/evaluate.json, plots/confusion.csv, plots/confusion_matrix.png, plots/per_class.csv.
+Logs the OpenVINO copy of the model (checked against Keras on the test faces) as the run's `openvino/`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -18,12 +20,13 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 
-from emotion_recognition.data import load_split
+from emotion_recognition.data import load_split, sha256_file
 from emotion_recognition.evaluation import classification_metrics, confusion_matrix, predict_view_probabilities
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model import load_model
 from emotion_recognition.params import load_params
 from emotion_recognition.registry import register_and_promote
+from emotion_recognition.runtime import convert
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.tta import TestTimeAugmentation
@@ -72,6 +75,18 @@ def accuracy_with_fewer_views(views: np.ndarray, labels: np.ndarray, tta: TestTi
     return fewer
 
 
+def log_openvino_copy(model, faces) -> None:
+    """The model's OpenVINO copy (what the library and service run), checked against Keras on the
+    test faces, as the run's ``openvino/`` artifacts beside the registered Keras model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            convert(model, tmp, sha256_file(MODEL_PATH), faces[:512], "PublicTest faces")
+        except ImportError:
+            print("evaluate: openvino is not installed; no OpenVINO copy logged")
+            return
+        mlflow.log_artifacts(tmp, "openvino")
+
+
 def main() -> None:
     params = load_params().evaluate
     test = load_split(TEST_PATH)
@@ -99,6 +114,7 @@ def main() -> None:
         mlflow.log_metrics({f"test_f1_{name}": v["f1"] for name, v in result["per_class"].items()})
         for path in (METRICS, CONFUSION_PNG, PER_CLASS_CSV):
             mlflow.log_artifact(str(path), "evaluation")
+        log_openvino_copy(model, test.images)
     print(f"evaluate: PublicTest accuracy {result['accuracy']:.4f} with {tta.describe()}, macro-F1 {result['macro_f1']:.4f}; "
           + ", ".join(f"{name} {value:.4f}" for name, value in fewer_views.items()))
     if params.register_model:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from emotion_recognition.data import Split, load_split, save_split
+from emotion_recognition.data import Split, load_split, save_split, sha256_file
 from emotion_recognition.evaluation import predict_probabilities
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
@@ -73,6 +73,8 @@ def test_results_are_logged_to_the_train_run_and_the_first_model_is_champion(pro
     assert metrics["test_f1_happy"] == 0.75 and metrics["test_f1_sad"] == 0.0
     logged = {a.path for a in client.list_artifacts(run["run_id"], "evaluation")}
     assert logged == {"evaluation/evaluate.json", "evaluation/confusion_matrix.png", "evaluation/per_class.csv"}
+    sha = sha256_file(project / "data/model/model.keras")  # the OpenVINO copy, keyed by the Keras file
+    assert {a.path for a in client.list_artifacts(run["run_id"], "openvino")} == {f"openvino/{sha}{s}" for s in (".bin", ".json", ".xml")}
     champion = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
     assert champion.run_id == run["run_id"] and str(champion.version) == "1"
     # random pixels: the bundled default model gets 1 of the 15 right, this one 9

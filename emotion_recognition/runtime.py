@@ -1,0 +1,136 @@
+"""The classifier's forward pass: (N, 48, 48, 1) float32 faces -> (N, 7) probabilities.
+
+The Keras file is the model (training makes it, the registry holds it). ``runtime="openvino"``
+(the default: 2.5x Keras's views/s here, docs/decisions.md) runs an OpenVINO fp32 copy made from
+it by ``convert``, cached by the Keras file's sha256 in ``openvino/`` beside the file (written at
+import or evaluate time) or in the user cache (``$EMOTION_CACHE_DIR``, else
+``~/.cache/emotion-recognition``). A copy is used only after it matched Keras within
+``TOLERANCE`` on probe faces (the record is ``<sha>.json`` beside it). Keras is the fallback,
+with one log line saying why, when OpenVINO is missing or a copy fails its check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from emotion_recognition.data import sha256_file
+from emotion_recognition.preprocessing import FACE_SIZE
+
+log = logging.getLogger(__name__)
+
+Runtime = Literal["openvino", "keras"]
+RUNTIMES: tuple[str, ...] = Runtime.__args__
+# max |probability difference| against Keras for a converted copy; fp32 copies differ by < 1e-6
+TOLERANCE = 1e-4
+
+
+class Classifier:
+    """A forward pass with the model contract's shapes, for ``check_model_contract``."""
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], runtime: str, input_shape: tuple, output_shape: tuple):
+        self.predict, self.runtime = predict, runtime
+        self.input_shape, self.output_shape = input_shape, output_shape
+
+    @classmethod
+    def from_keras(cls, model: Any) -> "Classifier":
+        return cls(lambda batch: np.asarray(model.predict_on_batch(batch)), "keras",
+                   tuple(model.input_shape), tuple(model.output_shape))
+
+
+def probe_faces(count: int = 64, seed: int = 0) -> np.ndarray:
+    """Deterministic face-sized probes (smooth blobs over gradients, 0-255) for checking a copy
+    when no real faces are at hand: any conversion error (layout, scaling, fp16) shows on them."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:FACE_SIZE, 0:FACE_SIZE] / FACE_SIZE
+    faces = []
+    for _ in range(count):
+        a, b, c = rng.uniform(-1, 1, 3)
+        blobs = sum(np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / s) for x, y, s in rng.uniform(0.05, 0.95, (6, 3)) * [1, 1, 0.05])
+        faces.append(128 + 60 * (a * xx + b * yy + c * blobs) + rng.normal(0, 12, (FACE_SIZE, FACE_SIZE)))
+    return np.clip(faces, 0, 255).astype(np.uint8)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EMOTION_CACHE_DIR") or Path.home() / ".cache" / "emotion-recognition") / "openvino"
+
+
+def convert(keras_model: Any, dest_dir: str | Path, sha256: str, faces: np.ndarray, source: str) -> Path:
+    """Write ``dest_dir/<sha256>.xml`` (+ .bin, + .json: the check) from ``keras_model`` once it
+    matches Keras within TOLERANCE on ``faces`` ((N, 48, 48) uint8, described by ``source``);
+    raise ValueError (nothing written) when it does not."""
+    import openvino as ov
+
+    dest_dir = Path(dest_dir)
+    batch = np.asarray(faces, np.float32)[..., np.newaxis]
+    with tempfile.TemporaryDirectory(prefix="emotion-ov-") as tmp:
+        keras_model.export(f"{tmp}/saved", format="tf_saved_model", verbose=False)
+        ov_model = ov.convert_model(f"{tmp}/saved", input=[(-1, FACE_SIZE, FACE_SIZE, 1)])
+        difference = float(np.abs(_compile(ov_model, 0)(batch) - keras_model.predict_on_batch(batch)).max())
+        if not difference <= TOLERANCE:
+            raise ValueError(f"the OpenVINO copy differs from Keras by {difference:.2g} (> {TOLERANCE}) on {source}")
+        ov.save_model(ov_model, f"{tmp}/{sha256}.xml", compress_to_fp16=False)  # fp16 weights change outputs
+        Path(f"{tmp}/{sha256}.json").write_text(json.dumps(
+            {"keras_sha256": sha256, "max_abs_difference": difference, "tolerance": TOLERANCE,
+             "checked_on": f"{len(batch)} {source}", "openvino": ov.__version__}, indent=1))
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        for suffix in (".bin", ".json", ".xml"):  # .xml last: its presence means the copy is complete
+            shutil.move(f"{tmp}/{sha256}{suffix}", dest_dir / f"{sha256}{suffix}.part")
+            os.replace(dest_dir / f"{sha256}{suffix}.part", dest_dir / f"{sha256}{suffix}")
+    log.info("converted the model to OpenVINO (%s/%s.xml), max difference from Keras %.2g on %d %s",
+             dest_dir, sha256, difference, len(batch), source)
+    return dest_dir / f"{sha256}.xml"
+
+
+def _compile(ov_model: Any, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """One stream, fp32 (not the bf16 that AMX CPUs default to), ``threads`` (0: every core)."""
+    import openvino as ov
+
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(ov_model, "CPU", config)
+    return lambda batch: np.array(compiled(np.ascontiguousarray(batch, np.float32))[0])
+
+
+def openvino_copy(path: Path) -> Path:
+    """The checked OpenVINO copy of the Keras file at ``path``: beside it, else in the user cache,
+    else made now (on the probe faces) into the user cache."""
+    sha256 = sha256_file(path)
+    for folder in (path.parent / "openvino", cache_dir()):
+        if (folder / f"{sha256}.xml").is_file():
+            return folder / f"{sha256}.xml"
+    from emotion_recognition.model import load_model
+
+    return convert(load_model(path), cache_dir(), sha256, probe_faces(), "probe faces (runtime.probe_faces)")
+
+
+def load_classifier(path: str | Path, runtime: Runtime = "openvino", threads: int = 0) -> Classifier:
+    """The forward pass of the Keras file at ``path`` on ``runtime``; Keras, with one warning,
+    when OpenVINO is not installed or its copy cannot be made."""
+    path = Path(path)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if runtime == "openvino":
+        try:
+            import openvino as ov
+
+            xml = openvino_copy(path)
+            ov_model = ov.Core().read_model(xml)
+            shapes = [tuple(-1 if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
+                      for port in (ov_model.inputs[0], ov_model.outputs[0])]
+            return Classifier(_compile(ov_model, threads), "openvino", *[(None, *s[1:]) for s in shapes])
+        except ImportError:
+            log.warning("runtime openvino: the openvino package is not installed, using Keras (pip install openvino)")
+        except (ValueError, RuntimeError, OSError) as error:
+            log.warning("runtime openvino: no usable OpenVINO copy of %s (%s), using Keras", path, error)
+    from emotion_recognition.model import load_model
+
+    return Classifier.from_keras(load_model(path))
