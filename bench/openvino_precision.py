@@ -1,13 +1,12 @@
 """OpenVINO fp32 vs bf16 vs INT8 (NNCF post-training quantization) vs Keras, in one run:
 PublicTest accuracy with the mirror view and views/s, for the choice in docs/decisions.md.
 
-    pip install -c requirements.lock nncf==3.4.0    # bench-only, not a product dependency
-    python bench/openvino_precision.py --fer2013 ../shared/data/fer2013.zip [--model PATH] [--seconds 2]
+    python bench/openvino_precision.py --fer2013 ../shared/data/fer2013.zip [--model PATH] [--seconds 2] [--no-accuracy]
 
 INT8 is calibrated on the validation split, made by the split stage's own code (params.yaml's
 ``split``) from the zip's train/; PublicTest is the zip's test/. Speed: every runtime is timed for
 ``--seconds`` per round at batch 6 (3 faces + mirrors) and 256 views, rounds interleaved (A B C A B C)
-three times; the median per runtime is printed with its ratio to Keras (``predict_on_batch``, the
+five times; the median per runtime is printed with its ratio to Keras (``predict_on_batch``, the
 library's Keras runtime) from the same run.
 """
 
@@ -25,7 +24,7 @@ from emotion_recognition.data import read_fer2013, save_split, sha256_file
 from emotion_recognition.model import load_model
 from emotion_recognition.model_files import bundled_model_path
 from emotion_recognition.params import load_params
-from emotion_recognition.runtime import Classifier, _compile, convert
+from emotion_recognition.runtime import CALIBRATION_FACES, Classifier, _compile, convert
 from emotion_recognition.tta import from_preset
 from stages.split import split
 
@@ -54,28 +53,27 @@ def main() -> None:
     parser.add_argument("--fer2013", required=True)
     parser.add_argument("--model", default=str(bundled_model_path()))
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--calibration", type=int, default=1000, help="validation faces (with mirrors) for INT8")
+    parser.add_argument("--no-accuracy", action="store_true", help="speed only")
     args = parser.parse_args()
-    import nncf
     import openvino as ov
 
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; model {args.model}; openvino {ov.__version__}, nncf {nncf.__version__}")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; model {args.model}; openvino {ov.__version__}")
     data = fer_splits(args.fer2013)
     model = load_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:
-        xml = convert(model, tmp, sha256_file(args.model), data["test"].images[:256], "PublicTest faces")
-        fp32 = ov.Core().read_model(xml)
-        val = data["val"].images[: args.calibration].astype(np.float32)[..., None]
-        calibration = nncf.Dataset(list(np.concatenate([val, val[:, :, ::-1]])), lambda face: face[None])
-        int8 = nncf.quantize(fp32, calibration, subset_size=len(val) * 2)
+        sha, test = sha256_file(args.model), data["test"]
+        # the copies the project makes (runtime.convert): fp32, and INT8 as bundle/evaluate make it
+        fp32 = ov.Core().read_model(convert(model, f"{tmp}/fp32", sha, test.images[:256], "PublicTest faces"))
+        int8 = ov.Core().read_model(convert(model, f"{tmp}/int8", sha, test.images, "PublicTest faces",
+                                            data["val"].images[:CALIBRATION_FACES]))
         runtimes = {"keras": Classifier.from_keras(model).predict, "openvino fp32": _compile(fp32, 0),
-                    "openvino int8": _compile(int8, 0)}
+                    "openvino int8": _compile(int8, 0), "openvino int8 1 thread": _compile(int8, 1)}
         bf16 = ov.Core().compile_model(fp32, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16"})
         runtimes["openvino bf16"] = lambda batch: np.array(bf16(batch)[0])
-        test = data["test"]
-        print(f"PublicTest {len(test)} faces with the mirror view (flip); INT8 calibrated on {len(val)} validation faces + mirrors")
+        print(f"PublicTest {len(test)} faces with the mirror view (flip); INT8 calibrated on {CALIBRATION_FACES} "
+              "validation faces + mirrors")
         reference = None
-        for name, predict in runtimes.items():
+        for name, predict in runtimes.items() if not args.no_accuracy else ():
             probe = predict(test.images[:512, ..., None].astype(np.float32))
             reference = probe if reference is None else reference
             print(f"  {name:<14} accuracy {accuracy(predict, test.images, test.labels):.4f}   "
@@ -86,7 +84,7 @@ def main() -> None:
             rates: dict[str, list[float]] = {name: [] for name in runtimes}
             for predict in runtimes.values():
                 predict(batch)  # warm-up
-            for _ in range(3):
+            for _ in range(5):
                 for name, predict in runtimes.items():
                     count, start = 0, time.perf_counter()
                     while time.perf_counter() - start < args.seconds:

@@ -58,6 +58,7 @@ def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelS
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from emotion_recognition.data import sha256_file
     from emotion_recognition.tracking import configure_mlflow, tracking_uri
 
     uri = tracking_uri()
@@ -84,6 +85,13 @@ def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelS
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / "model.keras"
     model.save(path)
+    try:  # the run's OpenVINO copy (stages/evaluate.py), re-keyed: same weights, re-saved file
+        copies = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="openvino", dst_path=str(dest)))
+        sha = sha256_file(path)
+        for copy in list(copies.iterdir()):
+            copy.rename(copies / (sha + copy.suffix))
+    except (MlflowException, OSError):
+        pass  # a run from before the copies were logged: serving.import_model converts one
     metadata = {
         "source": "mlflow",
         "mlflow_model_uri": model_uri,

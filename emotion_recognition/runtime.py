@@ -1,12 +1,12 @@
 """The classifier's forward pass: (N, 48, 48, 1) float32 faces -> (N, 7) probabilities.
 
 The Keras file is the model (training makes it, the registry holds it). ``runtime="openvino"``
-(the default: 2.5x Keras's views/s here, docs/decisions.md) runs an OpenVINO fp32 copy made from
-it by ``convert``, cached by the Keras file's sha256 in ``openvino/`` beside the file (written at
-import or evaluate time) or in the user cache (``$EMOTION_CACHE_DIR``, else
-``~/.cache/emotion-recognition``). A copy is used only after it matched Keras within
-``TOLERANCE`` on probe faces (the record is ``<sha>.json`` beside it). Keras is the fallback,
-with one log line saying why, when OpenVINO is missing or a copy fails its check.
+(the default; docs/decisions.md) runs an OpenVINO copy made from it by ``convert`` and keyed by
+the Keras file's sha256: INT8 where validation faces exist to calibrate it (bundle, evaluate
+stage: ``openvino/`` beside the file, in the MLflow run and the BentoML model), else fp32, made
+on first use into the user cache (``$EMOTION_CACHE_DIR``, else ``~/.cache/emotion-recognition``).
+A copy is written only after it matched Keras on faces (the record is ``<sha>.json`` beside it).
+Keras is the fallback, with one log line saying why, when OpenVINO is missing or a copy fails.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ Runtime = Literal["openvino", "keras"]
 RUNTIMES: tuple[str, ...] = Runtime.__args__
 # max |probability difference| against Keras for a converted copy; fp32 copies differ by < 1e-6
 TOLERANCE = 1e-4
+# INT8 copies: least share of faces whose top emotion is Keras's (the bundled model: see docs/decisions.md)
+INT8_AGREEMENT = 0.95
+CALIBRATION_FACES = 1000  # validation faces (with their mirrors) INT8 is calibrated on
 
 
 class Classifier:
@@ -62,10 +65,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EMOTION_CACHE_DIR") or Path.home() / ".cache" / "emotion-recognition") / "openvino"
 
 
-def convert(keras_model: Any, dest_dir: str | Path, sha256: str, faces: np.ndarray, source: str) -> Path:
-    """Write ``dest_dir/<sha256>.xml`` (+ .bin, + .json: the check) from ``keras_model`` once it
-    matches Keras within TOLERANCE on ``faces`` ((N, 48, 48) uint8, described by ``source``);
-    raise ValueError (nothing written) when it does not."""
+def convert(keras_model: Any, dest_dir: str | Path, sha256: str, faces: np.ndarray, source: str,
+            calibration: np.ndarray | None = None) -> Path:
+    """Write ``dest_dir/<sha256>.xml`` (+ .bin, + .json: the check) from ``keras_model``: fp32,
+    or INT8 (NNCF) calibrated on ``calibration`` faces and their mirrors when given. Checked on
+    ``faces`` ((N, 48, 48) uint8, described by ``source``): fp32 within TOLERANCE of Keras, INT8
+    the same top emotion as Keras for INT8_AGREEMENT of them; ValueError (nothing written) if not."""
     import openvino as ov
 
     dest_dir = Path(dest_dir)
@@ -73,19 +78,31 @@ def convert(keras_model: Any, dest_dir: str | Path, sha256: str, faces: np.ndarr
     with tempfile.TemporaryDirectory(prefix="emotion-ov-") as tmp:
         keras_model.export(f"{tmp}/saved", format="tf_saved_model", verbose=False)
         ov_model = ov.convert_model(f"{tmp}/saved", input=[(-1, FACE_SIZE, FACE_SIZE, 1)])
-        difference = float(np.abs(_compile(ov_model, 0)(batch) - keras_model.predict_on_batch(batch)).max())
+        reference = keras_model.predict_on_batch(batch)
+        difference = float(np.abs(_compile(ov_model, 0)(batch) - reference).max())
         if not difference <= TOLERANCE:
             raise ValueError(f"the OpenVINO copy differs from Keras by {difference:.2g} (> {TOLERANCE}) on {source}")
+        record = {"keras_sha256": sha256, "precision": "fp32", "max_abs_difference": difference, "tolerance": TOLERANCE}
+        if calibration is not None:
+            import nncf
+
+            views = np.asarray(calibration, np.float32)[..., np.newaxis]
+            views = np.concatenate([views, views[:, :, ::-1]])  # the service classifies mirrors too
+            ov_model = nncf.quantize(ov_model, nncf.Dataset(list(views), lambda face: face[None]), subset_size=len(views))
+            agreement = float((_compile(ov_model, 0)(batch).argmax(1) == reference.argmax(1)).mean())
+            if not agreement >= INT8_AGREEMENT:
+                raise ValueError(f"the INT8 copy agrees with Keras on {agreement:.1%} of {source} (< {INT8_AGREEMENT:.0%})")
+            record.update(precision="int8", calibration_faces=len(calibration), top1_agreement=agreement,
+                          min_top1_agreement=INT8_AGREEMENT)
         ov.save_model(ov_model, f"{tmp}/{sha256}.xml", compress_to_fp16=False)  # fp16 weights change outputs
-        Path(f"{tmp}/{sha256}.json").write_text(json.dumps(
-            {"keras_sha256": sha256, "max_abs_difference": difference, "tolerance": TOLERANCE,
-             "checked_on": f"{len(batch)} {source}", "openvino": ov.__version__}, indent=1))
+        record.update(checked_on=f"{len(batch)} {source}", openvino=ov.__version__)
+        Path(f"{tmp}/{sha256}.json").write_text(json.dumps(record, indent=1))
         dest_dir.mkdir(parents=True, exist_ok=True)
         for suffix in (".bin", ".json", ".xml"):  # .xml last: its presence means the copy is complete
             shutil.move(f"{tmp}/{sha256}{suffix}", dest_dir / f"{sha256}{suffix}.part")
             os.replace(dest_dir / f"{sha256}{suffix}.part", dest_dir / f"{sha256}{suffix}")
-    log.info("converted the model to OpenVINO (%s/%s.xml), max difference from Keras %.2g on %d %s",
-             dest_dir, sha256, difference, len(batch), source)
+    log.info("converted the model to OpenVINO %s (%s/%s.xml), checked on %d %s",
+             record["precision"], dest_dir, sha256, len(batch), source)
     return dest_dir / f"{sha256}.xml"
 
 

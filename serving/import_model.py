@@ -66,10 +66,16 @@ def store_model(source: ModelSource, name: str = MODEL_NAME):
         labels["mlflow_version"] = source.metadata["mlflow_version"]
     with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
         shutil.copyfile(source.path, model.path_of(MODEL_FILE))
-        try:  # the OpenVINO copy travels with the model (and into a built Bento): no conversion at serve time
-            convert(keras_model, model.path_of("openvino"), sha256_file(source.path), probe_faces(), "probe faces")
-        except ImportError:
-            print("openvino is not installed: the service will convert the model when it starts", file=sys.stderr)
+        # the OpenVINO copy travels with the model (and into a built Bento): the source's own
+        # (bundled or logged by the evaluate stage: INT8), else an fp32 one checked on probe faces
+        sha, made = sha256_file(source.path), source.path.parent / "openvino"
+        if (made / f"{sha}.xml").is_file():
+            shutil.copytree(made, model.path_of("openvino"), ignore=lambda _, names: [n for n in names if not n.startswith(sha)])
+        else:
+            try:
+                convert(keras_model, model.path_of("openvino"), sha, probe_faces(), "probe faces")
+            except ImportError:
+                print("openvino is not installed: the service will run Keras", file=sys.stderr)
     return model
 
 

@@ -3,7 +3,7 @@
 Registers the trained model as a new version of the registry's model and moves the alias
 `champion` to it only if it beats the current champion on this same test set.
 Outputs metrics/evaluate.json, plots/confusion.csv, plots/confusion_matrix.png, plots/per_class.csv.
-Logs the OpenVINO copy of the model (checked against Keras on the test faces) as the run's `openvino/`.
+Logs the model's INT8 OpenVINO copy (emotion_recognition/runtime.py) as the run's `openvino/`.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model import load_model
 from emotion_recognition.params import load_params
 from emotion_recognition.registry import register_and_promote
-from emotion_recognition.runtime import convert
+from emotion_recognition.runtime import CALIBRATION_FACES, convert
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.tta import TestTimeAugmentation
 
 TEST_PATH = Path("data/split/test.npz")
+VAL_PATH = Path("data/split/val.npz")
 MODEL_PATH = Path("data/model/model.keras")
 RUN_PATH = Path("data/model/run.json")
 METRICS = Path("metrics/evaluate.json")
@@ -76,11 +77,13 @@ def accuracy_with_fewer_views(views: np.ndarray, labels: np.ndarray, tta: TestTi
 
 
 def log_openvino_copy(model, faces) -> None:
-    """The model's OpenVINO copy (what the library and service run), checked against Keras on the
-    test faces, as the run's ``openvino/`` artifacts beside the registered Keras model."""
+    """The model's INT8 OpenVINO copy (what the library and service run), calibrated on the
+    validation faces and checked against Keras on the test faces, as the run's ``openvino/``
+    artifacts beside the registered Keras model (serving.import_model takes it from there)."""
+    calibration = load_split(VAL_PATH).images[:CALIBRATION_FACES]
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            convert(model, tmp, sha256_file(MODEL_PATH), faces[:512], "PublicTest faces")
+            convert(model, tmp, sha256_file(MODEL_PATH), faces, "PublicTest faces", calibration)
         except ImportError:
             print("evaluate: openvino is not installed; no OpenVINO copy logged")
             return
