@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+import cv2
 import numpy as np
 
 from emotion_recognition.data import sha256_file
@@ -35,30 +36,24 @@ INT8_AGREEMENT = 0.95
 CALIBRATION_FACES = 1000  # validation faces (with their mirrors) INT8 is calibrated on
 
 
+@dataclass
 class Classifier:
-    """A forward pass with the model contract's shapes, for ``check_model_contract``."""
-
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], runtime: str, input_shape: tuple, output_shape: tuple):
-        self.predict, self.runtime = predict, runtime
-        self.input_shape, self.output_shape = input_shape, output_shape
+    """A forward pass with the model contract's shapes (for ``check_model_contract``)."""
+    predict: Callable[[np.ndarray], np.ndarray]
+    runtime: str
+    input_shape: tuple
+    output_shape: tuple
 
     @classmethod
     def from_keras(cls, model: Any) -> "Classifier":
-        return cls(lambda batch: np.asarray(model.predict_on_batch(batch)), "keras",
-                   tuple(model.input_shape), tuple(model.output_shape))
+        return cls(lambda batch: np.asarray(model.predict_on_batch(batch)), "keras", model.input_shape, model.output_shape)
 
 
 def probe_faces(count: int = 64, seed: int = 0) -> np.ndarray:
-    """Deterministic face-sized probes (smooth blobs over gradients, 0-255) for checking a copy
-    when no real faces are at hand: any conversion error (layout, scaling, fp16) shows on them."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:FACE_SIZE, 0:FACE_SIZE] / FACE_SIZE
-    faces = []
-    for _ in range(count):
-        a, b, c = rng.uniform(-1, 1, 3)
-        blobs = sum(np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / s) for x, y, s in rng.uniform(0.05, 0.95, (6, 3)) * [1, 1, 0.05])
-        faces.append(128 + 60 * (a * xx + b * yy + c * blobs) + rng.normal(0, 12, (FACE_SIZE, FACE_SIZE)))
-    return np.clip(faces, 0, 255).astype(np.uint8)
+    """Deterministic smooth 48x48 images (0-255) to check a copy on when no real faces are at hand:
+    any conversion error (layout, scaling, fp16 weights) shows on them."""
+    coarse = np.random.default_rng(seed).uniform(0, 255, (count, 6, 6)).astype(np.float32)
+    return np.stack([cv2.resize(c, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_CUBIC) for c in coarse]).clip(0, 255).astype(np.uint8)
 
 
 def cache_dir() -> Path:
@@ -73,9 +68,9 @@ def convert(keras_model: Any, dest_dir: str | Path, sha256: str, faces: np.ndarr
     the same top emotion as Keras for INT8_AGREEMENT of them; ValueError (nothing written) if not."""
     import openvino as ov
 
-    dest_dir = Path(dest_dir)
     batch = np.asarray(faces, np.float32)[..., np.newaxis]
-    with tempfile.TemporaryDirectory(prefix="emotion-ov-") as tmp:
+    Path(dest_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".convert-", dir=dest_dir) as tmp:
         keras_model.export(f"{tmp}/saved", format="tf_saved_model", verbose=False)
         ov_model = ov.convert_model(f"{tmp}/saved", input=[(-1, FACE_SIZE, FACE_SIZE, 1)])
         reference = keras_model.predict_on_batch(batch)
@@ -97,29 +92,25 @@ def convert(keras_model: Any, dest_dir: str | Path, sha256: str, faces: np.ndarr
         ov.save_model(ov_model, f"{tmp}/{sha256}.xml", compress_to_fp16=False)  # fp16 weights change outputs
         record.update(checked_on=f"{len(batch)} {source}", openvino=ov.__version__)
         Path(f"{tmp}/{sha256}.json").write_text(json.dumps(record, indent=1))
-        dest_dir.mkdir(parents=True, exist_ok=True)
         for suffix in (".bin", ".json", ".xml"):  # .xml last: its presence means the copy is complete
-            shutil.move(f"{tmp}/{sha256}{suffix}", dest_dir / f"{sha256}{suffix}.part")
-            os.replace(dest_dir / f"{sha256}{suffix}.part", dest_dir / f"{sha256}{suffix}")
-    log.info("converted the model to OpenVINO %s (%s/%s.xml), checked on %d %s",
-             record["precision"], dest_dir, sha256, len(batch), source)
-    return dest_dir / f"{sha256}.xml"
+            os.replace(f"{tmp}/{sha256}{suffix}", Path(dest_dir) / f"{sha256}{suffix}")
+    log.info("converted the model to OpenVINO %s (%s/%s.xml), checked on %d %s", record["precision"], dest_dir, sha256,
+             len(batch), source)
+    return Path(dest_dir) / f"{sha256}.xml"
 
 
 def _compile(ov_model: Any, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """One stream, fp32 (not the bf16 that AMX CPUs default to), ``threads`` (0: every core)."""
+    """One stream, fp32 arithmetic (not the bf16 that AMX CPUs default to), ``threads`` (0: every core)."""
     import openvino as ov
 
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
     compiled = ov.Core().compile_model(ov_model, "CPU", config)
     return lambda batch: np.array(compiled(np.ascontiguousarray(batch, np.float32))[0])
 
 
 def openvino_copy(path: Path) -> Path:
     """The checked OpenVINO copy of the Keras file at ``path``: beside it, else in the user cache,
-    else made now (on the probe faces) into the user cache."""
+    else made now (checked on ``probe_faces``) into the user cache."""
     sha256 = sha256_file(path)
     for folder in (path.parent / "openvino", cache_dir()):
         if (folder / f"{sha256}.xml").is_file():
@@ -132,18 +123,15 @@ def openvino_copy(path: Path) -> Path:
 def load_classifier(path: str | Path, runtime: Runtime = "openvino", threads: int = 0) -> Classifier:
     """The forward pass of the Keras file at ``path`` on ``runtime``; Keras, with one warning,
     when OpenVINO is not installed or its copy cannot be made."""
-    path = Path(path)
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     if runtime == "openvino":
         try:
             import openvino as ov
 
-            xml = openvino_copy(path)
-            ov_model = ov.Core().read_model(xml)
-            shapes = [tuple(-1 if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
-                      for port in (ov_model.inputs[0], ov_model.outputs[0])]
-            return Classifier(_compile(ov_model, threads), "openvino", *[(None, *s[1:]) for s in shapes])
+            ov_model = ov.Core().read_model(openvino_copy(Path(path)))
+            shape = lambda port: (None, *[d.get_length() for d in list(port.get_partial_shape())[1:]])  # noqa: E731
+            return Classifier(_compile(ov_model, threads), "openvino", shape(ov_model.inputs[0]), shape(ov_model.outputs[0]))
         except ImportError:
             log.warning("runtime openvino: the openvino package is not installed, using Keras (pip install openvino)")
         except (ValueError, RuntimeError, OSError) as error:

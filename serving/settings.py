@@ -27,7 +27,9 @@ class ServingSettings(BaseSettings):
     model_tag: str | None = None
     # classifier engine (emotion_recognition.runtime): openvino, Keras when it is not installed
     runtime: Runtime = "openvino"
-    runtime_threads: int = Field(0, ge=0)  # OpenVINO inference threads; 0: every core
+    # OpenVINO threads per model call (0: every core): 1 leaves the other core to detection, which
+    # runs beside it (views/s of 3 faces + mirrors 1.6x those of 2 threads, docs/decisions.md)
+    runtime_threads: int = Field(1, ge=0)
     # test-time augmentation (emotion_recognition.tta.PRESETS)
     tta: Literal["none", "flip", "crops"] = "flip"
     # detection (None: DetectionConfig's default)
