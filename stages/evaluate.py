@@ -76,20 +76,6 @@ def accuracy_with_fewer_views(views: np.ndarray, labels: np.ndarray, tta: TestTi
     return fewer
 
 
-def log_openvino_copy(model, faces) -> None:
-    """The model's INT8 OpenVINO copy (what the library and service run), calibrated on the
-    validation faces and checked against Keras on the test faces, as the run's ``openvino/``
-    artifacts beside the registered Keras model (serving.import_model takes it from there)."""
-    calibration = load_split(VAL_PATH).images[:CALIBRATION_FACES]
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            convert(model, tmp, sha256_file(MODEL_PATH), faces, "PublicTest faces", calibration)
-        except ImportError:
-            print("evaluate: openvino is not installed; no OpenVINO copy logged")
-            return
-        mlflow.log_artifacts(tmp, "openvino")
-
-
 def main() -> None:
     params = load_params().evaluate
     test = load_split(TEST_PATH)
@@ -117,7 +103,10 @@ def main() -> None:
         mlflow.log_metrics({f"test_f1_{name}": v["f1"] for name, v in result["per_class"].items()})
         for path in (METRICS, CONFUSION_PNG, PER_CLASS_CSV):
             mlflow.log_artifact(str(path), "evaluation")
-        log_openvino_copy(model, test.images)
+        with tempfile.TemporaryDirectory() as tmp:  # the INT8 OpenVINO copy (emotion_recognition/runtime.py)
+            convert(model, tmp, sha256_file(MODEL_PATH), test.images, "PublicTest faces",
+                    load_split(VAL_PATH).images[:CALIBRATION_FACES])
+            mlflow.log_artifacts(tmp, "openvino")
     print(f"evaluate: PublicTest accuracy {result['accuracy']:.4f} with {tta.describe()}, macro-F1 {result['macro_f1']:.4f}; "
           + ", ".join(f"{name} {value:.4f}" for name, value in fewer_views.items()))
     if params.register_model:
