@@ -50,6 +50,7 @@ class ServingSettings(BaseSettings):
     max_video_decoded_frames: int = Field(20_000, ge=1)  # every x max_frames: frames read from one video
     # work layout
     cpu_threads: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
+    workers: int = Field(1, ge=1)  # HTTP service processes (the classifier has one of its own)
     model_batch: int = Field(256, ge=1)  # views per model call (faces x TTA views)
     skip_startup_check: bool = False
 
