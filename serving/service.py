@@ -13,8 +13,9 @@ APIs (multipart uploads; see README.md for curl examples):
   JSON; each face has a ``track_id``, stable across frames (see docs/video.md);
 - ``POST /video_timeline_csv`` same as CSV;
 - ``POST /annotate_video``     video file -> annotated MP4 (each label starts with the face's track id);
-- ``POST /classify``           (N, 48, 48) grayscale faces -> (N, 7) probabilities. Every API above
-  sends its faces through this one, which BentoML batches adaptively across concurrent requests;
+- ``POST /classify``           (N, 48, 48) grayscale faces -> (N, 7) probabilities. Every API sends
+  its faces to ``EmotionClassifier`` (the model's own service, ``bentoml.depends``), which BentoML
+  batches adaptively across concurrent requests;
 - ``GET /ui/``                 the web page (upload a photo, or the live webcam mode);
 - BentoML's ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` (Prometheus).
 
