@@ -5,7 +5,7 @@
 Runtimes compared on the same (N, 48, 48, 1) float32 batches (N views: 6 = the 3 faces of the
 benchmark frame with their mirrors; 256 = 128 faces with mirrors, the service's batch):
 
-- ``keras``: the traced ``tf.function`` the service uses (``inference._make_predict``);
+- ``keras``: a traced ``tf.function`` (the service runs OpenVINO: bench/openvino_precision.py);
 - ``xla``: the same with ``jit_compile=True``;
 - ``tflite``: ``tf.lite`` (no extra dependency), converted from the traced function, float32;
   ``--threads`` sets the interpreter's threads (0: TF's default);

@@ -40,15 +40,17 @@ class BatchSettings:
     tta: str = "flip"
     every: int = 1
     batch: int = 16  # video frames per model call
+    runtime: str = "openvino"  # emotion_recognition.runtime.RUNTIMES
 
 
-def load_recognizer(settings: BatchSettings):
+def load_recognizer(settings: BatchSettings, threads: int = 0):
     from emotion_recognition.inference import EmotionRecognizer
     from emotion_recognition.model_files import resolve_model_file
     from emotion_recognition.tta import from_preset
 
     detection = DetectionConfig(detector=settings.detector, min_face_size=settings.min_face_size)
-    return EmotionRecognizer.from_file(resolve_model_file(settings.model).path, detection, from_preset(settings.tta))
+    return EmotionRecognizer.from_file(resolve_model_file(settings.model).path, detection, from_preset(settings.tta),
+                                       runtime=settings.runtime, threads=threads)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
@@ -135,7 +137,7 @@ def _init_worker(settings: BatchSettings, threads: int) -> None:
 
         os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"), str(threads)))
         cv2.setNumThreads(threads)
-    _worker.update(settings=settings, recognizer=load_recognizer(settings))
+    _worker.update(settings=settings, recognizer=load_recognizer(settings, threads))
 
 
 def _analyze_one(path: str) -> tuple[list[dict], dict]:

@@ -2,8 +2,8 @@
 
     python -m emotion_recognition.bundle
 
-Copies data/model/model.keras to emotion_recognition/default_model/model.keras and writes
-MODEL_CARD.md beside it from params.yaml and the metrics the DVC stages wrote, so every
+Copies data/model/model.keras to emotion_recognition/default_model/model.keras, makes its INT8
+OpenVINO copy (default_model/openvino/) and writes MODEL_CARD.md beside it from params.yaml and the metrics the DVC stages wrote, so every
 figure in the card comes from the run that produced the file.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from emotion_recognition.data import sha256_file
+from emotion_recognition.data import load_split, sha256_file
 from emotion_recognition.evaluation import confusion_matrix
 from emotion_recognition.labels import EMOTION_INDEX, EMOTIONS
 from emotion_recognition.model_files import BUNDLED_MODEL
@@ -160,6 +160,19 @@ def starting_model_card(run: dict | None, card_path: Path, model_path: Path) -> 
     return card_path.read_text()
 
 
+def bundle_openvino(model_path: Path, split_dir: Path = Path("data/split")) -> Path:
+    """The bundled model's INT8 OpenVINO copy, alone in default_model/openvino/: calibrated on the
+    validation split, checked against Keras on PublicTest (emotion_recognition/runtime.py)."""
+    from emotion_recognition.model import load_model
+    from emotion_recognition.runtime import CALIBRATION_FACES, convert
+
+    val, test = (load_split(split_dir / f"{name}.npz") for name in ("val", "test"))
+    folder = DEFAULT_MODEL_DIR / "openvino"
+    shutil.rmtree(folder, ignore_errors=True)
+    return convert(load_model(model_path), folder, sha256_file(model_path), test.images, "PublicTest faces",
+                   val.images[:CALIBRATION_FACES])
+
+
 def main() -> None:
     source = Path("data/model/model.keras")
     if not source.is_file():
@@ -180,6 +193,7 @@ def main() -> None:
     with atomic_path(BUNDLED_MODEL) as tmp:
         shutil.copyfile(source, tmp)
     shutil.copyfile("plots/confusion_matrix.png", DEFAULT_MODEL_DIR / "confusion_matrix.png")
+    bundle_openvino(BUNDLED_MODEL)
     card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix, run, previous_card)
     with atomic_path(card_path) as tmp:
         tmp.write_text(card)

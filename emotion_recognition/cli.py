@@ -31,6 +31,7 @@ from emotion_recognition.detection import DetectionConfig, DetectorUnavailable, 
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import TRANSLATIONS
 from emotion_recognition.media import IMAGE_SUFFIXES, InputError, VideoLimits, encode_image
+from emotion_recognition.runtime import RUNTIMES
 from emotion_recognition.tta import PRESETS, from_preset
 
 EXIT_ERROR = 1
@@ -52,7 +53,8 @@ class CliError(Exception):
 Analyzer = Callable[..., list[list[FaceResult]]]
 
 
-def local_analyzer(model_path: str | None, detection: DetectionConfig, tta: str = "flip") -> Analyzer:
+def local_analyzer(model_path: str | None, detection: DetectionConfig, tta: str = "flip",
+                   runtime: str = "openvino") -> Analyzer:
     from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
 
     try:
@@ -67,7 +69,7 @@ def local_analyzer(model_path: str | None, detection: DetectionConfig, tta: str 
     from emotion_recognition.inference import EmotionRecognizer
 
     try:
-        recognizer = EmotionRecognizer.from_file(source.path, detection, views)
+        recognizer = EmotionRecognizer.from_file(source.path, detection, views, runtime=runtime)
     except (ValueError, OSError) as error:
         raise CliError(f"could not load the model {source.path}: {error}") from None
 
@@ -137,7 +139,7 @@ def remote_analyzer(url: str) -> Analyzer:
 def make_analyzer(args: argparse.Namespace) -> Analyzer:
     if args.server:
         return remote_analyzer(args.server)
-    return local_analyzer(args.model, detection_config(args), args.tta)
+    return local_analyzer(args.model, detection_config(args), args.tta, args.runtime)
 
 
 def detection_config(args: argparse.Namespace) -> DetectionConfig:
@@ -259,7 +261,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except ModelNotFoundError as error:
         raise CliError(str(error)) from None
     settings = BatchSettings(args.model and str(Path(args.model).resolve()), args.detector, args.min_face_size,
-                             args.tta, args.every, args.batch)
+                             args.tta, args.every, args.batch, args.runtime)
     try:
         if args.engine == "ray":
             files, faces, errors = run_ray(args.input, args.output, settings, args.workers, args.ray_address)
@@ -342,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--tta", choices=list(PRESETS), default="flip",
                         help="test-time views per face: flip (default: face + mirror), none (fastest), "
                              "crops (16 views, most accurate); with --server the service's EMOTION_TTA applies")
+    common.add_argument("--runtime", choices=RUNTIMES, default="openvino",
+                        help="classifier engine: openvino (default, fastest; Keras if it is not installed) or keras")
 
     parser = argparse.ArgumentParser(prog="emotion", description="Faces and their emotions in photos, videos and the webcam.")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -23,6 +23,7 @@ import numpy as np
 from emotion_recognition.detection import Box, DetectionConfig, landmarks_from_list, landmarks_to_list, locate_faces
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES
 from emotion_recognition.preprocessing import FACE_SIZE, to_model_batch
+from emotion_recognition.runtime import Classifier, Runtime, load_classifier
 from emotion_recognition.tta import TestTimeAugmentation
 
 
@@ -95,22 +96,22 @@ class EmotionRecognizer:
 
     def __init__(self, model: Any, detection: DetectionConfig | None = None, tta: TestTimeAugmentation | None = None,
                  model_batch: int = DEFAULT_MODEL_BATCH):
+        """``model``: a Keras model (run by Keras) or a ``runtime.Classifier``."""
         check_model_contract(model)
         if model_batch < 1:
             raise ValueError(f"model_batch must be >= 1, got {model_batch}")
-        self.model = model
+        self.classifier = model if isinstance(model, Classifier) else Classifier.from_keras(model)
         self.detection = detection or DetectionConfig()
         self.tta = tta or TestTimeAugmentation()
         self.model_batch = model_batch
-        self._predict = _make_predict(model)
         self._lock = threading.Lock()
 
     @classmethod
     def from_file(cls, path: str | Path, detection: DetectionConfig | None = None,
-                  tta: TestTimeAugmentation | None = None, model_batch: int = DEFAULT_MODEL_BATCH) -> "EmotionRecognizer":
-        from emotion_recognition.model import load_model
-
-        return cls(load_model(path), detection, tta, model_batch)
+                  tta: TestTimeAugmentation | None = None, model_batch: int = DEFAULT_MODEL_BATCH,
+                  runtime: Runtime = "openvino", threads: int = 0) -> "EmotionRecognizer":
+        """``runtime``/``threads``: see ``emotion_recognition.runtime.load_classifier``."""
+        return cls(load_classifier(path, runtime, threads), detection, tta, model_batch)
 
     def classify_faces(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """(N, 48, 48) uint8 faces -> (N, 7) float32 probabilities in EMOTIONS order: every
@@ -122,8 +123,8 @@ class EmotionRecognizer:
         to_model_batch(faces[:1])  # refuse a wrong face size before building views of it
 
         def predict(views: np.ndarray) -> np.ndarray:
-            with self._lock:  # one model call at a time; TF already uses every core for one call
-                return self._predict(to_model_batch(views))
+            with self._lock:  # one model call at a time; one call already uses every core
+                return self.classifier.predict(to_model_batch(views))
 
         chunk = max(1, self.model_batch // self.tta.view_count)
         parts = [self.tta.predict(predict, faces[start : start + chunk]) for start in range(0, len(faces), chunk)]
@@ -158,25 +159,3 @@ def classify_located(
         results.append(build_results(boxes, probabilities[start : start + count]))
         start += count
     return results
-
-
-def _make_predict(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """A fast forward pass: a tf.function with a batch-agnostic signature when TF is the backend.
-
-    ``model.predict`` has per-call overhead of several ms; a traced function with input
-    signature (None, 48, 48, 1) is traced once and reused for every batch size.
-    """
-    try:
-        import keras
-        import tensorflow as tf
-
-        if keras.backend.backend() == "tensorflow":
-            forward = tf.function(
-                lambda x: model(x, training=False),
-                input_signature=[tf.TensorSpec((None, FACE_SIZE, FACE_SIZE, 1), tf.float32)],
-                reduce_retracing=True,
-            )
-            return lambda batch: forward(tf.convert_to_tensor(batch)).numpy()
-    except ImportError:  # pragma: no cover - other Keras backends
-        pass
-    return lambda batch: np.asarray(model.predict_on_batch(batch))

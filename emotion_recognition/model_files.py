@@ -54,9 +54,11 @@ def resolve_model_file(path: str | Path | None = None) -> ModelSource:
 
 def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelSource:
     """Download the registry's ``REGISTERED_MODEL_NAME@alias`` model file into ``dest_dir``."""
+    import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from emotion_recognition.data import sha256_file
     from emotion_recognition.registry import model_file
     from emotion_recognition.tracking import configure_mlflow, tracking_uri
 
@@ -81,6 +83,13 @@ def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelS
     model_uri = f"models:/{REGISTERED_MODEL_NAME}@{alias}"
     # only the .keras file, never MLflow's loader (it unpickles); the caller loads it in safe mode
     path = model_file(REGISTERED_MODEL_NAME, version.version, dest_dir)
+    try:  # the run's OpenVINO copy (stages/evaluate.py), re-keyed to this file's hash
+        copies = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="openvino", dst_path=str(dest_dir)))
+        sha = sha256_file(path)
+        for copy in list(copies.iterdir()):
+            copy.rename(copies / (sha + copy.suffix))
+    except (MlflowException, OSError):
+        pass  # a run from before the copies were logged: serving.import_model converts one
     metadata = {
         "source": "mlflow",
         "mlflow_model_uri": model_uri,

@@ -156,6 +156,9 @@ def register_baseline(model: keras.Model, path: Path, accuracy: float, digest: s
         mlflow.log_params({"model_file": str(path), "model_sha256": sha256_file(path)})
         mlflow.log_metric("test_accuracy", accuracy)
         info = mlflow.tensorflow.log_model(model, name="model", signature=infer_signature(example, model.predict(example, verbose=0)))
+        copy = path.parent / "openvino" / sha256_file(path)  # its INT8 copy (bundle step), as evaluate logs one
+        for suffix in (".bin", ".json", ".xml") if Path(f"{copy}.xml").is_file() else ():
+            mlflow.log_artifact(f"{copy}{suffix}", "openvino")
     version = mlflow.register_model(info.model_uri, name)
     client = MlflowClient()
     tag_version(client, name, version.version, accuracy, digest, run.info.run_id)

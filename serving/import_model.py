@@ -4,8 +4,8 @@
     python -m serving.import_model --model-file model.keras
     python -m serving.import_model --bundled            # emotion_recognition/default_model/model.keras
 
-The stored model is one ``model.keras`` file plus metadata (source, MLflow version and run id,
-input/output contract). ``bentoml models list fer-emotion`` shows what was imported.
+The stored model is one ``model.keras`` file, its checked OpenVINO copy (``openvino/``,
+emotion_recognition/runtime.py) and metadata (source, MLflow version and run id, input/output contract). ``bentoml models list fer-emotion`` shows what was imported.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import serving  # noqa: F401  (sets BENTOML_DO_NOT_TRACK before bentoml is imported)
+from emotion_recognition.data import sha256_file
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model_files import (
     ModelNotFoundError,
@@ -25,12 +26,14 @@ from emotion_recognition.model_files import (
     export_champion,
     resolve_model_file,
 )
+from emotion_recognition.runtime import convert, probe_faces
 from emotion_recognition.stage_io import StageInputError
 from serving.model_store import MODEL_FILE, MODEL_NAME
 
 
-def check_loads(path: Path) -> dict:
-    """Load the model once and check the contract, so a broken file never reaches the store."""
+def check_loads(path: Path):
+    """Load the model once and check the contract, so a broken file never reaches the store;
+    returns (the Keras model, its details)."""
     from emotion_recognition.inference import check_model_contract
     from emotion_recognition.model import load_model
 
@@ -42,14 +45,14 @@ def check_loads(path: Path) -> dict:
         check_model_contract(model)
     except ValueError as error:
         raise ModelNotFoundError(f"{path}: {error}") from None
-    return {"params": int(model.count_params()), "keras_name": model.name}
+    return model, {"params": int(model.count_params()), "keras_name": model.name}
 
 
 def store_model(source: ModelSource, name: str = MODEL_NAME):
     """Copy ``source.path`` into a new BentoML model version with its metadata."""
     import bentoml
 
-    details = check_loads(source.path)
+    keras_model, details = check_loads(source.path)
     metadata = {
         **source.metadata,
         "source": source.metadata.get("source", source.origin),
@@ -64,6 +67,16 @@ def store_model(source: ModelSource, name: str = MODEL_NAME):
         labels["mlflow_version"] = source.metadata["mlflow_version"]
     with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
         shutil.copyfile(source.path, model.path_of(MODEL_FILE))
+        # the OpenVINO copy travels with the model (and into a built Bento): the source's own
+        # (bundled or logged by the evaluate stage: INT8), else an fp32 one checked on probe faces
+        sha, made = sha256_file(source.path), source.path.parent / "openvino"
+        if (made / f"{sha}.xml").is_file():
+            shutil.copytree(made, model.path_of("openvino"), ignore=lambda _, names: [n for n in names if not n.startswith(sha)])
+        else:
+            try:
+                convert(keras_model, model.path_of("openvino"), sha, probe_faces(), "probe faces")
+            except ImportError:
+                print("openvino is not installed: the service will run Keras", file=sys.stderr)
     return model
 
 

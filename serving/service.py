@@ -13,8 +13,9 @@ APIs (multipart uploads; see README.md for curl examples):
   JSON; each face has a ``track_id``, stable across frames (see docs/video.md);
 - ``POST /video_timeline_csv`` same as CSV;
 - ``POST /annotate_video``     video file -> annotated MP4 (each label starts with the face's track id);
-- ``POST /classify``           (N, 48, 48) grayscale faces -> (N, 7) probabilities. Every API above
-  sends its faces through this one, which BentoML batches adaptively across concurrent requests;
+- ``POST /classify``           (N, 48, 48) grayscale faces -> (N, 7) probabilities. Every API sends
+  its faces to ``EmotionClassifier`` (the model's own service, ``bentoml.depends``), which BentoML
+  batches adaptively across concurrent requests;
 - ``GET /ui/``                 the web page (upload a photo, or the live webcam mode);
 - BentoML's ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` (Prometheus).
 
@@ -51,7 +52,7 @@ from starlette.staticfiles import StaticFiles
 
 
 from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker
-from emotion_recognition.detection import DetectionConfig, describe_detector
+from emotion_recognition.detection import DetectionConfig, describe_detector, locate_faces
 from emotion_recognition.inference import FaceResult, classify_located
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES, TRANSLATIONS
 from emotion_recognition.media import (
@@ -176,15 +177,11 @@ def _startup_check() -> None:
         raise SystemExit(2) from None
 
 
-@bentoml.asgi_app(ui_app, path="/ui")
-@bentoml.service(
-    name="emotion",
-    workers=1,
-    traffic={"timeout": 300},  # concurrency: RequestGuard (a slow upload holds no slot)
-    http={"host": "127.0.0.1"},  # plain `bentoml serve` stays local; --host 0.0.0.0 to expose it
-    resources={"cpu": "2"},
-)
-class EmotionService:
+@bentoml.service(name="emotion-classifier", workers=1, traffic={"timeout": 300}, resources={"cpu": "1"})
+class EmotionClassifier:
+    """The model and BentoML's adaptive batcher, in a process of its own when served: every API of
+    EmotionService sends its faces here (``bentoml.depends``), so concurrent requests share calls."""
+
     # An imported model is a dependency of the service (``bentoml build`` packs it into the Bento);
     # without one the Bento carries the bundled default model as package data.
     if _has_imported_model():
@@ -207,23 +204,46 @@ class EmotionService:
                 raise NoModelError("no model imported into the BentoML store and no bundled default model")
             info = {"tag": "bundled", "source": "bundled"}
             logger.info("no model imported into the BentoML store: serving the bundled default model %s", path)
-        self.recognizer = EmotionRecognizer.from_file(path, detection_config(settings), from_preset(settings.tta),
-                                                      model_batch=settings.model_batch)
-        self.model_info = {**info, "test_time_augmentation": self.recognizer.tta.describe(),
-                           "face_detection": describe_detector(self.recognizer.detection)}
-        logger.info("face detector: %s", self.model_info["face_detection"])
+        self.recognizer = EmotionRecognizer.from_file(path, None, from_preset(settings.tta), settings.model_batch,
+                                                      settings.runtime, settings.runtime_threads)
+        self.info = {**info, "runtime": self.recognizer.classifier.runtime,
+                     "test_time_augmentation": self.recognizer.tta.describe()}
+        self.recognizer.classify_faces(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))  # warm up
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=CLASSIFY_MAX_FACES, max_latency_ms=200)
+    def classify(self, faces: np.ndarray) -> np.ndarray:
+        return self.recognizer.classify_faces(np.asarray(faces, np.uint8))
+
+    @bentoml.api
+    def describe(self) -> dict:
+        return self.info
+
+
+@bentoml.asgi_app(ui_app, path="/ui")
+@bentoml.service(
+    name="emotion",
+    workers=SETTINGS.workers,
+    traffic={"timeout": 300},  # concurrency: RequestGuard (a slow upload holds no slot)
+    http={"host": "127.0.0.1"},  # plain `bentoml serve` stays local; --host 0.0.0.0 to expose it
+    resources={"cpu": "2"},
+)
+class EmotionService:
+    classifier = bentoml.depends(EmotionClassifier)
+
+    def __init__(self) -> None:
+        settings = SETTINGS
+        self.detection = detection_config(settings)
+        self.face_detection = describe_detector(self.detection)
+        logger.info("face detector: %s", self.face_detection)
         self.settings = settings
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         self.max_video_bytes, self.max_video_frames = settings.max_video_bytes, settings.max_video_frames
         self._cpu_limiter = None  # created on first use, inside the event loop
-        self.recognizer.classify_faces(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))  # warm up (tracing)
 
     # ------------------------------------------------------------------ helpers
     # The public APIs are async: CPU work (decoding, detection, drawing, video I/O) runs in a
-    # worker thread (at most EMOTION_CPU_THREADS at once) and classification goes through the batchable
-    # ``classify`` API via BentoML's own proxy, so faces of concurrent requests share model
-    # calls. (A sync API calling a batchable API of its own service would hold BentoML's only
-    # sync thread while the batch waits for it: a deadlock.)
+    # worker thread (at most EMOTION_CPU_THREADS at once), off the event loop, and faces go to
+    # EmotionClassifier's batchable ``classify``, so faces of concurrent requests share model calls.
 
     async def _run(self, func, *args):
         if self._cpu_limiter is None:
@@ -251,23 +271,22 @@ class EmotionService:
                     return await self._classify(part)
 
             return np.concatenate(await asyncio.gather(*(one(part) for part in parts)))
-        to_async = getattr(self, "to_async", None)
-        probabilities = None
-        if to_async is not None:  # served: through the adaptive batcher
-            try:
-                probabilities = await to_async.classify(faces)
-            except (aiohttp.ClientError, asyncio.TimeoutError, BentoMLException) as error:
-                # BentoML's in-process proxy (aiohttp over the ASGI app) now and then drops a
-                # connection under load ("Server disconnected", about 1 in 300 requests with 16
-                # clients here), and the batcher sheds calls it expects to be late (503).
-                # Classification has no side effects: do it directly instead.
-                logger.warning("batched classify failed (%r); classifying %d face(s) directly", error, len(faces))
-        if probabilities is None:  # plain Python object (no server), or the proxy failed
-            probabilities = await self._run(self.recognizer.classify_faces, faces)
+        if isinstance(self.classifier, EmotionClassifier.inner):  # not served (the tests' ASGI app): the instance itself
+            probabilities = await self._run(self.classifier.classify, faces)
+        else:  # served: the classifier's process, through its adaptive batcher
+            for attempt in range(3):
+                try:
+                    probabilities = await self.classifier.to_async.classify(faces)
+                    break
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                    # about 1 call in 300 under 16 clients: a keep-alive connection closed as it was
+                    # reused. The same call again (classify has no side effects), never another path.
+                    if attempt == 2:
+                        raise
         return np.asarray(probabilities, dtype=np.float32).reshape(len(faces), NUM_CLASSES)
 
     async def _analyze_images(self, images: list[np.ndarray]) -> list[list[FaceResult]]:
-        located = await self._run(lambda: [self.recognizer.locate(image) for image in images])
+        located = await self._run(lambda: [locate_faces(image, self.detection) for image in images])
         counts = [len(boxes) for boxes, _ in located]
         if sum(counts) == 0:
             return [[] for _ in located]
@@ -345,15 +364,14 @@ class EmotionService:
 
     # ------------------------------------------------------------------ APIs
 
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=CLASSIFY_MAX_FACES, max_latency_ms=200)
-    def classify(
+    @bentoml.api
+    async def classify(
         self,
         faces: Annotated[np.ndarray, AfterValidator(check_faces)],
     ) -> np.ndarray:
         """(N, 48, 48) grayscale faces, values 0-255 -> (N, 7) probabilities in label order; at most
         128 faces per call (the batch size: BentoML's batcher cannot fit a larger call)."""
-        faces = np.asarray(faces).astype(np.uint8)
-        return self.recognizer.classify_faces(faces)
+        return await self._classify(np.asarray(faces).astype(np.uint8))
 
     @bentoml.api
     async def analyze(self, image: Path) -> list[dict]:
@@ -490,7 +508,9 @@ class EmotionService:
     @bentoml.api(route="/model_info")
     async def model_info_api(self) -> dict:
         """Which model is served (BentoML tag, MLflow version/run id when imported from MLflow)."""
-        return {**self.model_info, "labels": list(EMOTIONS), "translations": TRANSLATIONS}
+        local = isinstance(self.classifier, EmotionClassifier.inner)
+        info = self.classifier.describe() if local else await self.classifier.to_async.describe()
+        return {**info, "face_detection": self.face_detection, "labels": list(EMOTIONS), "translations": TRANSLATIONS}
 
 
 _ROUTES = {api.route: api for api in EmotionService.apis.values()}

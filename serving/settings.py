@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emotion_recognition.media import VideoLimits
+from emotion_recognition.runtime import Runtime
 
 MB = 1024 * 1024
 ENV_PREFIX = "EMOTION_"
@@ -26,6 +27,11 @@ class ServingSettings(BaseSettings):
 
     # which model: a BentoML store tag; unset = fer-emotion:latest if imported, else the bundled model
     model_tag: str | None = None
+    # classifier engine (emotion_recognition.runtime): openvino, Keras when it is not installed
+    runtime: Runtime = "openvino"
+    # OpenVINO threads per model call (0: every core): 1 leaves the other core to detection, which
+    # runs beside it (views/s of 3 faces + mirrors 1.6x those of 2 threads, docs/decisions.md)
+    runtime_threads: int = Field(1, ge=0)
     # test-time augmentation (emotion_recognition.tta.PRESETS)
     tta: Literal["none", "flip", "crops"] = "flip"
     # detection (None: DetectionConfig's default)
@@ -47,6 +53,7 @@ class ServingSettings(BaseSettings):
     max_video_pixels: int = Field(VideoLimits.max_pixels, ge=1)  # decoded frames x width x height per video
     # work layout
     cpu_threads: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
+    workers: int = Field(1, ge=1)  # HTTP service processes (the classifier has one of its own)
     model_batch: int = Field(256, ge=1)  # views per model call (faces x TTA views)
     # HTTP guard (serving/limits.py): API requests doing work at once (429 over it); an upload must
     # keep arriving at min_upload_rate bytes/s after upload_grace_s seconds (408 if slower)

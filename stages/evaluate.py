@@ -3,6 +3,7 @@
 Registers the trained model as a new version of the registry's model and moves the alias
 `champion` to it only if it beats the current champion on this same test set.
 Outputs metrics/evaluate.json, plots/confusion.csv, plots/confusion_matrix.png, plots/per_class.csv.
+Logs the model's INT8 OpenVINO copy (emotion_recognition/runtime.py) as the run's `openvino/`.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 
-from emotion_recognition.data import load_split
+from emotion_recognition.data import load_split, sha256_file
 from emotion_recognition.evaluation import classification_metrics, confusion_matrix, predict_view_probabilities
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model import load_model
 from emotion_recognition.params import load_params
 from emotion_recognition.registry import register_and_promote
+from emotion_recognition.runtime import CALIBRATION_FACES, convert
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.tta import TestTimeAugmentation
 
 TEST_PATH = Path("data/split/test.npz")
+VAL_PATH = Path("data/split/val.npz")
 MODEL_PATH = Path("data/model/model.keras")
 RUN_PATH = Path("data/model/run.json")
 METRICS = Path("metrics/evaluate.json")
@@ -107,6 +110,10 @@ def main() -> None:
             mlflow.log_metrics({f"test_{name}": value for name, value in fewer_views.items()})
             mlflow.log_metrics({f"test_f1_{name}": v["f1"] for name, v in result["per_class"].items()})
             mlflow.log_artifacts(named, "evaluation")
+            with tempfile.TemporaryDirectory() as tmp:  # the INT8 OpenVINO copy (emotion_recognition/runtime.py)
+                convert(model, tmp, sha256_file(MODEL_PATH), test.images, "PublicTest faces",
+                        load_split(VAL_PATH).images[:CALIBRATION_FACES])
+                mlflow.log_artifacts(tmp, "openvino")
         print(f"evaluate: PublicTest accuracy {result['accuracy']:.4f} with {tta.describe()}, macro-F1 {result['macro_f1']:.4f}; "
               + ", ".join(f"{name} {value:.4f}" for name, value in fewer_views.items()))
         if params.register_model:

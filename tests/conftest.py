@@ -19,6 +19,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,8 @@ CSV_CODE = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "sad": 4, "surprise
 # internet, and a stage stopped by SIGTERM once took over 60 s to exit there. Tests (and the stage
 # processes they start, which inherit this) do not phone home.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# OpenVINO copies of test models go to a session folder, never the user's cache (runtime.cache_dir)
+os.environ.setdefault("EMOTION_CACHE_DIR", tempfile.mkdtemp(prefix="fer-test-cache-"))
 
 
 # %% Isolation

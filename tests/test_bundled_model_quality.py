@@ -6,6 +6,10 @@ with numpy's default_rng(0) from the sorted names in ../shared/data/fer2013.zip 
 reason where that file is absent), classified with the mirror (`EMOTION_TTA=flip`, the service's
 and CLI's default).
 
+The bundled INT8 OpenVINO copy (default_model/openvino/, what the library and service run by
+default) is held to the same floor on the same subset (measured 2026-12-07 on the full PublicTest:
+67.51% with the mirror against Keras's 67.60%, `bench/openvino_precision.py`).
+
 Measured 2026-12-05 on this subset: 67.50% (`python -m pytest tests/test_bundled_model_quality.py
 -s` prints it; the full PublicTest gives 67.60% with the mirror, metrics/evaluate.json
 `accuracy_flip`). One standard error at n = 1,000 is about 1.5 points, so the floor of 64% sits
@@ -13,12 +17,15 @@ about 2.3 standard errors below: a real regression (a wrong label order or prepr
 chance, about 25%) fails it, noise does not.
 """
 
+import json
 import zipfile
 
 import numpy as np
 import pytest
 
-from emotion_recognition.data import decode_gray
+from emotion_recognition import runtime
+from emotion_recognition.data import decode_gray, sha256_file
+from emotion_recognition.inference import EmotionRecognizer
 from emotion_recognition.labels import EMOTION_INDEX
 from emotion_recognition.model import load_model
 from emotion_recognition.model_files import BUNDLED_MODEL
@@ -45,3 +52,16 @@ def test_the_bundled_model_keeps_its_accuracy_on_real_faces(shared_fer2013):
     accuracy = accuracy_of(load_model(BUNDLED_MODEL), images, labels, from_preset("flip"))
     print(f"bundled model, {SUBSET_SIZE} PublicTest faces (seed {SEED}), face + mirror: {accuracy:.4f}")
     assert accuracy >= FLOOR, f"bundled model: {accuracy:.4f} on the PublicTest subset, below the floor {FLOOR}"
+
+
+def test_the_bundled_int8_copy_keeps_the_accuracy_on_real_faces(shared_fer2013):
+    if not list((BUNDLED_MODEL.parent / "openvino").glob("*.xml")):
+        pytest.skip(f"no bundled OpenVINO copy beside {BUNDLED_MODEL}")
+    images, labels = publictest_subset(shared_fer2013)
+    recognizer = EmotionRecognizer.from_file(BUNDLED_MODEL, tta=from_preset("flip"), runtime="openvino")
+    assert recognizer.classifier.runtime == "openvino"
+    record = json.loads(runtime.openvino_copy(BUNDLED_MODEL).with_suffix(".json").read_text())
+    assert record["precision"] == "int8" and record["keras_sha256"] == sha256_file(BUNDLED_MODEL)
+    accuracy = float((recognizer.classify_faces(images).argmax(1) == labels).mean())
+    print(f"bundled INT8 OpenVINO copy, {SUBSET_SIZE} PublicTest faces (seed {SEED}), face + mirror: {accuracy:.4f}")
+    assert accuracy >= FLOOR, f"bundled INT8 copy: {accuracy:.4f} on the PublicTest subset, below the floor {FLOOR}"

@@ -179,3 +179,20 @@ def test_yunet_without_its_model_file_is_a_one_line_error(tmp_path, capsys, monk
                      "--model", str(tiny_model_file), "--detector", "yunet"])
     err = capsys.readouterr().err
     assert code != 0 and "EMOTION_YUNET_MODEL" in err and "Traceback" not in err
+
+
+def test_runtime_option_runs_the_bundled_model_on_each_engine(tmp_path, capsys):
+    """The real bundled model on a real photo: OpenVINO (its INT8 copy) and Keras find the same
+    face with the same top emotion and probabilities within 0.1 of each other."""
+    faces = {}
+    for runtime in ("openvino", "keras"):
+        out = tmp_path / runtime / "fear.jpg"
+        assert cli.main(["photo", str(media("fear.jpg")), "-o", str(out), "--runtime", runtime]) == 0
+        faces[runtime] = json.loads(out.with_suffix(".json").read_text())["faces"]
+    assert len(faces["openvino"]) == len(faces["keras"]) == 1
+    ours, reference = faces["openvino"][0], faces["keras"][0]
+    assert ours["box"] == reference["box"] and ours["emotion"] == reference["emotion"]
+    assert max(abs(ours["probabilities"][e] - reference["probabilities"][e]) for e in EMOTIONS) < 0.1
+    with pytest.raises(SystemExit) as error:
+        cli.main(["photo", str(media("fear.jpg")), "--runtime", "tensorrt"])
+    assert error.value.code == 2 and "invalid choice: 'tensorrt'" in capsys.readouterr().err

@@ -59,17 +59,17 @@ def test_analyze_photo(recognizer):
 def test_analyze_frames_batches_everything_into_one_model_call(recognizer):
     images = [rgb("messi5.jpg"), np.full((100, 100, 3), 90, np.uint8), rgb("fear.jpg"), rgb("angry_girl.jpg")]
     calls = []
-    original = recognizer._predict
+    original = recognizer.classifier.predict
 
     def counting(batch):
         calls.append(len(batch))
         return original(batch)
 
-    recognizer._predict = counting
+    recognizer.classifier.predict = counting
     try:
         per_frame = recognizer.analyze_frames(images)
     finally:
-        recognizer._predict = original
+        recognizer.classifier.predict = original
     assert calls == [3]
     assert [len(r) for r in per_frame] == [1, 0, 1, 1]
     for image, batched in zip(images, per_frame):

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from emotion_recognition.data import sha256_file
 from emotion_recognition.evaluation import classification_metrics, predict_probabilities
+from emotion_recognition.model import load_model
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.registry import current_champion, register_and_promote
 from emotion_recognition.registry import digest_of_test_set as digest_of
+from emotion_recognition.runtime import convert, probe_faces
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
 from emotion_recognition.tta import TestTimeAugmentation
 
@@ -41,6 +44,8 @@ def registry(mlflow_store, make_constant_model, log_keras_model, tmp_path):
         if baseline is not None:
             baseline_file = tmp_path / f"bundled_{baseline}.keras"
             make_constant_model(baseline).save(baseline_file)
+            faces = probe_faces(16)  # its OpenVINO INT8 copy beside it, as the bundle step makes one
+            convert(load_model(baseline_file), tmp_path / "openvino", sha256_file(baseline_file), faces, "probes", faces)
         decision = register_and_promote(model_uri, run_id, accuracy, images, labels, tta, baseline=baseline_file)
         versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
         newest = max(versions, key=lambda v: int(v.version))
@@ -157,6 +162,7 @@ def test_in_an_empty_store_a_worse_model_leaves_the_bundled_model_champion(regis
     bundled = client.get_model_version(REGISTERED_MODEL_NAME, "2")
     assert bundled.tags["source"] == "bundled default model" and bundled.tags["test_accuracy"] == "0.6000"
     assert bundled.tags["test_set_sha256"] == digest_of(images, labels)
+    assert [a.path.rsplit(".", 1)[1] for a in client.list_artifacts(bundled.run_id, "openvino")] == ["bin", "json", "xml"]
     # from now on the normal rule: the bundled model is the champion to beat, re-measured
     _, _, decision = registry(HAPPY, images, labels, baseline=ANGRY)  # a tie with it: not better
     assert champion_version(client) == "2" and "champion stays v2 (0.6000" in decision

@@ -17,8 +17,8 @@ def test_large_batch_with_sixteen_views_goes_in_chunks(tiny_model_file):
     recognizer = EmotionRecognizer(model, tta=PRESETS["crops"], model_batch=1024)
     assert recognizer.tta.view_count == 16
     calls: list[int] = []
-    predict = recognizer._predict
-    recognizer._predict = lambda batch: (calls.append(len(batch)), predict(batch))[1]
+    predict = recognizer.classifier.predict
+    recognizer.classifier.predict = lambda batch: (calls.append(len(batch)), predict(batch))[1]
     faces = np.random.default_rng(0).integers(0, 256, (1200, 48, 48), dtype=np.uint8)
     probabilities = recognizer.classify_faces(faces)
     assert probabilities.shape == (1200, 7) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -26,6 +28,14 @@ def test_import_keras_file(bentoml_home, tmp_path, capsys):
     assert model.info.metadata["source"] == "file"
     assert model.info.metadata["labels"] == "angry,disgust,fear,happy,neutral,sad,surprise"
     assert (tmp_path / "model.keras").read_bytes() == open(model.path_of("model.keras"), "rb").read()
+    # its OpenVINO copy, made at import (no validation faces here: fp32, checked on probe faces)
+    assert copy_record(model)["precision"] == "fp32"
+
+
+def copy_record(model) -> dict:
+    from emotion_recognition.data import sha256_file
+
+    return json.loads(open(model.path_of(f"openvino/{sha256_file(model.path_of('model.keras'))}.json")).read())
 
 
 def test_import_from_mlflow_champion(bentoml_home, isolated, capsys):
@@ -34,6 +44,8 @@ def test_import_from_mlflow_champion(bentoml_home, isolated, capsys):
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from emotion_recognition import runtime
+    from emotion_recognition.data import sha256_file
     from emotion_recognition.model import load_model
     from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
     from serving.import_model import main
@@ -42,6 +54,9 @@ def test_import_from_mlflow_champion(bentoml_home, isolated, capsys):
     model = load_model(make_tiny_model(tmp_path / "m.keras", seed=4))
     with mlflow.start_run() as run:
         info = mlflow.tensorflow.log_model(model, name="model", registered_model_name=REGISTERED_MODEL_NAME)
+        faces = runtime.probe_faces(16)  # as stages/evaluate.py logs it: an INT8 copy
+        runtime.convert(model, tmp_path / "ov", sha256_file(tmp_path / "m.keras"), faces, "probes", calibration=faces)
+        mlflow.log_artifacts(str(tmp_path / "ov"), "openvino")
     client = MlflowClient()
     version = client.get_registered_model(REGISTERED_MODEL_NAME).latest_versions[0].version
     client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
@@ -54,6 +69,7 @@ def test_import_from_mlflow_champion(bentoml_home, isolated, capsys):
     assert metadata["source"] == "mlflow" and metadata["mlflow_version"] == str(version)
     assert metadata["mlflow_run_id"] == run.info.run_id
     assert bento_model.info.labels["mlflow_version"] == str(version)
+    assert copy_record(bento_model)["precision"] == "int8"  # the run's copy, not a new fp32 one
     # the stored file is the registered model: same predictions
     faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
     imported = load_model(bento_model.path_of("model.keras"))

@@ -282,6 +282,7 @@ def test_model_info(service_client):
     assert info["source"] == "file" and info["labels"] == list(EMOTIONS)
     assert info["translations"] == TRANSLATIONS
     assert info["test_time_augmentation"] == "2 views (flip)"  # EMOTION_TTA unset: the face and its mirror
+    assert info["runtime"] == "openvino"  # EMOTION_RUNTIME unset: the default engine
     from emotion_recognition.detection import DetectionConfig, resolve_detector
 
     detection = info["face_detection"]

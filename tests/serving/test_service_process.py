@@ -122,9 +122,11 @@ def test_cli_unreachable_server(tmp_path):
     assert "could not reach the service" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_plain_bentoml_serve_from_the_root_serves_the_bundled_model(tmp_path):
+@pytest.mark.parametrize("runtime", ["openvino", "keras"])
+def test_plain_bentoml_serve_from_the_root_serves_the_bundled_model(tmp_path, runtime):
     """A fresh clone: nothing imported, plain `bentoml serve` (the root bentofile.yaml names the
-    service) serves the bundled default model, says so in its log, and answers on the API."""
+    service) serves the bundled default model, says so in its log, and answers on the API, on
+    each EMOTION_RUNTIME (openvino: the bundled INT8 copy, nothing converted)."""
     from emotion_recognition.model_files import bundled_model_path
 
     if bundled_model_path() is None:
@@ -134,20 +136,26 @@ def test_plain_bentoml_serve_from_the_root_serves_the_bundled_model(tmp_path):
     with open(log, "w") as out:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env=serve_env(tmp_path / "empty-home"), stdout=out, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
+            cwd=REPO_ROOT, env={**serve_env(tmp_path / "empty-home"), "EMOTION_RUNTIME": runtime,
+                                "EMOTION_CACHE_DIR": str(tmp_path / "cache")},
+            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, process, timeout=180)
             info = httpx.post(f"{url}/model_info", json={}, timeout=30).json()
             assert info["source"] == "bundled" and "source_file" not in info  # no server paths
+            assert info["runtime"] == runtime
             frame = encode_image(np.full((120, 160, 3), 128, np.uint8), "jpg")
             response = httpx.post(f"{url}/analyze", files={"image": ("f.jpg", frame)}, timeout=60)
             assert response.status_code == 200 and response.json() == []
+            faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48)).tolist()
+            response = httpx.post(f"{url}/classify", json={"faces": faces}, timeout=60)
+            assert response.status_code == 200 and np.allclose(np.sum(response.json(), axis=1), 1, atol=1e-4)
         finally:
             stop_process_group(process)
     assert "no model imported into the BentoML store: serving the bundled default model" in log.read_text()
+    assert not (tmp_path / "cache").exists()  # the bundled copy was used, none made
 
 
 def test_serve_with_a_missing_model_tag_says_how_to_import(tmp_path):
@@ -166,7 +174,8 @@ def test_serve_with_a_missing_model_tag_says_how_to_import(tmp_path):
 
 def test_serve_with_bad_settings_names_them(bentoml_home):
     """Bad EMOTION_* values: `bentoml serve` stops with one line per variable, not a stack trace."""
-    env = {**serve_env(bentoml_home), "EMOTION_TTA": "ten-crop", "EMOTION_MAX_IMAGE_BYTES": "lots"}
+    env = {**serve_env(bentoml_home), "EMOTION_TTA": "ten-crop", "EMOTION_MAX_IMAGE_BYTES": "lots",
+           "EMOTION_RUNTIME": "tensorrt"}
     process = subprocess.run(
         [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:EmotionService", "--port", "0"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
@@ -175,6 +184,7 @@ def test_serve_with_bad_settings_names_them(bentoml_home):
     assert process.returncode != 0
     assert "EMOTION_TTA='ten-crop': Input should be 'none', 'flip' or 'crops'" in output
     assert "EMOTION_MAX_IMAGE_BYTES='lots': Input should be a valid integer" in output
+    assert "EMOTION_RUNTIME='tensorrt': Input should be 'openvino' or 'keras'" in output
     assert "Traceback" not in output
 
 
@@ -190,6 +200,7 @@ def test_bentoml_build_from_the_root_offline_then_serve_the_bento(tmp_path):
     tag = built.stdout.strip().splitlines()[-1].replace("__tag__:", "")
     bento_dir = tmp_path / "home" / "bentos" / "emotion" / tag.split(":")[1]
     assert (bento_dir / "src" / "emotion_recognition" / "default_model" / "model.keras").is_file()
+    assert list((bento_dir / "src" / "emotion_recognition" / "default_model" / "openvino").glob("*.xml"))
     port = free_port()
     with open(tmp_path / "serve.log", "w") as log:
         process = subprocess.Popen([bentoml, "serve", tag, "--host", "127.0.0.1", "--port", str(port)], cwd="/",

@@ -6,11 +6,12 @@ import json
 
 import cv2
 import keras
+import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from emotion_recognition.data import Split, load_split, save_split
+from emotion_recognition.data import Split, load_split, save_split, sha256_file
 from emotion_recognition.evaluation import predict_probabilities
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
@@ -25,8 +26,9 @@ LABELS = np.array([HAPPY] * 9 + [c for c in range(7) if c != HAPPY])
 def evaluate(project, mlflow_store, make_constant_model, log_keras_model, load_stage, capsys):
     """Run the stage on a model that always predicts ``label`` (as if `train` had produced it)."""
     images = np.random.default_rng(0).integers(0, 256, (len(LABELS), 48, 48)).astype(np.uint8)
-    save_split(Split(images, LABELS, np.array([f"test/{i}.jpg" for i in range(len(LABELS))])),
-               project / "data/split/test.npz")
+    for split in ("val", "test"):  # val: the INT8 copy's calibration faces
+        save_split(Split(images, LABELS, np.array([f"{split}/{i}.jpg" for i in range(len(LABELS))])),
+                   project / f"data/split/{split}.npz")
     configure_mlflow()
 
     def evaluate(label: int | keras.Model) -> tuple[dict, str]:
@@ -73,6 +75,9 @@ def test_results_are_logged_to_the_train_run_and_the_first_model_is_champion(pro
     assert metrics["test_f1_happy"] == 0.75 and metrics["test_f1_sad"] == 0.0
     logged = {a.path for a in client.list_artifacts(run["run_id"], "evaluation")}
     assert logged == {"evaluation/evaluate.json", "evaluation/confusion_matrix.png", "evaluation/per_class.csv"}
+    sha = sha256_file(project / "data/model/model.keras")  # the OpenVINO copy, keyed by the Keras file
+    assert {a.path for a in client.list_artifacts(run["run_id"], "openvino")} == {f"openvino/{sha}{s}" for s in (".bin", ".json", ".xml")}
+    assert mlflow.artifacts.load_dict(f"runs:/{run['run_id']}/openvino/{sha}.json")["precision"] == "int8"
     champion = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
     assert champion.run_id == run["run_id"] and str(champion.version) == "1"
     # random pixels: the bundled default model gets 1 of the 15 right, this one 9
