@@ -56,8 +56,11 @@ def probe_faces(count: int = 64, seed: int = 0) -> np.ndarray:
     return np.stack([cv2.resize(c, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_CUBIC) for c in coarse]).clip(0, 255).astype(np.uint8)
 
 
+CACHE_DIR_VARIABLE = "EMOTION_CACHE_DIR"  # read by the library itself, so also by the service
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("EMOTION_CACHE_DIR") or Path.home() / ".cache" / "emotion-recognition") / "openvino"
+    return Path(os.environ.get(CACHE_DIR_VARIABLE) or Path.home() / ".cache" / "emotion-recognition") / "openvino"
 
 
 def convert(keras_model: Any, dest_dir: str | Path, sha256: str, faces: np.ndarray, source: str,

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emotion_recognition.media import VideoLimits
-from emotion_recognition.runtime import Runtime
+from emotion_recognition.runtime import CACHE_DIR_VARIABLE, Runtime
 
 MB = 1024 * 1024
 ENV_PREFIX = "EMOTION_"
@@ -78,7 +78,8 @@ def load_settings(environ: dict[str, str] | None = None) -> ServingSettings:
     """The settings from the environment, or SettingsError naming each bad variable."""
     environ = os.environ if environ is None else environ
     values = {key[len(ENV_PREFIX):].lower(): value for key, value in environ.items() if key.startswith(ENV_PREFIX)}
-    unknown = sorted(set(values) - set(ServingSettings.model_fields))
+    library = {CACHE_DIR_VARIABLE[len(ENV_PREFIX):].lower()}  # EMOTION_* variables the package reads itself
+    unknown = sorted(set(values) - set(ServingSettings.model_fields) - library)
     if unknown:
         lines = [f"{ENV_PREFIX}{name.upper()} is not a setting" + "".join(
             f" (did you mean {ENV_PREFIX}{close.upper()}?)" for close in difflib.get_close_matches(name, ServingSettings.model_fields, 1))

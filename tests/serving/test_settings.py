@@ -42,3 +42,10 @@ def test_a_misspelt_variable_is_named_with_its_close_match():
         "  EMOTION_MAX_IMAGE_BYTE is not a setting (did you mean EMOTION_MAX_IMAGE_BYTES?)",
         "  EMOTION_SOMETHING_ELSE is not a setting",
     ]
+
+
+def test_the_packages_own_variables_are_not_misspellings():
+    # EMOTION_CACHE_DIR is read by emotion_recognition.runtime (where OpenVINO copies are cached)
+    assert load_settings({"EMOTION_CACHE_DIR": "/tmp/x", "EMOTION_TTA": "none"}).tta == "none"
+    with pytest.raises(SettingsError, match="EMOTION_CACHE_DIRS is not a setting"):
+        load_settings({"EMOTION_CACHE_DIRS": "/tmp/x"})
