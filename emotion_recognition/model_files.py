@@ -84,7 +84,7 @@ def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelS
     # only the .keras file, never MLflow's loader (it unpickles); the caller loads it in safe mode
     path = model_file(REGISTERED_MODEL_NAME, version.version, dest_dir)
     try:  # the run's OpenVINO copy (stages/evaluate.py), re-keyed to this file's hash
-        copies = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="openvino", dst_path=str(dest_dir)))
+        copies = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="openvino", dst_path=str(path.parent)))
         sha = sha256_file(path)
         for copy in list(copies.iterdir()):
             copy.rename(copies / (sha + copy.suffix))
