@@ -31,7 +31,7 @@ def fewer_views(evaluation: dict) -> str:
     """The accuracy of the face alone and with its mirror, when the evaluate stage measured them."""
     lines = [f"- Accuracy of the face alone (one view, `EMOTION_TTA=none`): {evaluation['accuracy_single_view']:.4f}"
              if "accuracy_single_view" in evaluation else "",
-             f"- Accuracy of the face and its mirror (`EMOTION_TTA=flip`, the service's default): {evaluation['accuracy_flip']:.4f}"
+             f"- Accuracy of the face and its mirror (`EMOTION_TTA=flip`, Keras; the service and the CLI run the INT8 copy in `openvino/`, its check recorded there): {evaluation['accuracy_flip']:.4f}"
              if "accuracy_flip" in evaluation else ""]
     return "".join(line + "\n" for line in lines if line)
 
