@@ -85,6 +85,11 @@ class StrictFormSerde(bentoml_serde.MultipartSerde):
                     raise BadForm(f"field {name!r} was sent {len(values)} times: send it once")
                 value = values[0]
                 if isinstance(value, UploadFile):
+                    # max_part_size bounds only parts without a filename: a text field sent as a file
+                    # (-F language=@big.json) is refused by its size, before it is read
+                    if value.size is None or value.size > MAX_TEXT_CHARS:
+                        raise BadForm(f"field {name!r} is a text field: {value.size or 0:,} bytes is over the "
+                                      f"limit of {MAX_TEXT_CHARS:,}")
                     raw = await value.read()
                     try:
                         value = raw.decode("utf-8")

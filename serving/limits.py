@@ -1,11 +1,12 @@
-"""The HTTP guard in front of the APIs. BentoML's ``max_concurrency`` counts a request from its
-first byte, so 64 uploads at 1 byte/s held every slot. ``RequestGuard`` reads the body first
-(spooled to disk past 1 MB; 415 for a file API without multipart, 413 over the size, chunked or
-not, 408 below the minimum rate), then takes a slot; internal /classify calls use their caller's."""
+"""The HTTP guard in front of EmotionService's APIs. BentoML's ``max_concurrency`` counts a request
+from its first byte, so 64 uploads at 1 byte/s held every slot. ``RequestGuard`` reads the body
+first (spooled to disk past 1 MB; 415 for a file API without multipart, 413 over the size, chunked
+or not, 408 below the minimum rate), then takes a slot. The service's own classify calls go to
+EmotionClassifier's process, which has no guard, so every request it sees is a client's. The slots
+are per process: EMOTION_WORKERS=N processes admit N x EMOTION_MAX_CONCURRENCY requests at once."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import tempfile
 import time
@@ -19,8 +20,6 @@ from emotion_recognition.preprocessing import FACE_SIZE
 # (any API without files) of at most 24 characters per value of that many faces
 CLASSIFY_MAX_FACES = 128
 JSON_MAX_BYTES = CLASSIFY_MAX_FACES * FACE_SIZE * FACE_SIZE * 24
-# The slot of the request whose task runs (internal /classify calls run in their caller's task).
-_SLOT: contextvars.ContextVar[object | None] = contextvars.ContextVar("emotion_slot", default=None)
 CHUNK = 64 * 1024
 
 
@@ -49,10 +48,9 @@ class RequestGuard:
         self.app, self.api_paths, self.file_paths, self.max_bytes = app, api_paths, file_paths, max_bytes
         self.max_concurrency, self.grace, self.min_rate = max_concurrency, upload_grace_s, min_upload_rate
         self._slots: anyio.Semaphore | None = None  # created inside the event loop
-        self._held: set[object] = set()  # a slot in a leaked context (see _outside) counts only while held
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or _SLOT.get() in self._held:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if scope["path"] not in self.api_paths:
             return await self.app(scope, receive, _relative_redirects(scope, send))
@@ -68,14 +66,7 @@ class RequestGuard:
             if self._slots.value == 0:
                 return await _reject(send, 429, f"all {self.max_concurrency} request slots are busy: retry later")
             async with self._slots:
-                slot = object()
-                self._held.add(slot)
-                token = _SLOT.set(slot)
-                try:
-                    await self.app(scope, _replay(body, _outside(receive)), _outside(send))
-                finally:
-                    _SLOT.reset(token)
-                    self._held.discard(slot)
+                await self.app(scope, _replay(body, receive), send)
 
     def _check_headers(self, scope, limit: int) -> None:
         headers = dict(scope["headers"])
@@ -111,21 +102,6 @@ class RequestGuard:
             more = message.get("more_body", False)
         body.seek(0)
         return body
-
-
-def _outside(call):
-    """``call`` (the server's send or receive) without this request's slot in the context: asyncio
-    copies the context into the transport callbacks they register (cpython issue 140947), which
-    would hand the slot to the next request on the same connection, past this guard."""
-
-    async def outside(*args):
-        token = _SLOT.set(None)
-        try:
-            return await call(*args)
-        finally:
-            _SLOT.reset(token)
-
-    return outside
 
 
 def _replay(body, receive):

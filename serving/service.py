@@ -38,9 +38,9 @@ from typing import Annotated, Literal
 
 import serving  # noqa: F401  (BENTOML_DO_NOT_TRACK before bentoml is imported)
 
-import aiohttp
 import anyio
 import bentoml
+import httpx
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import ContentType
@@ -210,8 +210,9 @@ class EmotionClassifier:
                      "test_time_augmentation": self.recognizer.tta.describe()}
         self.recognizer.classify_faces(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))  # warm up
 
+    # faces checked per request before batching, as in EmotionService: with BENTOML_NO_UDS this is a local TCP port
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=CLASSIFY_MAX_FACES, max_latency_ms=200)
-    def classify(self, faces: np.ndarray) -> np.ndarray:
+    def classify(self, faces: Annotated[np.ndarray, AfterValidator(check_faces)]) -> np.ndarray:
         return self.recognizer.classify_faces(np.asarray(faces, np.uint8))
 
     @bentoml.api
@@ -278,9 +279,10 @@ class EmotionService:
                 try:
                     probabilities = await self.classifier.to_async.classify(faces)
                     break
-                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                    # about 1 call in 300 under 16 clients: a keep-alive connection closed as it was
-                    # reused. The same call again (classify has no side effects), never another path.
+                except (httpx.RemoteProtocolError, httpx.NetworkError):
+                    # BentoML's proxy is an httpx client; under load a keep-alive connection can be closed
+                    # as it is reused. The same call again (classify has no side effects), never another
+                    # path; a timeout is not retried (it would wait 3 times).
                     if attempt == 2:
                         raise
         return np.asarray(probabilities, dtype=np.float32).reshape(len(faces), NUM_CLASSES)

@@ -181,6 +181,55 @@ def running_server(bentoml_home: Path, log_path: Path, **extra: str) -> Iterator
             stop_process_group(process)
 
 
+def server_processes(url: str) -> list[int]:
+    """The `bentoml serve` listening on url's port and its descendants (workers run in their own sessions)."""
+    port, parents, family = url.rsplit(":", 1)[1].encode(), {}, set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if b"serve" in argv and b"--port" in argv and argv[argv.index(b"--port") + 1] == port:
+            family = {int(pid)}
+    assert family, f"no bentoml serve process for {url}"
+    while True:
+        children = {pid for pid, parent in parents.items() if parent in family} - family
+        if not children:
+            return sorted(family)
+        family |= children
+
+
+def _usage(pids: list[int]) -> tuple[float, int]:
+    """CPU seconds used and peak memory (sum of VmHWM, bytes) of the processes so far."""
+    ticks, peak = 0, 0
+    for pid in pids:
+        try:
+            ticks += sum(int(v) for v in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        peak += int(next((line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")), 0)) * 1024
+    return ticks / os.sysconf("SC_CLK_TCK"), peak
+
+
+def server_cost(url: str, call):
+    """(call()'s result, CPU seconds the server at url spent meanwhile, bytes its peak memory rose):
+    the peak is the sum of its processes' VmHWM, first reset to their current memory (so an earlier,
+    higher peak cannot hide this call's), sampled by the kernel, not by polling."""
+    pids = server_processes(url)
+    assert len(pids) >= 3, pids  # the supervisor, the HTTP service and the classifier
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux 4.0+)
+        except OSError:
+            pass
+    cpu, peak = _usage(pids)
+    result = call()
+    cpu_after, peak_after = _usage(pids)
+    return result, cpu_after - cpu, peak_after - peak
+
+
 def promote_concurrently(logged: dict[tuple[str, str], float], name: str, images, labels, baseline) -> str:
     """Run the evaluate stage's ``register_and_promote`` for every logged ``(run_id, model_uri):
     accuracy`` at the same moment (threads released together) against the current MLflow store;

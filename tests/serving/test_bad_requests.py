@@ -40,6 +40,8 @@ def error_text(response) -> str:
         ("/annotate", {"files": {"image": ("a.png", PNG), "language": ("l.bin", b"\xff\xfe\xfa")}}, 400,
          "field 'language' must be text"),
         ("/annotate", {"files": {"image": ("a.png", PNG)}, "data": {"language": "fr"}}, 400, "'en' or 'es'"),
+        ("/annotate", {"files": {"image": ("a.png", PNG), "language": ("l.json", b'"en"' + b" " * 1100)}}, 400,
+         "field 'language' is a text field: 1,104 bytes is over the limit of 1,024"),
         ("/video_timeline", {"files": {"video": ("v.avi", PNG)}, "data": {"every": "x"}}, 400, "valid integer"),
         ("/video_timeline", {"files": {"video": ("v.avi", PNG)}, "data": {"max_frames": "-1"}}, 400, "max_frames must be >= 0"),
         # /classify: checked per request, before batching (a bad call never fails other callers' batch)
@@ -100,3 +102,20 @@ def test_video_reading_stops_at_the_decoded_frame_cap(tmp_path):
     assert [f.index for f in iter_video_frames(tmp_path / "v.avi", every=5, limits=VideoLimits(max_decoded_frames=20))] == [0, 5, 10, 15]
     with pytest.raises(InputTooLarge, match="more than 10 decoded frames"):
         list(iter_video_frames(tmp_path / "v.avi", every=5, limits=VideoLimits(max_decoded_frames=10)))
+
+
+def test_the_classifier_service_checks_its_faces_too(bentoml_home):
+    """EmotionClassifier listens on a local TCP port with BENTOML_NO_UDS: its /classify input model
+    (which BentoML validates per request, before batching; a failure is a 400) refuses bad faces as
+    the public one does. (A second ASGI app in this process would register BentoML's metrics twice.)"""
+    from pydantic import ValidationError
+
+    from serving.service import EmotionClassifier
+
+    spec = EmotionClassifier.apis["classify"].input_spec
+    for faces, words in [([[["x"] * 48] * 48], "faces must be numbers 0-255, got str"),
+                         (np.zeros((129, 48, 48), np.uint8).tolist(), "129 faces is over the limit of 128"),
+                         (np.full((1, 48, 48), 300).tolist(), "finite values in 0-255")]:
+        with pytest.raises(ValidationError, match=words):
+            spec.model_validate({"faces": faces})
+    assert spec.model_validate({"faces": np.full((2, 48, 48), 100).tolist()}).faces.shape == (2, 48, 48)

@@ -23,6 +23,7 @@ import pytest
 
 from emotion_recognition.media import encode_image
 from fixtures_serving import REPO_ROOT, free_port, serve_env, stop_process_group, wait_ready
+from testkit import server_cost, server_processes
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +38,6 @@ class Server:
         self.url, self.process, self.log = url, process, log
         self.port = int(url.rsplit(":", 1)[1])
         self.client = httpx.Client(base_url=url, timeout=30)
-
-    def processes(self) -> list[psutil.Process]:
-        root = psutil.Process(self.process.pid)
-        return [root, *root.children(recursive=True)]
-
-    def usage(self) -> tuple[float, int]:
-        """(CPU seconds, RSS bytes) of the server and its workers."""
-        cpu = rss = 0
-        for p in self.processes():
-            try:
-                times = p.cpu_times()
-                cpu, rss = cpu + times.user + times.system, rss + p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return cpu, rss
 
 
 @pytest.fixture(scope="module")
@@ -75,26 +61,12 @@ def server(bentoml_home, tmp_path_factory):
 
 def measured(server: Server, send, wall_s: float = 2.0):
     """send()'s response; asserts the wall time, and the server's CPU and peak memory growth."""
-    cpu0, rss0 = server.usage()
-    peak, done = [rss0], threading.Event()
-
-    def sample():
-        while not done.wait(0.02):
-            peak.append(server.usage()[1])
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     start = time.perf_counter()
-    try:
-        response = send()
-    finally:
-        elapsed = time.perf_counter() - start
-        done.set()
-        sampler.join()
-    cpu1, rss1 = server.usage()
+    response, cpu, peak = server_cost(server.url, send)
+    elapsed = time.perf_counter() - start
     assert elapsed < wall_s, f"{elapsed:.2f} s"
-    assert cpu1 - cpu0 < 1.0, f"{cpu1 - cpu0:.2f} s of server CPU"
-    assert max(peak + [rss1]) - rss0 < 300 * MB, f"server memory grew by {(max(peak) - rss0) / MB:.0f} MB"
+    assert cpu < 1.0, f"{cpu:.2f} s of server CPU"
+    assert peak < 300 * MB, f"server memory peak grew by {peak / MB:.0f} MB"
     return response
 
 
@@ -137,6 +109,9 @@ HOSTILE = {
         "/analyze", {"files": {"image": ("感" * 90 + ".png", PNG)}}, 400, "the filename is 274 bytes, over the limit of 200"),
     "a text field of 100,000 [": (
         "/annotate", {"files": {"image": ("a.png", PNG)}, "data": {"language": "[" * 100_000}}, 400, "Part exceeded maximum size"),
+    "a text field sent as a 3 MB file of [[],[],...]": (
+        "/annotate", {"files": {"image": ("a.png", PNG), "language": ("big.json", b"[" + b"[]," * 1_000_000 + b"[]]")}},
+        400, "field 'language' is a text field: 3,000,004 bytes is over the limit of 1,024"),
     "1,000 nested [ in a text field": (
         "/annotate", {"files": {"image": ("a.png", PNG)}, "data": {"language": "[" * 1000}}, 400, "field 'language' could not be read"),
     "a 5,000-digit integer in a text field": (
@@ -221,36 +196,36 @@ def test_a_flood_of_slow_uploads_holds_no_slot(server):
                 except OSError:
                     pass
 
-    for s in sockets:
-        s.sendall(head + b"-")
-    trickler = threading.Thread(target=trickle)
-    trickler.start()
-    cpu0, rss0 = server.usage()
-    try:
-        time.sleep(0.5)
-        for _ in range(3):  # a second client, while the flood lasts
-            for path, call in [("/healthz", lambda: server.client.get("/healthz")),
-                               ("/analyze", lambda: server.client.post("/analyze", files={"image": ("a.png", PNG)}))]:
-                start = time.perf_counter()
-                response = call()
-                assert response.status_code == 200, (path, response.text)
-                assert time.perf_counter() - start < 1.0, path
-        answers = [read_response(s, timeout=GRACE_S + 10) for s in sockets]
-    finally:
-        stop.set()
-        trickler.join()
+    def flood() -> list[bytes]:
         for s in sockets:
-            s.close()
-    cpu1, rss1 = server.usage()
+            s.sendall(head + b"-")
+        trickler = threading.Thread(target=trickle)
+        trickler.start()
+        try:
+            time.sleep(0.5)
+            for _ in range(3):  # a second client, while the flood lasts
+                for path, call in [("/healthz", lambda: server.client.get("/healthz")),
+                                   ("/analyze", lambda: server.client.post("/analyze", files={"image": ("a.png", PNG)}))]:
+                    start = time.perf_counter()
+                    response = call()
+                    assert response.status_code == 200, (path, response.text)
+                    assert time.perf_counter() - start < 1.0, path
+            return [read_response(s, timeout=GRACE_S + 10) for s in sockets]
+        finally:
+            stop.set()
+            trickler.join()
+            for s in sockets:
+                s.close()
+
+    answers, cpu, peak = server_cost(server.url, flood)
     assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers[0][:200]
     assert b"the upload is too slow" in answers[0]
-    assert cpu1 - cpu0 < 64 * 1.0 and rss1 - rss0 < 300 * MB
+    assert cpu < 64 * 1.0 and peak < 300 * MB, (cpu, peak / MB)
 
 
 def test_slots_count_only_requests_doing_work(server, fer_zip):
-    """SLOTS requests with many faces at once hold every slot; their internal /classify calls run
-    inside their request's slot (none is refused, so none falls back to classifying outside the
-    batcher)."""
+    """SLOTS requests with many faces at once hold every slot; their faces go to the classifier's
+    process, which has no guard, so none of those calls is refused."""
     from testkit import face_canvas
 
     canvas = encode_image(face_canvas(fer_zip, 12, size=(960, 720), face_px=96)[0], "jpg")
@@ -307,15 +282,15 @@ def test_model_info_shows_no_paths_or_uris(server, bentoml_home):
 
 def test_plain_bentoml_serve_listens_on_localhost_only(server):
     """The service config binds 127.0.0.1; exposing it takes an explicit --host 0.0.0.0."""
-    addresses = {(c.laddr.ip, c.laddr.port) for p in server.processes()
+    addresses = {(c.laddr.ip, c.laddr.port) for p in map(psutil.Process, server_processes(server.url))
                  for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
     assert ("127.0.0.1", server.port) in addresses
     assert not any(port == server.port and ip in ("0.0.0.0", "::") for ip, port in addresses)
 
 
 def test_the_guard_holds_for_every_request_on_a_kept_alive_connection(server):
-    """A request's slot must not leak to the next request on its connection (asyncio copies the
-    context into the connection's callbacks): each one is still checked and still gets its slot."""
+    """Every request on a kept-alive connection goes through the guard: checked, given a slot,
+    its redirects rewritten."""
     client = httpx.Client(base_url=server.url, timeout=30)  # one connection, kept alive
     for _ in range(10):
         assert client.post("/classify", json={"faces": np.zeros((1, 48, 48), np.uint8).tolist()}).status_code == 200

@@ -15,42 +15,10 @@ import pytest
 
 from fixtures_serving import REPO_ROOT, serve_env
 from hostile_inputs import concat_list, hls_playlist, jpeg_scan_bomb, png_bomb, without_frame_count, write_video
-from testkit import running_server
+from testkit import running_server, server_cost
 
 pytestmark = pytest.mark.slow
 MB = 1024 * 1024
-
-
-def server_processes(url: str) -> list[int]:
-    """The `bentoml serve` listening on url's port and its descendants (workers run in their own sessions)."""
-    port, parents, family = url.rsplit(":", 1)[1].encode(), {}, set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if b"serve" in argv and b"--port" in argv and argv[argv.index(b"--port") + 1] == port:
-            family = {int(pid)}
-    assert family, f"no bentoml serve process for {url}"
-    while True:
-        children = {pid for pid, parent in parents.items() if parent in family} - family
-        if not children:
-            return sorted(family)
-        family |= children
-
-
-def usage(pids: list[int]) -> tuple[float, int]:
-    """CPU seconds used and peak memory (sum of VmHWM, bytes) of the processes so far."""
-    ticks, peak = 0, 0
-    for pid in pids:
-        try:
-            ticks += sum(int(v) for v in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        peak += int(next((line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")), 0)) * 1024
-    return ticks / os.sysconf("SC_CLK_TCK"), peak
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +37,10 @@ def secret(tmp_path_factory) -> Path:
 
 
 def post_bounded(url: str, path: str, files: dict, data: dict | None = None) -> httpx.Response:
-    pids = server_processes(url)
-    assert len(pids) >= 2, pids  # the server and its worker
-    cpu, peak = usage(pids)
-    response = httpx.post(url + path, files=files, data=data, timeout=60)
-    cpu_after, peak_after = usage(pids)
-    print(f"{path} {response.status_code}: {cpu_after - cpu:.2f} s server CPU, peak +{(peak_after - peak) / MB:.0f} MB")  # -s
-    assert cpu_after - cpu < 1.0, f"{path}: {cpu_after - cpu:.2f} s of server CPU"
-    assert peak_after - peak < 300 * MB, f"{path}: server memory peak grew by {(peak_after - peak) / MB:.0f} MB"
+    response, cpu, peak = server_cost(url, lambda: httpx.post(url + path, files=files, data=data, timeout=60))
+    print(f"{path} {response.status_code}: {cpu:.2f} s server CPU, peak +{peak / MB:.0f} MB")  # -s
+    assert cpu < 1.0, f"{path}: {cpu:.2f} s of server CPU"
+    assert peak < 300 * MB, f"{path}: server memory peak grew by {peak / MB:.0f} MB"
     return response
 
 

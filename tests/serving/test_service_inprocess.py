@@ -310,3 +310,40 @@ def test_web_page_is_served(service_client):
     assert 'id="photo-input"' in page.text and 'id="webcam-start"' in page.text
     script = service_client.get("/ui/app.js")
     assert script.status_code == 200 and "getUserMedia" in script.text and "/analyze" in script.text
+
+
+class FlakyProxy:
+    """What ``bentoml.depends`` gives when served (an httpx client to the classifier's process),
+    raising the given errors on its first calls: a keep-alive connection closed under the call."""
+
+    def __init__(self, *errors):
+        self.errors, self.calls = list(errors), 0
+        self.to_async = self
+
+    async def classify(self, faces):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return np.repeat(faces.mean(axis=(1, 2))[:, None], 7, axis=1)
+
+
+def test_a_classify_call_on_a_closed_connection_is_sent_again(bentoml_home):
+    import asyncio
+
+    import httpx
+
+    from serving.service import EmotionService
+
+    service = EmotionService.inner.__new__(EmotionService.inner)  # no model: the proxy answers
+    faces = np.arange(4, dtype=np.uint8)[:, None, None] * np.ones((1, 48, 48), np.uint8)
+    service.classifier = FlakyProxy(httpx.RemoteProtocolError("Server disconnected without sending a response."),
+                                    httpx.ReadError("Connection reset by peer"))
+    probabilities = asyncio.run(service._classify(faces))
+    assert service.classifier.calls == 3 and np.array_equal(probabilities[:, 0], [0, 1, 2, 3])
+    service.classifier = FlakyProxy(*[httpx.RemoteProtocolError("closed")] * 3)  # the third failure is the answer
+    with pytest.raises(httpx.RemoteProtocolError):
+        asyncio.run(service._classify(faces))
+    service.classifier = FlakyProxy(httpx.ReadTimeout("timed out"))  # a timeout is not sent again
+    with pytest.raises(httpx.ReadTimeout):
+        asyncio.run(service._classify(faces))
+    assert service.classifier.calls == 1
