@@ -57,8 +57,8 @@ def _load_recognizer(settings: BatchSettings, threads: int, path: Path, mtime_ns
     from emotion_recognition.inference import EmotionRecognizer
     from emotion_recognition.tta import from_preset
 
-    detection = DetectionConfig(detector=settings.detector, min_face_size=settings.min_face_size)
-    return EmotionRecognizer.from_file(path, detection, from_preset(settings.tta), runtime=settings.runtime, threads=threads)
+    return EmotionRecognizer.from_file(path, DetectionConfig(detector=settings.detector, min_face_size=settings.min_face_size),
+                                       from_preset(settings.tta), runtime=settings.runtime, threads=threads)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
@@ -281,9 +281,8 @@ class RayAnalyzer:
 
 
 def model_files(settings: BatchSettings) -> dict[str, bytes]:
-    """Name in a folder -> bytes: the model file and, for the openvino runtime, its OpenVINO copy as found or
-    made here: every actor then runs the copy local batch runs (the bundled INT8 one, say) instead of
-    converting its own fp32 copy. No copy when it cannot be made: the actors fall back to Keras."""
+    """Name in a folder -> bytes: the model and, for openvino, its copy as found or made here (so every actor
+    runs local batch's copy, e.g. the bundled INT8 one, not its own fp32 one; none if it fails: Keras)."""
     from emotion_recognition.model_files import resolve_model_file
 
     path = resolve_model_file(settings.model).path

@@ -333,8 +333,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
 
 
 def non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
+    if (value := int(text)) < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
