@@ -8,6 +8,7 @@ files part after its faces part), so a re-run skips them. ``run_ray``: the same 
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -44,36 +45,50 @@ class BatchSettings:
 
 
 def load_recognizer(settings: BatchSettings, threads: int = 0):
-    from emotion_recognition.inference import EmotionRecognizer
+    """One recognizer per (model file as it is now, settings, threads): ``analyze_image`` reuses it."""
     from emotion_recognition.model_files import resolve_model_file
+
+    path = resolve_model_file(settings.model).path
+    return _load_recognizer(settings, threads, path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_recognizer(settings: BatchSettings, threads: int, path: Path, mtime_ns: int):
+    from emotion_recognition.inference import EmotionRecognizer
     from emotion_recognition.tta import from_preset
 
-    detection = DetectionConfig(detector=settings.detector, min_face_size=settings.min_face_size)
-    return EmotionRecognizer.from_file(resolve_model_file(settings.model).path, detection, from_preset(settings.tta),
-                                       runtime=settings.runtime, threads=threads)
+    return EmotionRecognizer.from_file(path, DetectionConfig(detector=settings.detector, min_face_size=settings.min_face_size),
+                                       from_preset(settings.tta), runtime=settings.runtime, threads=threads)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
-    """Folders (recursive, photo and video suffixes), globs, ``@list.txt`` (a path a line) and files
-    (any suffix: a bad one becomes an error row); in order, each once."""
-    found, inputs = [], [str(item) for item in inputs]
-    for item in inputs:
-        if item.startswith("@"):
-            lines = [line.strip() for line in Path(item[1:]).read_text().splitlines()]
-            found += expand_inputs(line for line in lines if line and not line.startswith("#"))
-        elif os.path.isdir(item):
-            for root, dirs, files in os.walk(item):
-                dirs.sort()
-                found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES)]
-        elif glob.has_magic(item):
-            found += sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-        elif os.path.exists(item):
-            found.append(item)
-        else:
-            raise FileNotFoundError(f"no file or folder at {item}")
+    """Folders (recursive, photo and video suffixes), globs, ``@list.txt`` (a path a line, ``@`` lists
+    too: each list read once, so one naming itself ends there) and files (any suffix: a bad one
+    becomes an error row); in order, each once."""
+    inputs, lists = [str(item) for item in inputs], set()
+
+    def expand(items: Iterable[str]) -> Iterable[str]:
+        for item in items:
+            if item.startswith("@"):
+                if (listed := os.path.realpath(item[1:])) not in lists:
+                    lists.add(listed)
+                    lines = [line.strip() for line in Path(item[1:]).read_text().splitlines()]
+                    yield from expand(line for line in lines if line and not line.startswith("#"))
+            elif os.path.isdir(item):
+                for root, dirs, files in os.walk(item):
+                    dirs.sort()
+                    yield from (os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES))
+            elif glob.has_magic(item):
+                yield from sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            elif os.path.exists(item):
+                yield item
+            else:
+                raise FileNotFoundError(f"no file or folder at {item}")
+
+    found = list(dict.fromkeys(expand(inputs)))
     if not found:
         raise FileNotFoundError(f"no photo or video in {' '.join(inputs)}")
-    return list(dict.fromkeys(found))
+    return found
 
 
 def face_rows(file: str, frame: int, time_s: float, faces: Sequence[dict]) -> list[dict]:
@@ -239,15 +254,17 @@ class _Progress:
 
 
 class RayAnalyzer:
-    """A Ray Data actor holding one recognizer, loaded from the model bytes the driver sent."""
+    """A Ray Data actor holding one recognizer, loaded from the files the driver sent (``model_files``)."""
 
-    def __init__(self, settings: BatchSettings, model_bytes: bytes):
+    def __init__(self, settings: BatchSettings, files: dict[str, bytes], threads: int):
         import tempfile
 
-        model = Path(tempfile.mkdtemp(prefix="emotion-model-")) / "model.keras"
-        model.write_bytes(model_bytes)
-        self.settings = replace(settings, model=str(model))
-        self.recognizer = load_recognizer(self.settings)
+        folder = Path(tempfile.mkdtemp(prefix="emotion-model-"))
+        for name, data in files.items():
+            (folder / name).parent.mkdir(exist_ok=True)
+            (folder / name).write_bytes(data)
+        _init_worker(replace(settings, model=str(folder / "model.keras")), threads)
+        self.settings, self.recognizer = _worker["settings"], _worker["recognizer"]
 
     def __call__(self, batch: dict):
         import pyarrow as pa
@@ -263,6 +280,25 @@ class RayAnalyzer:
              for c in dict.fromkeys([*FACE_COLUMNS, *FILE_COLUMNS, "table"])]))
 
 
+def model_files(settings: BatchSettings) -> dict[str, bytes]:
+    """Name in a folder -> bytes: the model and, for openvino, its copy as found or made here (so every actor
+    runs local batch's copy, e.g. the bundled INT8 one, not its own fp32 one; none if it fails: Keras)."""
+    from emotion_recognition.model_files import resolve_model_file
+
+    path = resolve_model_file(settings.model).path
+    files = {"model.keras": path.read_bytes()}
+    if settings.runtime == "openvino":
+        try:
+            from emotion_recognition.runtime import openvino_copy
+
+            copy = openvino_copy(path)
+        except (ImportError, ValueError, RuntimeError, OSError):  # as load_classifier, which logs it
+            return files
+        files.update({f"openvino/{copy.stem}{suffix}": copy.with_suffix(suffix).read_bytes()
+                      for suffix in (".xml", ".bin", ".json") if copy.with_suffix(suffix).is_file()})
+    return files
+
+
 def run_ray(inputs: Sequence[str], output: str, settings: BatchSettings, workers: int,
             address: str | None = None) -> tuple[int, int, int]:
     """The same rows with Ray Data, written at OUTPUT and files_table_path(OUTPUT) (paths or URIs).
@@ -271,17 +307,15 @@ def run_ray(inputs: Sequence[str], output: str, settings: BatchSettings, workers
     import pyarrow.compute as pc
     import ray
 
-    from emotion_recognition.model_files import resolve_model_file
-
-    paths = expand_inputs(inputs)
-    model_bytes = resolve_model_file(settings.model).path.read_bytes()
+    paths, files = expand_inputs(inputs), model_files(settings)
     ray.init(address=address, log_to_driver=False)  # address None: RAY_ADDRESS, else a local Ray
     try:
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus < 2:
             raise ValueError(f"the Ray cluster has {cpus:g} CPU(s): batch needs 2 or more (actors + read tasks)")
+        num_cpus = min(1.0, (cpus - 1) / workers)
         results = ray.data.from_items([{"file": p} for p in paths]).map_batches(
-            RayAnalyzer, fn_constructor_args=(settings, model_bytes), num_cpus=min(1.0, (cpus - 1) / workers),
+            RayAnalyzer, fn_constructor_args=(settings, files, max(1, int(num_cpus))), num_cpus=num_cpus,
             compute=ray.data.ActorPoolStrategy(size=workers), batch_size=1).materialize()
         for name, columns, where in (("face", FACE_COLUMNS, output), ("file", FILE_COLUMNS, files_table_path(output))):
             table = results.map_batches(lambda t, name=name, columns=columns: t.filter(

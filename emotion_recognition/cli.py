@@ -332,6 +332,12 @@ def cmd_webcam(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- argument parsing
 
 
+def non_negative(text: str) -> int:
+    if (value := int(text)) < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", help="a .keras model file (default: the bundled model)")
@@ -364,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--smooth", type=int, default=1, metavar="N",
                        help="label each tracked face with the mean of its last N analysed frames' "
                             f"probabilities (1-{MAX_SMOOTH_FRAMES}; default 1: no smoothing)")
-    video.add_argument("--max-video-pixels", type=int, default=0, metavar="N",
+    video.add_argument("--max-video-pixels", type=non_negative, default=0, metavar="N",
                        help="refuse a video needing more than N decoded pixels (frames x width x height; default 0: "
                             f"no limit; the service's EMOTION_MAX_VIDEO_PIXELS is {VideoLimits.max_pixels:,})")
     video.add_argument("--quiet", action="store_true", help="no progress bar")

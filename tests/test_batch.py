@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from emotion_recognition import batch, cli
+from emotion_recognition.inference import EmotionRecognizer
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.media import read_image, write_image
 from fixtures_serving import FER_ZIP, REPO_ROOT, media, require_shared, tiny_model_file  # noqa: F401
@@ -37,6 +38,24 @@ def test_inputs_folders_globs_lists_in_order_each_once(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no photo or video in"):
         batch.expand_inputs([tmp_path / "empty"])
+
+
+def test_lists_naming_themselves_or_each_other_are_read_once(tmp_path):
+    (tmp_path / "1.jpg").write_bytes(b"x")
+    (tmp_path / "2.jpg").write_bytes(b"x")
+    (tmp_path / "self.txt").write_text(f"@{tmp_path / 'self.txt'}\n{tmp_path / '1.jpg'}\n")
+    (tmp_path / "a.txt").write_text(f"{tmp_path / '2.jpg'}\n@{tmp_path / 'b.txt'}\n")
+    (tmp_path / "b.txt").write_text(f"@{tmp_path / 'sub' / '..' / 'a.txt'}\n{tmp_path / '1.jpg'}\n")  # a.txt again
+    (tmp_path / "sub").mkdir()
+    assert batch.expand_inputs([f"@{tmp_path / 'self.txt'}"]) == [str(tmp_path / "1.jpg")]
+    assert batch.expand_inputs([f"@{tmp_path / 'a.txt'}"]) == [str(tmp_path / p) for p in ("2.jpg", "1.jpg")]
+    (tmp_path / "loop.txt").write_text(f"@{tmp_path / 'loop.txt'}\n")
+    with pytest.raises(FileNotFoundError, match="no photo or video in"):
+        batch.expand_inputs([f"@{tmp_path / 'loop.txt'}"])
+    code = subprocess.run([sys.executable, "-m", "emotion_recognition.cli", "batch", f"@{tmp_path / 'loop.txt'}", "-o",
+                           str(tmp_path / "r.csv")], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert code.returncode == 1 and code.stderr.startswith("error: no photo or video in"), code.stderr
 
 
 def test_progress_is_a_bar_on_a_terminal():
@@ -106,13 +125,23 @@ def test_rows_equal_emotion_photo_and_video_and_bad_files_are_rows(tmp_path, mix
         assert [row.time_s, *[row[e] for e in EMOTIONS]] == [float(face[k]) for k in ("time_s", *EMOTIONS)]
 
 
-def test_api_paths_and_image_give_the_same_rows(mixed_folder, tiny_model_file):  # noqa: F811
+def test_api_paths_and_image_give_the_same_rows(mixed_folder, tiny_model_file, monkeypatch):  # noqa: F811
+    """... and analyze_image loads the model once, again only when the file changes."""
     photo = mixed_folder / "canvas" / "c1.png"
     table = batch.analyze_paths([photo, mixed_folder / "empty.mp4"], model=str(tiny_model_file))
     assert len(table) == 2 and set(table["file"]) == {str(photo)}
     assert list(table.attrs["files"]["status"]) == ["ok", "error"]
-    single = batch.analyze_image(read_image(photo), model=str(tiny_model_file))
-    pd.testing.assert_frame_equal(single.drop(columns="file"), table.drop(columns="file"))
+    batch._load_recognizer.cache_clear()
+    loads = []
+    from_file = EmotionRecognizer.from_file
+    monkeypatch.setattr(EmotionRecognizer, "from_file", lambda *a, **k: loads.append(a) or from_file(*a, **k))
+    for _ in range(2):  # the second call reuses the recognizer
+        single = batch.analyze_image(read_image(photo), model=str(tiny_model_file))
+        pd.testing.assert_frame_equal(single.drop(columns="file"), table.drop(columns="file"))
+    assert len(loads) == 1
+    os.utime(tiny_model_file)  # the file changed: loaded again
+    batch.analyze_image(read_image(photo), model=str(tiny_model_file))
+    assert len(loads) == 2
 
 
 def _batch_command(folder: Path, out: Path, model: Path, *extra: str) -> list[str]:

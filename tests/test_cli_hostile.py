@@ -98,3 +98,10 @@ def test_a_failure_midway_leaves_the_previous_outputs_intact(tmp_path, capsys, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.avi", "out.csv", "out.mp4"]
     assert cli.main(["video", str(source), "-o", str(out), "--model", str(tiny_model_file), "--quiet"]) == 0
     assert out.read_bytes()[4:8] == b"ftyp" and len(out.with_suffix(".csv").read_text().splitlines()) == 13
+
+
+def test_a_negative_pixel_budget_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["video", str(tmp_path / "never-read.avi"), "--max-video-pixels", "-1"])
+    assert stopped.value.code == cli.EXIT_USAGE
+    assert "argument --max-video-pixels: must be >= 0, got -1" in capsys.readouterr().err
