@@ -69,7 +69,7 @@ class Classifier:
 
 
 def in_chunks(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
-    """``predict`` on DEFAULT_MODEL_BATCH faces at a time (all 3,589 test faces at once: ~1 GB of first-layer output)."""
+    """``predict`` on DEFAULT_MODEL_BATCH faces at a time (3,589 test faces at once: ~1 GB of first-layer output)."""
     return np.concatenate([predict(batch[i : i + DEFAULT_MODEL_BATCH]) for i in range(0, len(batch), DEFAULT_MODEL_BATCH)])
 
 
@@ -112,7 +112,8 @@ def convert(keras_model: Any, dest_dir: str | Path, sha256: str, faces: np.ndarr
         difference = float(np.abs(in_chunks(_compile(ov_model, 0), batch) - reference).max())
         if not difference <= TOLERANCE:
             raise ValueError(f"the OpenVINO copy differs from Keras by {difference:.2g} (> {TOLERANCE}) on {source}")
-        record = {"keras_sha256": sha256, "weights_sha256": weights_sha256(keras_model), "precision": "fp32", "max_abs_difference": difference, "tolerance": TOLERANCE}
+        record = {"keras_sha256": sha256, "weights_sha256": weights_sha256(keras_model), "precision": "fp32",
+                  "max_abs_difference": difference, "tolerance": TOLERANCE}
         if calibration is not None:
             import nncf
 

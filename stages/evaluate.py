@@ -91,7 +91,8 @@ def int8_copy(model, dest: str, test: Split) -> dict[str, float]:
     except (ValueError, RuntimeError) as error:
         print(f"evaluate: warning: no INT8 OpenVINO copy logged: {error}", file=sys.stderr)
         return {}
-    probabilities = EmotionRecognizer(Classifier.from_openvino(xml), tta=TestTimeAugmentation(flip=True)).classify_faces(test.images)
+    int8 = EmotionRecognizer(Classifier.from_openvino(xml), tta=TestTimeAugmentation(flip=True))
+    probabilities = int8.classify_faces(test.images)
     return {"accuracy_flip_int8": classification_metrics(test.labels, probabilities.argmax(axis=1))["accuracy"]}
 
 

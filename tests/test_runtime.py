@@ -134,8 +134,8 @@ def test_convert_predicts_in_chunks(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runtime, "_compile", recording("openvino", runtime._compile))
     from_keras = runtime.Classifier.from_keras
-    monkeypatch.setattr(runtime.Classifier, "from_keras",
-                        lambda model: runtime.Classifier(recording("keras", lambda: from_keras(model).predict)(), "keras", 0, 0))
+    keras_predict = recording("keras", lambda model: from_keras(model).predict)
+    monkeypatch.setattr(runtime.Classifier, "from_keras", lambda model: runtime.Classifier(keras_predict(model), "keras", 0, 0))
     path = make_tiny_model(tmp_path / "model.keras")
     runtime.convert(load_model(path), tmp_path / "ov", sha256_file(path), runtime.probe_faces(600), "probes")
     assert sizes == {"keras": [256, 256, 88], "openvino": [256, 256, 88]}
