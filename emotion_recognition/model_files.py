@@ -3,9 +3,8 @@
 - ``bundled_model_path()``: ``emotion_recognition/default_model/model.keras`` shipped as package
   data (absent until a trained default model is bundled);
 - ``resolve_model_file(path)``: the file to use for local inference (explicit path, else bundled);
-- ``export_champion(dest)``: the MLflow registry's ``champion`` model's ``.keras`` file,
-  with its registry metadata and its run's OpenVINO copy in ``openvino/`` beside it, if logged
-  (used by ``python -m serving.import_model --from-mlflow``; ``runtime.install_copy`` checks the copy).
+- ``export_champion(dest)``: the MLflow registry's ``champion`` model's ``.keras`` file with its
+  registry metadata and its run's OpenVINO copy, if logged (for ``python -m serving.import_model``).
 """
 
 from __future__ import annotations

@@ -83,7 +83,6 @@ def store_model(source: ModelSource, name: str = MODEL_NAME):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.import_model", description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--from-mlflow", action="store_true", help="the registry's champion model (default)")
     group.add_argument("--model-file", type=Path, help="a Keras 3 .keras file in the model contract")
     group.add_argument("--bundled", action="store_true", help="the default model shipped in the package")
     parser.add_argument("--alias", default="champion", help="MLflow alias to import (default: champion)")
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 if path is None:
                     raise ModelNotFoundError(
                         "this installation has no bundled default model "
-                        "(emotion_recognition/default_model/model.keras): use --from-mlflow or --model-file PATH"
+                        "(emotion_recognition/default_model/model.keras): import MLflow's champion (no option) or --model-file PATH"
                     )
                 source = ModelSource(path, "bundled")
             else:

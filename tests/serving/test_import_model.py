@@ -62,7 +62,7 @@ def test_import_from_mlflow_champion(bentoml_home, isolated, capsys):
     client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
     assert info.registered_model_version == int(version)
 
-    assert main(["--from-mlflow", "--name", NAME]) == 0
+    assert main(["--name", NAME]) == 0
     assert f"from MLflow version {version}" in capsys.readouterr().out
     bento_model = stored(f"{NAME}:latest")
     metadata = bento_model.info.metadata
@@ -126,7 +126,7 @@ def test_import_from_mlflow_without_champion(bentoml_home, isolated, monkeypatch
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     configure_mlflow(tmp_path)  # a store with no registered model
-    assert main(["--from-mlflow", "--name", NAME]) == 1
+    assert main(["--alias", "champion", "--name", NAME]) == 1
     err = capsys.readouterr().err
     assert "has no model 'fer-emotion' with alias 'champion'" in err and "dvc repro" in err
 
