@@ -6,7 +6,7 @@ PublicTest accuracy with the mirror view and views/s, for the choice in docs/dec
 INT8 is calibrated on the validation split, made by the split stage's own code (params.yaml's
 ``split``) from the zip's train/; PublicTest is the zip's test/. Speed: every runtime is timed for
 ``--seconds`` per round at batch 6 (3 faces + mirrors) and 256 views, rounds interleaved (A B C A B C)
-five times; the median per runtime is printed with its ratio to Keras (``predict_on_batch``, the
+five times; the median per runtime is printed with its ratio to Keras (``Classifier.from_keras``, the
 library's Keras runtime) from the same run.
 """
 

@@ -23,7 +23,7 @@ import numpy as np
 from emotion_recognition.detection import Box, DetectionConfig, landmarks_from_list, landmarks_to_list, locate_faces
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES
 from emotion_recognition.preprocessing import FACE_SIZE, to_model_batch
-from emotion_recognition.runtime import Classifier, Runtime, load_classifier
+from emotion_recognition.runtime import DEFAULT_MODEL_BATCH, Classifier, Runtime, load_classifier
 from emotion_recognition.tta import TestTimeAugmentation
 
 
@@ -85,9 +85,6 @@ def check_model_contract(model: Any) -> None:
             f"the model takes {input_shape} and returns {output_shape}; expected input "
             f"(None, {FACE_SIZE}, {FACE_SIZE}, 1) and output (None, {NUM_CLASSES})"
         )
-
-
-DEFAULT_MODEL_BATCH = 256  # views per forward pass: bounded memory whatever the number of faces
 
 
 class EmotionRecognizer:

@@ -3,8 +3,8 @@
 - ``bundled_model_path()``: ``emotion_recognition/default_model/model.keras`` shipped as package
   data (absent until a trained default model is bundled);
 - ``resolve_model_file(path)``: the file to use for local inference (explicit path, else bundled);
-- ``export_champion(dest)``: the MLflow registry's ``champion`` model's ``.keras`` file,
-  with its registry metadata (used by ``python -m serving.import_model --from-mlflow``).
+- ``export_champion(dest)``: the MLflow registry's ``champion`` model's ``.keras`` file with its
+  registry metadata and its run's OpenVINO copy, if logged (for ``python -m serving.import_model``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelS
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from emotion_recognition.data import sha256_file
     from emotion_recognition.registry import model_file
     from emotion_recognition.tracking import configure_mlflow, tracking_uri
 
@@ -83,11 +82,8 @@ def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelS
     model_uri = f"models:/{REGISTERED_MODEL_NAME}@{alias}"
     # only the .keras file, never MLflow's loader (it unpickles); the caller loads it in safe mode
     path = model_file(REGISTERED_MODEL_NAME, version.version, dest_dir)
-    try:  # the run's OpenVINO copy (stages/evaluate.py), re-keyed to this file's hash
-        copies = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="openvino", dst_path=str(path.parent)))
-        sha = sha256_file(path)
-        for copy in list(copies.iterdir()):
-            copy.rename(copies / (sha + copy.suffix))
+    try:  # the run's OpenVINO copy (stages/evaluate.py), made from the run's own file of the model
+        mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="openvino", dst_path=str(path.parent))
     except (MlflowException, OSError):
         pass  # a run from before the copies were logged: serving.import_model converts one
     metadata = {

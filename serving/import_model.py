@@ -26,7 +26,7 @@ from emotion_recognition.model_files import (
     export_champion,
     resolve_model_file,
 )
-from emotion_recognition.runtime import convert, probe_faces
+from emotion_recognition.runtime import convert, install_copy, probe_faces
 from emotion_recognition.stage_io import StageInputError
 from serving.model_store import MODEL_FILE, MODEL_NAME
 
@@ -69,21 +69,20 @@ def store_model(source: ModelSource, name: str = MODEL_NAME):
         shutil.copyfile(source.path, model.path_of(MODEL_FILE))
         # the OpenVINO copy travels with the model (and into a built Bento): the source's own
         # (bundled or logged by the evaluate stage: INT8), else an fp32 one checked on probe faces
-        sha, made = sha256_file(source.path), source.path.parent / "openvino"
-        if (made / f"{sha}.xml").is_file():
-            shutil.copytree(made, model.path_of("openvino"), ignore=lambda _, names: [n for n in names if not n.startswith(sha)])
-        else:
-            try:
-                convert(keras_model, model.path_of("openvino"), sha, probe_faces(), "probe faces")
-            except ImportError:
-                print("openvino is not installed: the service will run Keras", file=sys.stderr)
+        sha, dest = sha256_file(source.path), model.path_of("openvino")
+        try:
+            if not install_copy(source.path.parent / "openvino", keras_model, sha, dest):
+                convert(keras_model, dest, sha, probe_faces(), "probe faces")
+        except ImportError:
+            print("openvino is not installed: the service will run Keras", file=sys.stderr)
+        except (ValueError, RuntimeError) as error:  # the service then falls back to Keras too
+            print(f"warning: no OpenVINO copy ({error}): the service will run Keras", file=sys.stderr)
     return model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.import_model", description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--from-mlflow", action="store_true", help="the registry's champion model (default)")
     group.add_argument("--model-file", type=Path, help="a Keras 3 .keras file in the model contract")
     group.add_argument("--bundled", action="store_true", help="the default model shipped in the package")
     parser.add_argument("--alias", default="champion", help="MLflow alias to import (default: champion)")
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 if path is None:
                     raise ModelNotFoundError(
                         "this installation has no bundled default model "
-                        "(emotion_recognition/default_model/model.keras): use --from-mlflow or --model-file PATH"
+                        "(emotion_recognition/default_model/model.keras): import MLflow's champion (no option) or --model-file PATH"
                     )
                 source = ModelSource(path, "bundled")
             else:

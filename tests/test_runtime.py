@@ -98,3 +98,64 @@ def test_keras_fallback_without_openvino(tmp_path, cache, monkeypatch, caplog):
 def test_unknown_runtime_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt': expected one of openvino, keras"):
         runtime.load_classifier(tmp_path / "model.keras", "tensorrt")  # type: ignore[arg-type]
+
+
+def test_the_keras_runtime_is_one_traced_function_for_every_batch_size(tmp_path):
+    """Not ``predict_on_batch`` (several ms more per call): the model's Python runs once, when traced."""
+    from emotion_recognition.model import load_model
+
+    model = load_model(make_tiny_model(tmp_path / "model.keras"))
+
+    class Counting:  # the model's call, counted; no predict_on_batch to fall back on
+        input_shape, output_shape, calls = model.input_shape, model.output_shape, 0
+
+        def __call__(self, x, training):
+            Counting.calls += 1
+            return model(x, training=training)
+
+    classifier = runtime.Classifier.from_keras(Counting())
+    for size in (1, 6, 300):
+        faces = runtime.probe_faces(size).astype(np.float32)[..., None]
+        assert np.abs(classifier.predict(faces) - model.predict_on_batch(faces)).max() < 1e-5
+    assert Counting.calls == 1 and classifier.runtime == "keras"
+
+
+def test_convert_predicts_in_chunks(tmp_path, monkeypatch):
+    """All 3,589 test faces in one call: ~1 GB of first-layer output; at most 256 faces per call."""
+    from emotion_recognition.model import load_model
+
+    sizes = {"keras": [], "openvino": []}
+
+    def recording(name, make):
+        def wrapped(*args):
+            predict = make(*args)
+            return lambda batch: sizes[name].append(len(batch)) or predict(batch)
+        return wrapped
+
+    monkeypatch.setattr(runtime, "_compile", recording("openvino", runtime._compile))
+    from_keras = runtime.Classifier.from_keras
+    keras_predict = recording("keras", lambda model: from_keras(model).predict)
+    monkeypatch.setattr(runtime.Classifier, "from_keras", lambda model: runtime.Classifier(keras_predict(model), "keras", 0, 0))
+    path = make_tiny_model(tmp_path / "model.keras")
+    runtime.convert(load_model(path), tmp_path / "ov", sha256_file(path), runtime.probe_faces(600), "probes")
+    assert sizes == {"keras": [256, 256, 88], "openvino": [256, 256, 88]}
+
+
+def test_install_copy_rekeys_a_copy_of_the_same_weights_only(tmp_path):
+    """MLflow saves the model it logs to a file with another sha256 than the run's copy was keyed by:
+    the copy is found by its record's weights hash; a copy of other weights is never installed."""
+    from emotion_recognition.model import load_model
+
+    model = load_model(make_tiny_model(tmp_path / "model.keras"))
+    made = runtime.convert(model, tmp_path / "run", "a" * 64, runtime.probe_faces(), "probes")
+    other = load_model(make_tiny_model(tmp_path / "other.keras", seed=1))
+    assert not runtime.install_copy(tmp_path / "run", other, "b" * 64, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+    assert runtime.install_copy(tmp_path / "run", model, "b" * 64, tmp_path / "dest")
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == [f"{'b' * 64}{s}" for s in (".bin", ".json", ".xml")]
+    record = json.loads((tmp_path / "dest" / f"{'b' * 64}.json").read_text())
+    assert record["keras_sha256"] == "b" * 64 and record["rekeyed_from"] == "a" * 64
+    assert record["weights_sha256"] == runtime.weights_sha256(model) != runtime.weights_sha256(other)
+    faces = runtime.probe_faces(8).astype(np.float32)[..., None]
+    installed = runtime.Classifier.from_openvino(tmp_path / "dest" / f"{'b' * 64}.xml").predict(faces)
+    assert np.array_equal(installed, runtime.Classifier.from_openvino(made).predict(faces))

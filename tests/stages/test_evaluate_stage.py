@@ -38,7 +38,8 @@ def evaluate(project, mlflow_store, make_constant_model, log_keras_model, load_s
         run_id, model_uri = log_keras_model(model)
         (project / "data/model/run.json").write_text(json.dumps({"run_id": run_id, "model_uri": model_uri}))
         load_stage("evaluate").main()
-        return {"run_id": run_id, "model_uri": model_uri}, capsys.readouterr().out
+        captured = capsys.readouterr()
+        return {"run_id": run_id, "model_uri": model_uri}, captured.out + captured.err
 
     return evaluate
 
@@ -78,10 +79,24 @@ def test_results_are_logged_to_the_train_run_and_the_first_model_is_champion(pro
     sha = sha256_file(project / "data/model/model.keras")  # the OpenVINO copy, keyed by the Keras file
     assert {a.path for a in client.list_artifacts(run["run_id"], "openvino")} == {f"openvino/{sha}{s}" for s in (".bin", ".json", ".xml")}
     assert mlflow.artifacts.load_dict(f"runs:/{run['run_id']}/openvino/{sha}.json")["precision"] == "int8"
+    assert metrics["test_accuracy_flip_int8"] == pytest.approx(0.6)  # the INT8 copy also says happy
     champion = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
     assert champion.run_id == run["run_id"] and str(champion.version) == "1"
     # random pixels: the bundled default model gets 1 of the 15 right, this one 9
     assert "no champion yet, and it beats the bundled default model (0.0667) on the same test set" in output
+
+
+def test_an_int8_copy_failing_its_check_is_left_out_and_the_model_still_registered(project, evaluate, monkeypatch):
+    from emotion_recognition import runtime
+
+    monkeypatch.setattr(runtime, "INT8_AGREEMENT", 1.01)  # no copy passes
+    run, output = evaluate(HAPPY)
+    assert "evaluate: warning: no INT8 OpenVINO copy logged: the INT8 copy agrees with Keras on 100.0% of" in output
+    client = MlflowClient()
+    assert client.list_artifacts(run["run_id"], "openvino") == []
+    assert "test_accuracy_flip_int8" not in client.get_run(run["run_id"]).data.metrics
+    assert "accuracy_flip_int8" not in json.loads((project / "metrics/evaluate.json").read_text())
+    assert client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS).run_id == run["run_id"]
 
 
 def test_a_first_model_no_better_than_the_bundled_one_leaves_that_one_champion(project, evaluate):
