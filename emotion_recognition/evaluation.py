@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import keras
 import numpy as np
 
@@ -60,3 +63,42 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
             for i, name in enumerate(EMOTIONS)
         },
     }
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def accuracy_with_fewer_views(views: np.ndarray, labels: np.ndarray, tta: TestTimeAugmentation) -> dict[str, float]:
+    """Accuracy of the face alone and of the face with its mirror, read off the (V, N, 7) view
+    probabilities, so one evaluation reports what each level of test-time augmentation buys."""
+    accuracy = lambda probabilities: classification_metrics(labels, probabilities.argmax(axis=1))["accuracy"]
+    fewer = {"accuracy_single_view": accuracy(views[0])}
+    if tta.flip:
+        fewer["accuracy_flip"] = accuracy(views[[0, tta.view_count // 2]].mean(axis=0))  # view V/2 mirrors view 0
+    return fewer
+
+
+def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    normalised = matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
+    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title)
+    for i in range(len(EMOTIONS)):
+        for j in range(len(EMOTIONS)):
+            ax.text(j, i, f"{matrix[i, j]}\n{normalised[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                    color="white" if normalised[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)

@@ -52,13 +52,26 @@ def resolve_model_file(path: str | Path | None = None) -> ModelSource:
     return ModelSource(bundled, "bundled")
 
 
+def model_file(name: str, version: str, dest: str | Path) -> Path:
+    """Download only the registered version's ``model.keras`` into ``dest`` (never MLflow's
+    loader: it unpickles; callers load the file in Keras' safe mode)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from emotion_recognition.stage_io import StageInputError
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/data/model.keras", dst_path=str(dest)))
+    except (MlflowException, OSError) as error:
+        raise StageInputError(f"{name} v{version}: no model.keras to download ({str(error).splitlines()[0][:300]})") from None
+
+
 def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelSource:
     """Download the registry's ``REGISTERED_MODEL_NAME@alias`` model file into ``dest_dir``."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from emotion_recognition.registry import model_file
     from emotion_recognition.tracking import configure_mlflow, tracking_uri
 
     uri = tracking_uri()

@@ -33,7 +33,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_
 
 from emotion_recognition.evaluation import classification_metrics, predict_probabilities
 from emotion_recognition.model import load_model
-from emotion_recognition.model_files import BUNDLED_MODEL
+from emotion_recognition.model_files import BUNDLED_MODEL, model_file
 from emotion_recognition.stage_io import StageInputError
 from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 from emotion_recognition.tta import TestTimeAugmentation
@@ -52,14 +52,6 @@ def registered_model(client: MlflowClient, name: str):
         if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return None
         raise
-
-
-def model_file(name: str, version: str, dest: str | Path) -> Path:
-    """Download only the version's ``model.keras`` into ``dest``."""
-    try:
-        return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/data/model.keras", dst_path=str(dest)))
-    except (MlflowException, OSError) as error:
-        raise StageInputError(f"{name} v{version}: no model.keras to download ({str(error).splitlines()[0][:300]})") from None
 
 
 def load_registered_model(name: str, version: str) -> keras.Model:

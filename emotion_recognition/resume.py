@@ -13,14 +13,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import keras
+import yaml
+
+from emotion_recognition.data import sha256_file
 
 BACKUP_DIR = Path("data/train_backup")
+log = logging.getLogger(__name__)
+
+
+def stage_inputs(stage: str = "train", dvc_file: Path = Path("dvc.yaml")) -> dict[str, str]:
+    """sha256 of every file under the stage's deps in dvc.yaml (what DVC checks): a killed run
+    resumes only with the same data and code."""
+    deps = yaml.safe_load(dvc_file.read_text())["stages"][stage]["deps"]
+    hashes = {}
+    for dep in deps:
+        path = Path(dep)
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                hashes[file.as_posix()] = sha256_file(file)
+            elif file == path:
+                hashes[file.as_posix()] = "missing"
+    return hashes
 
 
 class TrainingBackup:
@@ -39,7 +59,7 @@ class TrainingBackup:
         try:
             return self._resumable()
         except (OSError, ValueError, KeyError, TypeError) as error:  # another plan, or a partial or damaged copy
-            print(f"train: not resuming from {self.folder} ({error}); starting afresh", flush=True)
+            log.warning("train: not resuming from %s (%s); starting afresh", self.folder, error)
             shutil.rmtree(self.folder, ignore_errors=True)
             return None
 

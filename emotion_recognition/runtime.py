@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from emotion_recognition.data import sha256_file
-from emotion_recognition.preprocessing import FACE_SIZE
+from emotion_recognition.preprocessing import FACE_SIZE, to_model_batch
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,10 @@ class Classifier:
         ov_model = ov.Core().read_model(xml)
         shape = lambda port: (None, *[d.get_length() for d in list(port.get_partial_shape())[1:]])  # noqa: E731
         return cls(_compile(ov_model, threads), "openvino", shape(ov_model.inputs[0]), shape(ov_model.outputs[0]))
+
+    def predict_faces(self, faces: np.ndarray) -> np.ndarray:
+        """(N, 48, 48) uint8 faces -> (N, 7) probabilities, DEFAULT_MODEL_BATCH faces per call."""
+        return in_chunks(lambda batch: self.predict(to_model_batch(batch)), faces)
 
 
 def in_chunks(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:

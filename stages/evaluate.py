@@ -10,7 +10,6 @@ check is left out with a warning (serving.import_model then makes an fp32 one).
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import sys
@@ -18,16 +17,18 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 
 from emotion_recognition.data import Split, load_split, sha256_file
-from emotion_recognition.evaluation import classification_metrics, confusion_matrix, predict_view_probabilities
-from emotion_recognition.inference import EmotionRecognizer
+from emotion_recognition.evaluation import (
+    accuracy_with_fewer_views,
+    classification_metrics,
+    confusion_matrix,
+    plot_confusion,
+    predict_view_probabilities,
+    write_csv,
+)
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model import load_model
 from emotion_recognition.params import load_params
@@ -48,40 +49,6 @@ PER_CLASS_CSV = Path("plots/per_class.csv")
 OUTPUTS = (METRICS, CONFUSION_CSV, CONFUSION_PNG, PER_CLASS_CSV)
 
 
-def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
-    normalised = matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True))
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
-    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
-    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title)
-    for i in range(len(EMOTIONS)):
-        for j in range(len(EMOTIONS)):
-            ax.text(j, i, f"{matrix[i, j]}\n{normalised[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                    color="white" if normalised[i, j] > 0.5 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
-
-
-def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
-def accuracy_with_fewer_views(views: np.ndarray, labels: np.ndarray, tta: TestTimeAugmentation) -> dict[str, float]:
-    """Accuracy of the face alone and of the face with its mirror, read off the (V, N, 7) view
-    probabilities, so one evaluation reports what each level of test-time augmentation buys."""
-    accuracy = lambda probabilities: classification_metrics(labels, probabilities.argmax(axis=1))["accuracy"]
-    fewer = {"accuracy_single_view": accuracy(views[0])}
-    if tta.flip:
-        fewer["accuracy_flip"] = accuracy(views[[0, tta.view_count // 2]].mean(axis=0))  # view V/2 mirrors view 0
-    return fewer
-
-
 def int8_copy(model, dest: str, test: Split) -> dict[str, float]:
     """Write the model's INT8 OpenVINO copy into ``dest``; its test accuracy with the mirror, or {}
     with a warning when OpenVINO/NNCF fail or the copy fails its check (nothing is written then)."""
@@ -91,8 +58,7 @@ def int8_copy(model, dest: str, test: Split) -> dict[str, float]:
     except (ValueError, RuntimeError) as error:
         print(f"evaluate: warning: no INT8 OpenVINO copy logged: {error}", file=sys.stderr)
         return {}
-    int8 = EmotionRecognizer(Classifier.from_openvino(xml), tta=TestTimeAugmentation(flip=True))
-    probabilities = int8.classify_faces(test.images)
+    probabilities = TestTimeAugmentation(flip=True).predict(Classifier.from_openvino(xml).predict_faces, test.images)
     return {"accuracy_flip_int8": classification_metrics(test.labels, probabilities.argmax(axis=1))["accuracy"]}
 
 

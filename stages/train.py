@@ -14,14 +14,13 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
-import yaml
 from mlflow.models import infer_signature
 
 from emotion_recognition.data import load_split, sha256_file
 from emotion_recognition.distribute import make_strategy
 from emotion_recognition.model import build_model
 from emotion_recognition.params import flat_params, load_params
-from emotion_recognition.resume import BACKUP_DIR, TrainingBackup
+from emotion_recognition.resume import BACKUP_DIR, TrainingBackup, stage_inputs
 from emotion_recognition.stage_io import atomic_path, run_stage, write_json
 from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.training import (
@@ -48,21 +47,6 @@ CHECKPOINT = Path("data/train/checkpoint.keras")
 METRICS = Path("metrics/train.json")
 HISTORY = Path("plots/train_history.csv")
 CURVES = Path("plots/train_curves.png")
-
-
-def stage_inputs(stage: str = "train", dvc_file: Path = Path("dvc.yaml")) -> dict[str, str]:
-    """sha256 of every file under the stage's deps in dvc.yaml (what DVC checks): a killed run
-    resumes only with the same data and code."""
-    deps = yaml.safe_load(dvc_file.read_text())["stages"][stage]["deps"]
-    hashes = {}
-    for dep in deps:
-        path = Path(dep)
-        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if file.is_file():
-                hashes[file.as_posix()] = sha256_file(file)
-            elif file == path:
-                hashes[file.as_posix()] = "missing"
-    return hashes
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ def test_card_names_the_test_time_views_and_the_accuracy_of_fewer_views():
                   "accuracy": 0.6771, "accuracy_single_view": 0.6506, "accuracy_flip": 0.6659}
     card = model_card(params, train, evaluation, split, matrix)
     assert "(3589 images, 16 views (flip, zoom 44px, zoom 42px, zoom 40px, shift 3px x4))" in card
-    assert "**0.6771**" in card and "one view, `EMOTION_TTA=none`): 0.6506" in card and "the service's default): 0.6659" in card
+    assert "**0.6771**" in card and "one view, `EMOTION_TTA=none`): 0.6506" in card and "its check recorded there): 0.6659" in card
 
 
 def test_card_quotes_the_starting_models_training_when_it_continued_the_bundled_model():

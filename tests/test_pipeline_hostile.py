@@ -245,8 +245,10 @@ def write_backup(folder: Path, backup: TrainingBackup, epoch: int = 2) -> None:
 
 
 @pytest.fixture
-def stage_inputs(load_stage):
-    return load_stage("train").stage_inputs
+def stage_inputs():
+    from emotion_recognition.resume import stage_inputs
+
+    return stage_inputs
 
 
 @pytest.fixture
@@ -266,23 +268,24 @@ def test_the_fingerprint_covers_the_stages_data_and_code(train_inputs, stage_inp
     assert stage_inputs(dvc_file=REPO_ROOT / "dvc.yaml").keys() >= {"emotion_recognition/model.py", "stages/train.py"}
 
 
-def test_a_backup_resumes_only_with_the_same_data_code_and_params(train_inputs, stage_inputs, capsys):
+def test_a_backup_resumes_only_with_the_same_data_code_and_params(train_inputs, stage_inputs, caplog):
     folder = Path("data/train_backup")  # relative, as the stage uses it
     write_backup(folder, TrainingBackup({"epochs": 5}, folder, stage_inputs()))
     state = TrainingBackup({"epochs": 5}, folder, stage_inputs()).load()
-    assert state["epoch"] == 2 and state["run_id"] == "run-1" and capsys.readouterr().out == ""
+    assert state["epoch"] == 2 and state["run_id"] == "run-1" and not caplog.text
 
     (train_inputs / "code.py").write_text("x = 2\n")
     assert TrainingBackup({"epochs": 5}, folder, stage_inputs()).load() is None
-    assert "(another plan: changed code.py); starting afresh" in capsys.readouterr().out and not folder.exists()
+    assert "(another plan: changed code.py); starting afresh" in caplog.text and not folder.exists()
 
     write_backup(folder, TrainingBackup({"epochs": 5}, folder, stage_inputs()))
+    caplog.clear()
     assert TrainingBackup({"epochs": 6}, folder, stage_inputs()).load() is None
-    assert "changed params" in capsys.readouterr().out
+    assert "changed params" in caplog.text
 
 
 @pytest.mark.parametrize("damage", ["state.json", "keras/training_metadata.json", "keras/latest.weights.h5"])
-def test_a_damaged_backup_starts_afresh_once_with_a_message(train_inputs, stage_inputs, capsys, damage):
+def test_a_damaged_backup_starts_afresh_once_with_a_message(train_inputs, stage_inputs, caplog, damage):
     folder = Path("data/train_backup")  # relative, as the stage uses it
     backup = TrainingBackup({"epochs": 5}, folder, stage_inputs())
     write_backup(folder, backup)
@@ -291,8 +294,9 @@ def test_a_damaged_backup_starts_afresh_once_with_a_message(train_inputs, stage_
     else:
         (folder / damage).unlink()
     assert backup.load() is None
-    assert "train: not resuming from data/train_backup (" in capsys.readouterr().out and not folder.exists()
-    assert backup.load() is None and capsys.readouterr().out == ""  # the next run is not stuck on it
+    assert "train: not resuming from data/train_backup (" in caplog.text and not folder.exists()
+    caplog.clear()
+    assert backup.load() is None and not caplog.text  # the next run is not stuck on it
 
 
 def test_a_half_written_keras_metadata_falls_back_to_its_bkp(train_inputs, stage_inputs):
