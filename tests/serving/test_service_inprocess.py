@@ -313,7 +313,7 @@ def test_web_page_is_served(service_client):
 
 
 class FlakyProxy:
-    """What ``bentoml.depends`` gives when served (an httpx client to the classifier's process),
+    """What ``bentoml.depends`` gives when served (an aiohttp client to the classifier's process),
     raising the given errors on its first calls: a keep-alive connection closed under the call."""
 
     def __init__(self, *errors):
@@ -330,20 +330,20 @@ class FlakyProxy:
 def test_a_classify_call_on_a_closed_connection_is_sent_again(bentoml_home):
     import asyncio
 
-    import httpx
+    import aiohttp
 
     from serving.service import EmotionService
 
     service = EmotionService.inner.__new__(EmotionService.inner)  # no model: the proxy answers
     faces = np.arange(4, dtype=np.uint8)[:, None, None] * np.ones((1, 48, 48), np.uint8)
-    service.classifier = FlakyProxy(httpx.RemoteProtocolError("Server disconnected without sending a response."),
-                                    httpx.ReadError("Connection reset by peer"))
+    service.classifier = FlakyProxy(aiohttp.ServerDisconnectedError(),
+                                    aiohttp.ClientOSError(104, "Connection reset by peer"))
     probabilities = asyncio.run(service._classify(faces))
     assert service.classifier.calls == 3 and np.array_equal(probabilities[:, 0], [0, 1, 2, 3])
-    service.classifier = FlakyProxy(*[httpx.RemoteProtocolError("closed")] * 3)  # the third failure is the answer
-    with pytest.raises(httpx.RemoteProtocolError):
+    service.classifier = FlakyProxy(*[aiohttp.ServerDisconnectedError()] * 3)  # the third failure is the answer
+    with pytest.raises(aiohttp.ServerDisconnectedError):
         asyncio.run(service._classify(faces))
-    service.classifier = FlakyProxy(httpx.ReadTimeout("timed out"))  # a timeout is not sent again
-    with pytest.raises(httpx.ReadTimeout):
+    service.classifier = FlakyProxy(asyncio.TimeoutError())  # a timeout is not sent again
+    with pytest.raises(asyncio.TimeoutError):
         asyncio.run(service._classify(faces))
     assert service.classifier.calls == 1
