@@ -2,9 +2,11 @@
 
     python -m emotion_recognition.bundle
 
-Copies data/model/model.keras to emotion_recognition/default_model/model.keras, makes its INT8
-OpenVINO copy (default_model/openvino/) and writes MODEL_CARD.md beside it from params.yaml and the metrics the DVC stages wrote, so every
-figure in the card comes from the run that produced the file.
+Copies the train stage's output (data/model: model.keras and run.json, the MLflow run that made it)
+to emotion_recognition/default_model/ with its recorded PublicTest accuracy (evaluation.json), makes its INT8 OpenVINO copy (default_model/openvino/) and
+writes MODEL_CARD.md beside it from params.yaml and the metrics the DVC stages wrote, so every
+figure in the card comes from the run that produced the file. tests/test_dvc_lock.py checks that
+the two copied files are dvc.lock's ``data/model``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix:
     run = run or {}
     precision = run.get("precision", t["precision"])
     where = f" ({run['cpu']})" if run.get("cpu") else ""
+    made_by = (f" Made by `dvc repro` from commit `{run['git_commit'][:12]}`, MLflow run `{run['run_id']}` "
+               "(`data/model/run.json`, bundled beside the model)." if run.get("run_id") and run.get("git_commit") else "")
     initial = t.get("initial_model", "none")
     start = "" if initial == "none" else (f" Training started from the weights of `{initial}` (train.initial_model"
                                           f"{'; the model bundled before this one' if initial == 'default' else ''}), not from random ones.")
@@ -118,7 +122,7 @@ Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t[
 
 ## Training
 `dvc repro` with these `params.yaml` values: AdamW (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, then cosine decay to 0 at the last planned epoch), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {epochs}.
-Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s (`metrics/train.json`).{start}
+Trained on a 2-core CPU{where} (no GPU) in {train['train_seconds'] / 60:.0f} minutes, median {train['images_per_second']:.0f} images/s (`metrics/train.json`).{made_by}{start}
 
 ## Results on FER2013 PublicTest ({evaluation['images']} images, {evaluation.get('tta') or ('horizontal-flip test-time augmentation' if evaluation['flip_tta'] else 'no test-time augmentation')})
 Written by the evaluate stage of the run that made this file (`metrics/evaluate.json`, `dvc metrics show`); `python -m pytest tests/test_bundled_model_quality.py -s` re-measures the file on a fixed 1,000-face PublicTest subset with the mirror.
@@ -173,6 +177,34 @@ def bundle_openvino(model_path: Path, split_dir: Path = Path("data/split")) -> P
                    val.images[:CALIBRATION_FACES])
 
 
+def write_evaluation_record(accuracy: float, split_dir: Path = Path("data/split")) -> None:
+    """default_model/evaluation.json: the PublicTest accuracy the evaluate stage measured for this
+    file with params.yaml's views, so that stage need not measure the bundled yardstick again
+    (emotion_recognition/registry.py reads it only for this very file, faces and views)."""
+    from emotion_recognition.params import load_params
+    from emotion_recognition.registry import BUNDLED_EVALUATION, evaluation_record
+
+    test = load_split(split_dir / "test.npz")
+    record = evaluation_record(BUNDLED_MODEL, accuracy, test.images, test.labels, load_params().evaluate.tta())
+    with atomic_path(DEFAULT_MODEL_DIR / BUNDLED_EVALUATION) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def run_commit(run_id: str) -> str:
+    """The commit the train stage ran from: its MLflow run's ``git_commit`` tag ('' with a warning
+    when the tracking store cannot tell)."""
+    import mlflow
+
+    from emotion_recognition.tracking import configure_mlflow
+
+    try:
+        configure_mlflow()
+        return mlflow.get_run(run_id).data.tags.get("git_commit", "")
+    except Exception as error:  # the card is still right without it; say why it is missing
+        print(f"bundle: warning: no commit for MLflow run {run_id}: {error}", file=sys.stderr)
+        return ""
+
+
 def main() -> None:
     source = Path("data/model/model.keras")
     if not source.is_file():
@@ -192,7 +224,12 @@ def main() -> None:
     DEFAULT_MODEL_DIR.mkdir(exist_ok=True)
     with atomic_path(BUNDLED_MODEL) as tmp:
         shutil.copyfile(source, tmp)
+    if run is not None:  # the run's record: with model.keras, byte for byte dvc.lock's data/model
+        with atomic_path(DEFAULT_MODEL_DIR / run_file.name) as tmp:
+            shutil.copyfile(run_file, tmp)
+        run = {**run, "git_commit": run_commit(run["run_id"])}
     shutil.copyfile("plots/confusion_matrix.png", DEFAULT_MODEL_DIR / "confusion_matrix.png")
+    write_evaluation_record(metrics["evaluate"]["accuracy"])
     bundle_openvino(BUNDLED_MODEL)
     card = model_card(params, metrics["train"], metrics["evaluate"], metrics["split"], matrix, run, previous_card)
     with atomic_path(card_path) as tmp:

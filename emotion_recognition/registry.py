@@ -13,6 +13,7 @@ Promotion is a compare-and-set under ``promotion_lock``. Models are read only as
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
@@ -39,6 +40,7 @@ from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 from emotion_recognition.tta import TestTimeAugmentation
 
 log = logging.getLogger(__name__)
+BUNDLED_EVALUATION = "evaluation.json"  # beside the bundled model: its recorded PublicTest accuracy
 # A promotion holds the lock for seconds to minutes (it re-measures the champion); an older lock
 # was left by a killed process and is broken.
 LOCK_STALE_SECONDS, LOCK_WAIT_SECONDS = 1800, 2400
@@ -81,13 +83,51 @@ def accuracy_of(model: keras.Model, images: np.ndarray, labels: np.ndarray, tta:
     return classification_metrics(labels, predict_probabilities(model, images, tta).argmax(axis=1))["accuracy"]
 
 
+def recorded_accuracy(record: dict, digest: str, tta: TestTimeAugmentation) -> float | None:
+    """The accuracy a model's evaluation recorded (a version's tags, or the bundled model's
+    evaluation.json), if it was measured on these very test images with these views; else None.
+    Measuring again would give the same figure at the cost of every view over the test set."""
+    if record.get("test_set_sha256") == digest and record.get("test_views") == tta.describe():
+        exact = record.get("test_accuracy_exact")
+        return float(exact) if exact is not None else None
+    return None
+
+
 def champion_accuracy(client: MlflowClient, images: np.ndarray, labels: np.ndarray, tta: TestTimeAugmentation,
                       name: str = REGISTERED_MODEL_NAME) -> tuple[object, float] | None:
-    """(version, accuracy) of the current champion re-measured on these test images, or None."""
+    """(version, accuracy) of the current champion on these test images with these views (as its
+    tags recorded it, else re-measured), or None."""
     champion = current_champion(client, name)
     if champion is None:
         return None
+    known = recorded_accuracy(champion.tags, digest_of_test_set(images, labels), tta)
+    if known is not None:
+        return champion, known
     return champion, accuracy_of(load_registered_model(name, champion.version), images, labels, tta)
+
+
+def bundled_accuracy(path: Path, images: np.ndarray, labels: np.ndarray, tta: TestTimeAugmentation) -> float:
+    """The bundled model's accuracy on these images with these views: from the evaluation.json
+    bundled beside it when that was measured for this very file, else measured now."""
+    from emotion_recognition.data import sha256_file
+
+    record_file = Path(path).parent / BUNDLED_EVALUATION
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    if record.get("model_sha256") == sha256_file(path):
+        known = recorded_accuracy(record, digest_of_test_set(images, labels), tta)
+        if known is not None:
+            log.info("the bundled model's accuracy %.4f is its recorded one (%s): not measured again", known, record_file)
+            return known
+    return accuracy_of(load_model(path), images, labels, tta)
+
+
+def evaluation_record(model_path: Path, accuracy: float, images: np.ndarray, labels: np.ndarray,
+                      tta: TestTimeAugmentation) -> dict:
+    """What ``bundled_accuracy`` reads back (bundle writes it beside the bundled model)."""
+    from emotion_recognition.data import sha256_file
+
+    return {"model_sha256": sha256_file(model_path), "test_set_sha256": digest_of_test_set(images, labels),
+            "test_views": tta.describe(), "test_accuracy_exact": repr(float(accuracy))}
 
 
 def _release(client: MlflowClient, lock: str, holder: str) -> None:
@@ -130,13 +170,17 @@ def promotion_lock(client: MlflowClient, name: str = REGISTERED_MODEL_NAME, stal
         _release(client, lock, token)
 
 
-def tag_version(client: MlflowClient, name: str, version: str, accuracy: float, digest: str, run_id: str) -> None:
+def tag_version(client: MlflowClient, name: str, version: str, accuracy: float, digest: str, run_id: str,
+                tta: TestTimeAugmentation) -> None:
     client.set_model_version_tag(name, version, "test_accuracy", f"{accuracy:.4f}")
+    client.set_model_version_tag(name, version, "test_accuracy_exact", repr(float(accuracy)))  # compared, not shown
+    client.set_model_version_tag(name, version, "test_views", tta.describe())
     client.set_model_version_tag(name, version, "test_set_sha256", digest)
     client.set_model_version_tag(name, version, "run_id", run_id)
 
 
-def register_baseline(model: keras.Model, path: Path, accuracy: float, digest: str, name: str) -> str:
+def register_baseline(model: keras.Model, path: Path, accuracy: float, digest: str, name: str,
+                      tta: TestTimeAugmentation) -> str:
     """Log ``model`` (the bundled default) in an MLflow run of its own and register it; returns its version."""
     from mlflow.models import infer_signature
 
@@ -153,7 +197,7 @@ def register_baseline(model: keras.Model, path: Path, accuracy: float, digest: s
             mlflow.log_artifact(f"{copy}{suffix}", "openvino")
     version = mlflow.register_model(info.model_uri, name)
     client = MlflowClient()
-    tag_version(client, name, version.version, accuracy, digest, run.info.run_id)
+    tag_version(client, name, version.version, accuracy, digest, run.info.run_id, tta)
     client.set_model_version_tag(name, version.version, "source", "bundled default model")
     return str(version.version)
 
@@ -168,12 +212,11 @@ def register_and_promote(model_uri: str, run_id: str, accuracy: float, images: n
     with promotion_lock(client, name):  # the champion is read, compared and moved by one run at a time
         previous = champion_accuracy(client, images, labels, tta, name)
         digest = digest_of_test_set(images, labels)
-        baseline_model = baseline_accuracy = None
+        baseline_accuracy = None
         if previous is None and baseline is not None and Path(baseline).is_file():
-            baseline_model = load_model(baseline)
-            baseline_accuracy = accuracy_of(baseline_model, images, labels, tta)
+            baseline_accuracy = bundled_accuracy(Path(baseline), images, labels, tta)
         version = mlflow.register_model(model_uri, name)
-        tag_version(client, name, version.version, accuracy, digest, run_id)
+        tag_version(client, name, version.version, accuracy, digest, run_id, tta)
         new = f"registered {name} v{version.version} (accuracy {accuracy:.4f})"
         if previous is not None:
             champion, champion_acc = previous
@@ -191,7 +234,7 @@ def register_and_promote(model_uri: str, run_id: str, accuracy: float, images: n
             decision = (f"{new}; no champion yet, and it beats the bundled default model ({baseline_accuracy:.4f}) "
                         f"on the same test set: now @{CHAMPION_ALIAS}")
         else:
-            bundled = register_baseline(baseline_model, Path(baseline), baseline_accuracy, digest, name)
+            bundled = register_baseline(load_model(baseline), Path(baseline), baseline_accuracy, digest, name, tta)
             client.set_registered_model_alias(name, CHAMPION_ALIAS, bundled)
             decision = (f"{new}; no champion yet, and it does not beat the bundled default model "
                         f"({baseline_accuracy:.4f} on the same test set): the bundled model is registered as "

@@ -49,10 +49,16 @@ PER_CLASS_CSV = Path("plots/per_class.csv")
 OUTPUTS = (METRICS, CONFUSION_CSV, CONFUSION_PNG, PER_CLASS_CSV)
 
 
+def progress(message: str) -> None:
+    """One line per long step (each takes seconds to minutes on a 2-core CPU): not a silent stage."""
+    print(f"evaluate: {message}", flush=True)
+
+
 def int8_copy(model, dest: str, test: Split) -> dict[str, float]:
     """Write the model's INT8 OpenVINO copy into ``dest``; its test accuracy with the mirror, or {}
     with a warning when OpenVINO/NNCF fail or the copy fails its check (nothing is written then)."""
     calibration = load_split(VAL_PATH).images[:CALIBRATION_FACES]
+    progress(f"INT8 OpenVINO copy: calibrating on {len(calibration)} validation faces, checking on {len(test)} PublicTest faces")
     try:
         xml = convert(model, dest, sha256_file(MODEL_PATH), test.images, "PublicTest faces", calibration)
     except (ValueError, RuntimeError) as error:
@@ -69,6 +75,7 @@ def main() -> None:
     test = load_split(TEST_PATH)
     model = load_model(MODEL_PATH)
     tta = params.tta()
+    progress(f"classifying {len(test)} PublicTest faces, {tta.describe()}")
     views = predict_view_probabilities(model, test.images, tta)
     predictions = views.mean(axis=0).argmax(axis=1)
     result = classification_metrics(test.labels, predictions)
@@ -101,6 +108,7 @@ def main() -> None:
         print(f"evaluate: PublicTest accuracy {result['accuracy']:.4f} with {tta.describe()}, macro-F1 {result['macro_f1']:.4f}; "
               + ", ".join(f"{name} {value:.4f}" for name, value in fewer_views.items()))
         if params.register_model:
+            progress("registering the model; the champion (or the bundled model) is the yardstick")
             decision = register_and_promote(run["model_uri"], run["run_id"], result["accuracy"], test.images, test.labels, tta)
             print(f"evaluate: {decision}")
 

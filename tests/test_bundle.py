@@ -26,6 +26,14 @@ def test_card_states_the_precision_and_cpu_the_run_used_not_the_auto_param():
     assert "    angry    0    1    2    3    4    5    6\n  disgust    7    8" in card  # the matrix, rows true
 
 
+def test_card_names_the_commit_and_mlflow_run_that_made_the_model():
+    params, train, evaluation, split, matrix = card_inputs()
+    run = {"precision": "float32", "cpu": "AMD EPYC", "run_id": "0123abcd", "git_commit": "8db14cf" + "0" * 33}
+    card = model_card(params, train, evaluation, split, matrix, run)
+    assert "from commit `8db14cf00000`, MLflow run `0123abcd`" in card
+    assert "MLflow run" not in model_card(params, train, evaluation, split, matrix, {**run, "git_commit": ""})
+
+
 def test_card_says_when_training_started_from_a_trained_model():
     params, train, evaluation, split, matrix = card_inputs()
     params["train"]["initial_model"] = "none"

@@ -122,8 +122,9 @@ def test_test_set_digest_depends_on_images_and_labels():
 
 
 def test_the_champion_is_re_measured_with_the_same_views(mlflow_store, make_constant_model, log_keras_model):
-    """A model whose predictions change with the mirror view: the champion's figure in the decision
-    is its accuracy with the flip, not the 1.0 it scores on the faces alone."""
+    """A model whose predictions change with the mirror view, registered with the face alone: the
+    champion's figure in the decision is its accuracy with the flip, re-measured, not the 1.0 its
+    tags recorded for one view."""
     import keras
 
     configure_mlflow()
@@ -136,10 +137,47 @@ def test_the_champion_is_re_measured_with_the_same_views(mlflow_store, make_cons
     with_flip = classification_metrics(labels, predict_probabilities(model, images, flip).argmax(axis=1))["accuracy"]
     assert with_flip < 1.0  # precondition: the mirror view changes some predictions
     run_id, model_uri = log_keras_model(model)
-    register_and_promote(model_uri, run_id, with_flip, images, labels, flip)
+    register_and_promote(model_uri, run_id, 1.0, images, labels, TestTimeAugmentation(), baseline=None)
     run_id, model_uri = log_keras_model(make_constant_model(HAPPY))
     decision = register_and_promote(model_uri, run_id, 0.0, images, labels, flip)
     assert f"v1 ({with_flip:.4f}" in decision and "1.0000" not in decision
+
+
+def test_a_champion_measured_on_the_same_faces_and_views_is_not_measured_again(registry):
+    """Its recorded accuracy is the yardstick (a deliberately different figure planted in its tag
+    shows which one the decision used); a test set that differs by one pixel is measured."""
+    images, labels = make_test_set(HAPPY, 9, seed=0)
+    registry(HAPPY, images, labels)  # v1: 9/15
+    registry.client.set_model_version_tag(REGISTERED_MODEL_NAME, "1", "test_accuracy_exact", "0.5")
+    _, _, decision = registry(SAD, images, labels)
+    assert "champion stays v1 (0.5000 on the same test set)" in decision
+    changed = images.copy()
+    changed[0, 0, 0] ^= 1
+    _, _, decision = registry(SAD, changed, labels)
+    assert "champion stays v1 (0.6000 on the same test set)" in decision
+
+
+def test_the_bundled_models_recorded_accuracy_is_reused_only_for_that_very_file(mlflow_store, make_constant_model,
+                                                                                log_keras_model, tmp_path):
+    import json
+
+    from emotion_recognition.registry import BUNDLED_EVALUATION, evaluation_record
+
+    configure_mlflow()
+    images, labels = make_test_set(HAPPY, 9, seed=0)
+    tta = TestTimeAugmentation()
+    bundled = tmp_path / "model.keras"
+    make_constant_model(HAPPY).save(bundled)  # 9/15 = 0.6000 when measured
+    record = evaluation_record(bundled, 0.5, images, labels, tta)
+    (tmp_path / BUNDLED_EVALUATION).write_text(json.dumps(record))
+    run_id, model_uri = log_keras_model(make_constant_model(SAD))
+    decision = register_and_promote(model_uri, run_id, 0.55, images, labels, tta, baseline=bundled)
+    assert "beats the bundled default model (0.5000)" in decision  # the record, not a measurement
+    (tmp_path / BUNDLED_EVALUATION).write_text(json.dumps({**record, "model_sha256": "0" * 64}))  # another file's
+    client = MlflowClient()
+    client.delete_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
+    decision = register_and_promote(model_uri, run_id, 0.55, images, labels, tta, baseline=bundled)
+    assert "does not beat the bundled default model (0.6000 on the same test set)" in decision
 
 
 def test_in_an_empty_store_a_model_becomes_champion_only_if_it_beats_the_bundled_model(registry, caplog):
