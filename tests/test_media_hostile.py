@@ -67,7 +67,7 @@ NOT_CONTAINERS = {
 
 
 @pytest.mark.parametrize("name", NOT_CONTAINERS)
-def test_non_containers_are_refused_before_opencv_sees_them(tmp_path, secret, opened, name):
+def test_non_containers_are_refused_before_ffmpeg_sees_them(tmp_path, secret, opened, name):
     upload = tmp_path / name
     upload.write_bytes(NOT_CONTAINERS[name](secret))
     start = time.process_time()
@@ -186,6 +186,49 @@ def test_rotated_videos_come_out_upright_as_opencv_gave_them(tmp_path):
         rgb = next(frames).rgb
         assert ok and (info.width, info.height) == (bgr.shape[1], bgr.shape[0]) == (rgb.shape[1], rgb.shape[0])
         assert np.abs(rgb.astype(int) - bgr[:, :, ::-1]).max() <= 2, degrees
+
+
+def test_per_video_pixel_budget(tmp_path):
+    video = write_video(tmp_path / "v.avi", 20, 64, 48)
+    with pytest.raises(InputTooLarge, match="64x48 video at every=1 needs more than 10 decoded frames"):
+        list(iter_video_frames(video, limits=VideoLimits(max_pixels=64 * 48 * 10)))
+    assert len(list(iter_video_frames(video, limits=VideoLimits(max_pixels=64 * 48 * 20)))) == 20
+    assert VideoLimits(max_pixels=1).max_read(video_frames(video)[0]) == 1  # never 0: a refusal, not an empty answer
+
+
+def test_a_stream_without_a_frame_count_is_refused_not_cut(tmp_path):
+    video = without_frame_count(write_video(tmp_path / "v.avi", 12, 32, 24))
+    assert video_frames(video)[0].frame_count == 0
+    with pytest.raises(InputTooLarge, match="at every=1 the video has more frames to analyse than the limit of 5 analysed"):
+        list(iter_video_frames(video, max_frames=5, refuse_more=True))
+    with pytest.raises(InputTooLarge, match="at every=5 the video has more frames to analyse than the limit of 2 analysed"):
+        list(iter_video_frames(video, every=5, max_frames=2, refuse_more=True))  # frame 10 is a third
+    assert [f.index for f in iter_video_frames(video, every=5, max_frames=3, refuse_more=True)] == [0, 5, 10]
+    assert len(list(iter_video_frames(video, max_frames=5))) == 5  # an explicit max_frames cuts, as asked
+
+
+def test_jpeg_scan_bomb_is_refused_before_decoding():
+    bomb = jpeg_scan_bomb(5000)
+    assert len(bomb) < 100_000
+    start = time.process_time()
+    with pytest.raises(InputTooLarge, match="the JPEG has 5,00[0-9] scans, over the limit of 100") as error:
+        decode_image(bomb)
+    assert time.process_time() - start < 0.1 and error.value.http_status == 413
+    ordinary = io.BytesIO()
+    Image.new("RGB", (300, 200), (1, 2, 3)).save(ordinary, "JPEG", progressive=True)
+    assert decode_image(ordinary.getvalue()).shape == (200, 300, 3)
+    assert decode_image(jpeg_scan_bomb(50, 64), ImageLimits(max_jpeg_scans=100)).shape == (64, 64, 3)
+
+
+def test_a_real_container_without_decodable_frames_is_415(tmp_path):
+    video = write_video(tmp_path / "v.avi", 3, 32, 24)
+    data = video.read_bytes()
+    video.write_bytes(data[: data.index(b"movi") + 4])  # the header, and no frame
+    info, frames = video_frames(video)
+    assert info.width == 32
+    with pytest.raises(UnsupportedMedia, match="the video has no readable frames") as error:
+        next(frames)
+    assert error.value.http_status == 415
 
 
 def test_damaged_frames_are_skipped_and_many_refused(tmp_path):
