@@ -1,4 +1,4 @@
-"""Reading user media safely: uploaded image bytes (Pillow) and video files (OpenCV).
+"""Reading user media safely: uploaded image bytes (Pillow) and video files (PyAV's FFmpeg).
 
 ``decode_image`` turns untrusted bytes into an RGB uint8 array or raises an ``InputError``
 subclass whose message says what is wrong and whose ``http_status`` is the 4xx the service
@@ -13,6 +13,11 @@ answers with:
 
 EXIF orientation is applied (``ImageOps.exif_transpose``). Grayscale, palette, RGBA/LA (alpha
 composited over white), CMYK and 16-bit images all come out as 8-bit RGB.
+
+``video_frames`` reads a video with the same kinds of errors: a container recognised by its magic
+bytes (415 otherwise), frames no larger than the limit whatever the header says (413: FFmpeg's
+decoder refuses a larger frame before allocating it), a budget of decoded frames and pixels (413),
+and a damaged video (``CorruptVideo``, 400). Videos are written with OpenCV (``VideoWriter``).
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ import io
 import itertools
 import os
 import tempfile
-import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import av
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -56,6 +61,10 @@ class UnsupportedMedia(InputError):
 
 class InputTooLarge(InputError):
     http_status = 413
+
+
+class CorruptVideo(InputError):
+    http_status = 400
 
 
 @dataclass(frozen=True)
@@ -228,16 +237,16 @@ class Frame:
 
 @dataclass(frozen=True)
 class VideoLimits:
-    max_frame_pixels: int = ImageLimits.max_pixels  # width x height, from the header, before decoding
+    max_frame_pixels: int = ImageLimits.max_pixels  # width x height: the header's, then each frame's, before decoding
     max_decoded_frames: int = 20_000  # frames read from one video (analysed or skipped)
-    max_pixels: int = 20_000 * 1280 * 720  # decoded frames x width x height: the decoding work per video
+    max_pixels: int = 20_000 * 1280 * 720  # the decoded frames' pixels: the decoding work per video
 
     def max_read(self, info: VideoInfo) -> int:
         return max(1, min(self.max_decoded_frames, self.max_pixels // (info.width * info.height)))
 
 
 # Containers by their magic bytes (offset, bytes) -> the one FFmpeg demuxer allowed for them.
-# Anything else is refused before OpenCV sees it: HLS/concat playlists make FFmpeg read the files
+# Anything else is refused before FFmpeg sees it: HLS/concat playlists make FFmpeg read the files
 # they name; images (a PNG named .mp4) have no frame-size limit. (MOV's external data references
 # stay off: FFmpeg's enable_drefs.)
 VIDEO_CONTAINERS = "MP4/MOV/3GP, AVI, Matroska/WebM, MPEG-TS or MPEG-PS"
@@ -250,11 +259,19 @@ def sniff_container(head: bytes) -> str | None:
     return demuxer or ("mpegts" if len(head) > 376 and head[0] == head[188] == head[376] == 0x47 else None)
 
 
-_OPTIONS_LOCK = threading.Lock()  # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide: one open at a time
+# FFmpeg's own cap on a decoded frame (AVCodecContext.max_pixels, checked before the frame's memory
+# is allocated) is this many times the frame limit: FFmpeg counts the row stride (the width rounded
+# up to 32 or 64 pixels), so a frame at the limit must pass it. The exact limit is checked on every
+# decoded frame's real size, before it is converted.
+FFMPEG_PIXEL_SLACK = 2
+# Undecodable packets skipped (a damaged frame loses that frame; OpenCV ended the video at the first);
+# past this many the video is refused as damaged, so that each one's decoding attempt stays bounded.
+MAX_BAD_PACKETS = 64
 
 
-def _open(path: str | Path, limits: VideoLimits) -> tuple[cv2.VideoCapture, VideoInfo]:
-    """An FFmpeg capture of a sniffed container with its frame size checked; no frame decoded yet."""
+def _open(path: str | Path, limits: VideoLimits):
+    """A PyAV container of a sniffed container format, its first video stream with its frame size
+    checked from the header, and the decoder capped at that limit; no frame decoded yet."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no video file at {path}")
@@ -264,71 +281,132 @@ def _open(path: str | Path, limits: VideoLimits) -> tuple[cv2.VideoCapture, Vide
         demuxer = sniff_container(f.read(512))
     if demuxer is None:
         raise UnsupportedMedia(f"{path.name} is not a video container this program reads ({VIDEO_CONTAINERS})")
-    # second layer, should the sniffing be fooled: FFmpeg uses this demuxer only, and local files
-    key = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # read by OpenCV at each open
-    with _OPTIONS_LOCK:
-        saved, os.environ[key] = os.environ.get(key), f"input_format;{demuxer}|format_whitelist;{demuxer}|protocol_whitelist;file"
-        try:
-            capture = cv2.VideoCapture(str(path.resolve()), cv2.CAP_FFMPEG)  # CAP_FFMPEG: no fallback to CAP_IMAGES
-        finally:
-            if saved is None:
-                del os.environ[key]
-            else:
-                os.environ[key] = saved
-    # OpenCV scales every decoded frame to this header size: a later frame of another size never
-    # reaches us, so the header is what the limits apply to
-    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    if not capture.isOpened() or width <= 0 or height <= 0:
-        raise UnsupportedMedia(f"{path.name} is not a video OpenCV can read (try MP4/H.264, AVI or MKV)")
+    unreadable = UnsupportedMedia(f"{path.name} is not a video this program can read (try MP4/H.264, AVI or MKV)")
+    cap = str(min(FFMPEG_PIXEL_SLACK * limits.max_frame_pixels, 2**31 - 1))  # FFmpeg's option is at most INT_MAX
+    try:
+        # second layer, should the sniffing be fooled: FFmpeg uses this demuxer only, and local
+        # files only. options: max_pixels also for the decoders FFmpeg opens while probing the
+        # streams the header declares (MPEG-TS/PS declare none; their probe only parses headers)
+        container = av.open(str(path.resolve()), format=demuxer, options={"max_pixels": cap},
+                            container_options={"format_whitelist": demuxer, "protocol_whitelist": "file"})
+    except (av.FFmpegError, OSError, ValueError):
+        raise unreadable from None
+    stream = container.streams.video[0] if container.streams.video else None
+    width, height = (stream.codec_context.width, stream.codec_context.height) if stream else (0, 0)
+    if width <= 0 or height <= 0:
+        container.close()
+        raise unreadable
     if width * height > limits.max_frame_pixels:
-        capture.release()
+        container.close()
         raise InputTooLarge(f"the video's frames are {width}x{height} = {width * height:,} pixels, over the "
                             f"limit of {limits.max_frame_pixels:,} pixels")
-    fps = capture.get(cv2.CAP_PROP_FPS)
+    # the decoder refuses a larger frame before allocating it, whatever the header said; slice
+    # threads only, so that a decode error and the decoder's frame size belong to the packet just sent
+    stream.codec_context.options = {"max_pixels": cap}
+    stream.thread_type = "SLICE"
+    fps = float(stream.guessed_rate or 0)
     fps = fps if 0 < fps <= 1000 else 25.0  # NaN too
-    return capture, VideoInfo(float(fps), max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0), width, height)
+    frames = stream.frames
+    if not frames:  # as OpenCV did: the duration times the frame rate when the header has no count
+        seconds = container.duration / av.time_base if container.duration else float((stream.duration or 0) * (stream.time_base or 0))
+        frames = int(seconds * fps + 0.5) if 0 < seconds < 1e7 else 0
+    return container, stream, VideoInfo(fps, max(frames, 0), width, height)
 
 
 def video_frames(
     path: str | Path, every: int = 1, max_frames: int | None = None, limits: VideoLimits | None = None,
     refuse_more: bool = False,
 ) -> tuple[VideoInfo, Iterator[Frame]]:
-    """Open a video (container sniffed, frame size checked, nothing decoded yet): its info and an
-    iterator over every ``every``-th frame (RGB) with its index and time, which raises if there is
-    none, InputTooLarge when the limits' decoded frames or pixels would be passed, and, with
-    ``refuse_more``, when there are more than ``max_frames`` frames to analyse (a stream that does
-    not tell its frame count is then refused, not silently cut)."""
+    """Open a video (container sniffed, frame size checked from the header before any decoding,
+    then the first frame decoded to learn its display orientation): its info and an iterator over
+    every ``every``-th frame (RGB, upright, at the info's size) with its index and time, which
+    raises if there is none; InputTooLarge when a frame is over the limit (FFmpeg refuses to
+    allocate one far over it, whatever the header said), or when the limits' decoded frames or
+    pixels would be passed, and, with ``refuse_more``, when there are more than ``max_frames``
+    frames to analyse (a stream that does not tell its frame count is then refused, not silently cut)."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     limits = limits or VideoLimits()
-    capture, info = _open(path, limits)
-    return info, _frames(capture, info, every, max_frames, limits.max_read(info), refuse_more)
+    container, stream, info = _open(path, limits)
+    decoded = _decoded(container, stream, info, limits)
+    try:
+        first = next(decoded, None)
+    except BaseException:
+        decoded.close()
+        raise
+    if first is not None and first[1] % 2:  # a quarter turn: the info gives the upright size, as OpenCV did
+        info = VideoInfo(info.fps, info.frame_count, info.height, info.width)
+    frames = itertools.chain([first] if first is not None else [], decoded)
+    return info, _frames(frames, decoded, info, every, max_frames, limits, refuse_more)
 
 
 def iter_video_frames(path: str | Path, every: int = 1, max_frames: int | None = None, **options) -> Iterator[Frame]:
     return video_frames(path, every, max_frames, **options)[1]
 
 
-def _frames(capture, info: VideoInfo, every: int, max_frames: int | None, max_read: int, refuse_more: bool) -> Iterator[Frame]:
-    yielded = 0
+def _decoded(container, stream, info: VideoInfo, limits: VideoLimits) -> Iterator[tuple["av.VideoFrame", int]]:
+    """The stream's decoded frames and their quarter turns (counter-clockwise) to display them
+    upright, each checked against the frame limit (a header can understate the frames' size)."""
+    context, limit, bad = stream.codec_context, limits.max_frame_pixels, 0
+    header = f"its header says {info.width}x{info.height}"
     try:
-        for index in itertools.count():
-            ok, bgr = capture.read()
-            if not ok:
-                break
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                # a size the decoder refused leaves it without a size (FFmpeg's ff_set_dimensions) or
+                # with that size (a buffer it would not allocate); a corrupt packet leaves it as it was
+                size = context.width * context.height
+                if size == 0 or size > limit:
+                    shown = f"a {context.width}x{context.height} frame = {size:,} pixels" if size else "a frame"
+                    raise InputTooLarge(f"the video has {shown} over the limit of {limit:,} pixels per frame "
+                                        f"({header}): it was refused before decoding") from None
+                bad += 1
+                if bad > MAX_BAD_PACKETS:
+                    raise CorruptVideo(f"the video is damaged: more than {MAX_BAD_PACKETS} of its frames cannot be decoded")
+                continue
+            for frame in frames:
+                size = frame.width * frame.height
+                if size > limit:
+                    raise InputTooLarge(f"the video has a {frame.width}x{frame.height} frame = {size:,} pixels over the "
+                                        f"limit of {limit:,} pixels per frame ({header})")
+                yield frame, round(frame.rotation / 90) % 4
+    finally:
+        container.close()
+
+
+def _upright(frame, turns: int, info: VideoInfo) -> np.ndarray:
+    """RGB at the info's (upright) size: a frame of another size is scaled to it, as OpenCV did."""
+    width, height = (info.height, info.width) if turns % 2 else (info.width, info.height)
+    if (frame.width, frame.height) != (width, height):
+        rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
+    else:
+        rgb = frame.to_ndarray(format="rgb24")
+    return np.ascontiguousarray(np.rot90(rgb, turns) if turns else rgb)
+
+
+def _frames(frames, decoded, info: VideoInfo, every: int, max_frames: int | None, limits: VideoLimits,
+            refuse_more: bool) -> Iterator[Frame]:
+    yielded, pixels, max_read = 0, 0, limits.max_read(info)
+    try:
+        for index, (frame, turns) in enumerate(frames):
             if index >= max_read:
                 raise InputTooLarge(f"reading this {info.width}x{info.height} video at every={every} needs more than "
                                     f"{max_read:,} decoded frames, the limit: pass a smaller 'every' or 'max_frames'")
+            pixels += frame.width * frame.height  # the frames' own sizes: a header can understate them
+            if pixels > limits.max_pixels:
+                raise InputTooLarge(f"the video's decoded frames hold more than {limits.max_pixels:,} pixels, the limit "
+                                    f"per video (frames larger than the header's {info.width}x{info.height})")
             if index % every == 0:
                 if max_frames is not None and yielded >= max_frames:  # only read on with refuse_more
                     raise InputTooLarge(f"at every={every} the video has more frames to analyse than the limit of "
                                         f"{max_frames:,} analysed frames: pass a larger 'every' or 'max_frames'")
-                yield Frame(index, index / info.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                yield Frame(index, index / info.fps, _upright(frame, turns, info))
                 yielded += 1
                 if yielded == max_frames and not refuse_more:
                     break
     finally:
-        capture.release()
+        decoded.close()  # closes the container
     if yielded == 0:
         raise UnsupportedMedia("the video has no readable frames (try MP4/H.264, AVI or MKV)")
 

@@ -164,3 +164,61 @@ def bound_metric_labels(known_paths: set[str]) -> None:
             await super().__call__(scope, receive, send)
 
     instruments.RunnerTrafficMetricsMiddleware = BoundedLabels
+
+
+def bound_header_time(seconds: float) -> None:
+    """uvicorn as BentoML 1.4.39 runs it (h11; BentoML passes uvicorn only its keep-alive, TLS and
+    shutdown options, and uvicorn 0.54 has no header timeout) waits for a request's head forever:
+    a client trickling its headers, or connecting and sending nothing, held a connection and its
+    file descriptor indefinitely (RequestGuard only sees a request once its head is complete).
+    Now a request's line and headers must arrive within ``seconds`` of the connection or of the
+    request's first byte, else a 408 (nothing if no byte came) and the connection is closed.
+    Header size is bounded by h11 (16 KB: 400). Installed as uvicorn's "auto" HTTP protocol in
+    this process: BentoML imports the service module before its worker starts uvicorn; h11 also
+    where httptools is installed, since the deadline reads h11's state."""
+    import h11
+    from uvicorn.protocols.http import auto
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    body = json.dumps({"error": f"the request's headers did not arrive within {seconds:g} s"}).encode()
+    timeout = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+               b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+    class HeaderDeadline(H11Protocol):
+        head_deadline = None  # the timer of the request head being waited for
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self.head_deadline is None and self.conn.their_state is h11.IDLE:
+                self._arm()  # the first byte of the next request on a kept-alive connection
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            self._disarm()  # an idle kept-alive connection is uvicorn's keep-alive timeout's
+            super().on_response_complete()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.head_deadline = self.loop.call_later(seconds, self._head_overdue)
+
+        def _disarm(self) -> None:
+            if self.head_deadline is not None:
+                self.head_deadline.cancel()
+                self.head_deadline = None
+
+        def _head_overdue(self) -> None:
+            self.head_deadline = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return  # the head is in: the body has RequestGuard's rate
+            if self.conn.trailing_data[0]:  # part of a head
+                self.transport.write(timeout)
+            self.transport.close()
+
+    auto.AutoHTTPProtocol = HeaderDeadline

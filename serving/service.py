@@ -70,7 +70,7 @@ from emotion_recognition.timeline import timeline_frame, write_timeline_csv
 from emotion_recognition.tta import from_preset
 from emotion_recognition.model_files import bundled_model_path
 from serving import forms
-from serving.limits import CLASSIFY_MAX_FACES, RequestGuard, bound_metric_labels, check_faces
+from serving.limits import CLASSIFY_MAX_FACES, RequestGuard, bound_header_time, bound_metric_labels, check_faces
 from serving.model_store import MODEL_FILE, NoModelError, find_stored_model, model_tag
 from serving.settings import ServingSettings, SettingsError, load_settings
 
@@ -523,6 +523,7 @@ EmotionService.add_asgi_middleware(
     upload_grace_s=SETTINGS.upload_grace_s, min_upload_rate=SETTINGS.min_upload_rate,
 )
 bound_metric_labels(set(_ROUTES) | {"/", "/docs.json", "/schema.json", "/healthz", "/livez", "/readyz", "/metrics", "/ui"})
+bound_header_time(SETTINGS.upload_grace_s)  # a request's headers within the upload grace, else 408
 
 
 if not SETTINGS.skip_startup_check:

@@ -213,6 +213,15 @@ def _usage(pids: list[int]) -> tuple[float, int]:
     return ticks / os.sysconf("SC_CLK_TCK"), peak
 
 
+def own_peak_memory(reset: bool = False) -> int:
+    """This process's peak resident memory (VmHWM, bytes); ``reset`` first sets it to the current
+    memory (Linux 4.0+), so that the next reading is the peak of what runs in between."""
+    if reset:
+        Path("/proc/self/clear_refs").write_text("5")
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
 def server_cost(url: str, call):
     """(call()'s result, CPU seconds the server at url spent meanwhile, bytes its peak memory rose):
     the peak is the sum of its processes' VmHWM, first reset to their current memory (so an earlier,

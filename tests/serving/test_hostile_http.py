@@ -180,6 +180,62 @@ def test_huge_or_bad_headers_get_a_400(server, head, expected):
     assert server.client.get("/healthz").status_code == 200
 
 
+def test_slow_request_headers_get_a_408_and_are_closed(server):
+    """A head trickled a byte at a time (slowloris), and a connection that sends nothing: uvicorn
+    waited for both forever. Now each is closed GRACE_S after it began, the first with a 408,
+    and meanwhile other clients are answered at once; 32 of each cost the server little."""
+    head = b"POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\nX-Slow: "
+
+    def slow_clients() -> tuple[list[bytes], list[bytes], list[float]]:
+        start = time.perf_counter()
+        trickling = [socket.create_connection(("127.0.0.1", server.port), timeout=GRACE_S + 10) for _ in range(32)]
+        silent = [socket.create_connection(("127.0.0.1", server.port), timeout=GRACE_S + 10) for _ in range(32)]
+        try:
+            for s in trickling:
+                s.sendall(head[:20])
+            answers, sent = [b""] * len(trickling), 20
+            while time.perf_counter() - start < GRACE_S + 4 and not all(answers):
+                time.sleep(0.25)
+                assert server.client.get("/healthz", timeout=1).status_code == 200  # other clients: no wait
+                for i, s in enumerate(trickling):
+                    if not answers[i]:
+                        try:
+                            s.sendall(head[sent : sent + 1] or b"a")
+                            s.setblocking(False)
+                            answers[i] = s.recv(4096)
+                        except (BlockingIOError, ConnectionResetError, BrokenPipeError):
+                            pass
+                        finally:
+                            s.setblocking(True)
+                sent += 1
+            closed = [s.recv(4096) for s in silent]  # b"" once the server closes it
+            return answers, closed, [time.perf_counter() - start]
+        finally:
+            for s in trickling + silent:
+                s.close()
+
+    (answers, closed, (elapsed,)), cpu, peak = server_cost(server.url, slow_clients)
+    assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), [a[:60] for a in answers]
+    assert b"the request's headers did not arrive within 2 s" in answers[0]
+    assert closed == [b""] * 32
+    assert elapsed < GRACE_S + 3, elapsed
+    assert cpu < 1.0 and peak < 300 * MB, (cpu, peak / MB)
+
+
+def test_a_head_within_the_grace_and_kept_alive_connections_are_served(server):
+    """No false alarm: a head sent in pieces within the grace, and a connection kept alive idle
+    between requests for longer than the grace is not cut (its idle time is uvicorn's keep-alive)."""
+    request = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        for piece in (request[:10], request[10:20], request[20:]):
+            s.sendall(piece)
+            time.sleep(GRACE_S / 4)
+        assert read_response(s, timeout=5).startswith(b"HTTP/1.1 200 ")
+        time.sleep(GRACE_S + 0.5)  # idle, under uvicorn's 5 s keep-alive
+        s.sendall(request)
+        assert read_response(s, timeout=5).startswith(b"HTTP/1.1 200 ")
+
+
 def test_a_flood_of_slow_uploads_holds_no_slot(server):
     """64 clients uploading at 1 byte/s: other clients are answered in < 1 s (no 429: the slow
     ones hold no slot), and each slow one gets a 408 shortly after the grace period."""

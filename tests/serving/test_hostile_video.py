@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from fixtures_serving import REPO_ROOT, serve_env
-from hostile_inputs import concat_list, hls_playlist, jpeg_scan_bomb, png_bomb, without_frame_count, write_video
+from hostile_inputs import (concat_list, growing_mjpeg, hls_playlist, jpeg_scan_bomb, png_bomb, without_frame_count,
+                            write_video)
 from testkit import running_server, server_cost
 
 pytestmark = pytest.mark.slow
@@ -98,6 +99,19 @@ def test_an_upload_is_stored_under_a_fixed_name_without_the_clients_suffix(bento
         _request_var.reset(token)
     assert parsed.video.read_bytes() == b"#EXTM3U"
     assert parsed.video.suffix == "" and "clip" not in parsed.video.name
+
+
+@pytest.mark.parametrize("path", ["/video_timeline", "/video_timeline_csv", "/annotate_video"])
+def test_frames_larger_than_the_header_get_413_before_they_are_decoded(live_server, tmp_path, path):
+    """A 320x240 AVI (4.5 MB) whose frames 1-3 are 16000x16000 MJPEG, 384 MB each decoded. The old
+    reader (OpenCV) decoded and scaled each one: 200 after >1 s of CPU and +390 MB. FFmpeg now
+    refuses each before allocating it (max_pixels): a 413 JSON error, never a partial video.
+    The conftest server: 3,000,000 pixels per frame, the default per-video budget."""
+    video = growing_mjpeg(tmp_path / "growing.avi").read_bytes()
+    response = post_bounded(live_server, path, {"video": ("growing.avi", video)})
+    assert response.status_code == 413, (response.status_code, response.text[:300])
+    assert response.headers["content-type"] == "application/json"
+    assert "the video has a frame over the limit of 3,000,000 pixels per frame (its header says 320x240)" in response.text
 
 
 def test_16000x16000_png_named_mp4_gets_415_before_any_decode(server):
