@@ -7,8 +7,8 @@
         print(face.box, face.emotion, face.probabilities)
 
 The service splits the same steps so that classification can be batched across requests:
-``locate_faces`` (detect + crop, per image) -> ``classify_faces`` (model calls of at most
-``model_batch`` views each) -> ``build_results``.
+``locate_faces`` (detect + crop, per image) -> ``stack_faces`` -> ``classify_faces`` (model calls
+of at most ``model_batch`` views each) -> ``classify_located``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -127,32 +127,25 @@ class EmotionRecognizer:
         parts = [self.tta.predict(predict, faces[start : start + chunk]) for start in range(0, len(faces), chunk)]
         return np.asarray(np.concatenate(parts), dtype=np.float32)
 
-    def locate(self, image: np.ndarray) -> tuple[list[Box], np.ndarray]:
-        return locate_faces(image, self.detection)
-
     def analyze(self, image: np.ndarray) -> list[FaceResult]:
         """Every face in an RGB (or gray) image with its emotion; [] when there is none."""
-        boxes, faces = self.locate(image)
-        return build_results(boxes, self.classify_faces(faces))
+        return self.analyze_frames([image])[0]
 
     def analyze_frames(self, images: Sequence[np.ndarray]) -> list[list[FaceResult]]:
         """Per-image results; the faces of all images go through the model together (in chunks)."""
-        located = [self.locate(image) for image in images]
-        return classify_located(located, self.classify_faces)
+        located = [locate_faces(image, self.detection) for image in images]
+        return classify_located(located, self.classify_faces(stack_faces(located)))
 
 
-def classify_located(
-    located: Sequence[tuple[list[Box], np.ndarray]],
-    classify: Callable[[np.ndarray], np.ndarray],
-) -> list[list[FaceResult]]:
-    """Classify the faces of many images with one ``classify`` call and split the results back."""
-    counts = [len(boxes) for boxes, _ in located]
-    if sum(counts) == 0:
-        return [[] for _ in located]
-    faces = np.concatenate([faces for _, faces in located if len(faces)])
-    probabilities = np.asarray(classify(faces))
+def stack_faces(located: Sequence[tuple[list[Box], np.ndarray]]) -> np.ndarray:
+    """The (N, 48, 48) faces of many ``locate_faces`` answers in one array, in order."""
+    return np.concatenate([faces for _, faces in located]) if located else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8)
+
+
+def classify_located(located: Sequence[tuple[list[Box], np.ndarray]], probabilities: np.ndarray) -> list[list[FaceResult]]:
+    """Split the (N, 7) probabilities of ``stack_faces(located)`` back into per-image results."""
     results, start = [], 0
-    for (boxes, _), count in zip(located, counts):
-        results.append(build_results(boxes, probabilities[start : start + count]))
-        start += count
+    for boxes, _ in located:
+        results.append(build_results(boxes, probabilities[start : start + len(boxes)]))
+        start += len(boxes)
     return results

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-MODEL_NAME = "fer-emotion"
+from emotion_recognition.tracking import REGISTERED_MODEL_NAME as MODEL_NAME  # the store's name is the registry's
+from serving.settings import ServingSettings
+
 MODEL_FILE = "model.keras"
 IMPORT_HINT = (
     "import one first, from the repository root:\n"
@@ -14,23 +16,20 @@ IMPORT_HINT = (
 )
 
 
-def model_tag() -> str:
+def model_tag(settings: ServingSettings) -> str:
     """The BentoML model the service loads: EMOTION_MODEL_TAG, default ``fer-emotion:latest``."""
-    from serving.settings import load_settings
-
-    return load_settings().model_tag or f"{MODEL_NAME}:latest"
+    return settings.model_tag or f"{MODEL_NAME}:latest"
 
 
 class NoModelError(RuntimeError):
     """The BentoML model store has no emotion model."""
 
 
-def find_stored_model(tag: str | None = None):
+def find_stored_model(tag: str):
     """The stored BentoML model for ``tag``, or NoModelError naming the import command."""
     import bentoml
     from bentoml.exceptions import NotFound
 
-    tag = tag or model_tag()
     try:
         model = bentoml.models.get(tag)
     except (NotFound, ValueError):

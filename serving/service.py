@@ -52,8 +52,8 @@ from starlette.staticfiles import StaticFiles
 
 
 from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker
-from emotion_recognition.detection import DetectionConfig, describe_detector, locate_faces
-from emotion_recognition.inference import FaceResult, classify_located
+from emotion_recognition.detection import describe_detector, locate_faces
+from emotion_recognition.inference import FaceResult, classify_located, stack_faces
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES, TRANSLATIONS
 from emotion_recognition.media import (
     ImageLimits,
@@ -87,11 +87,13 @@ def _settings_or_exit() -> ServingSettings:
         raise SystemExit(2) from None
 
 
-SETTINGS = _settings_or_exit()
+SETTINGS = _settings_or_exit()  # read once per process; everything below takes its values from here
+MODEL_TAG = model_tag(SETTINGS)
 forms.install(SETTINGS.max_frames_per_request)  # malformed form bodies: 400 naming the problem, not BentoML's 500
 
 
-# Frames a face's probabilities are averaged over in the video APIs (1: no smoothing).
+# The video APIs' frame step, and the frames a face's probabilities are averaged over (1: no smoothing).
+Every = Annotated[int, Field(ge=1)]
 SmoothFrames = Annotated[int, Field(ge=1, le=MAX_SMOOTH_FRAMES)]
 
 
@@ -107,10 +109,6 @@ class BadInput(BentoMLException):
 # with thousands of faces does not fill the batcher's queue ahead of everyone else.
 BATCHER_CHUNK = 32
 BATCHER_CALLS = 2
-
-
-def detection_config(settings: ServingSettings = SETTINGS) -> DetectionConfig:
-    return DetectionConfig(**settings.detection_overrides())
 
 
 def _page_vocabulary(request):
@@ -141,9 +139,9 @@ def _served_tag() -> str:
     if bento is not None:
         for service in bento.info.services:
             for model in service.models:
-                if model.tag.name == model_tag().split(":")[0]:
+                if model.tag.name == MODEL_TAG.split(":")[0]:
                     return str(model.tag)
-    return model_tag()
+    return MODEL_TAG
 
 
 def imported_model():
@@ -171,7 +169,7 @@ def _startup_check() -> None:
     try:
         if imported_model() is None and bundled_model_path() is None:
             raise NoModelError("no model imported into the BentoML store and no bundled default model")
-        detection_config()
+        SETTINGS.detection()
     except (NoModelError, ValueError) as error:
         print(f"\nerror: {error}\n", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
@@ -185,12 +183,11 @@ class EmotionClassifier:
     # An imported model is a dependency of the service (``bentoml build`` packs it into the Bento);
     # without one the Bento carries the bundled default model as package data.
     if _has_imported_model():
-        model_ref = bentoml.models.BentoModel(model_tag())
+        model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
         from emotion_recognition.inference import EmotionRecognizer
 
-        settings = SETTINGS
         stored = imported_model()
         if stored is not None:
             path = stored.path_of(MODEL_FILE)
@@ -204,8 +201,8 @@ class EmotionClassifier:
                 raise NoModelError("no model imported into the BentoML store and no bundled default model")
             info = {"tag": "bundled", "source": "bundled"}
             logger.info("no model imported into the BentoML store: serving the bundled default model %s", path)
-        self.recognizer = EmotionRecognizer.from_file(path, None, from_preset(settings.tta), settings.model_batch,
-                                                      settings.runtime, settings.runtime_threads)
+        self.recognizer = EmotionRecognizer.from_file(path, None, from_preset(SETTINGS.tta), SETTINGS.model_batch,
+                                                      SETTINGS.runtime, SETTINGS.runtime_threads)
         self.info = {**info, "runtime": self.recognizer.classifier.runtime,
                      "test_time_augmentation": self.recognizer.tta.describe()}
         self.recognizer.classify_faces(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))  # warm up
@@ -232,13 +229,11 @@ class EmotionService:
     classifier = bentoml.depends(EmotionClassifier)
 
     def __init__(self) -> None:
-        settings = SETTINGS
-        self.detection = detection_config(settings)
+        self.settings = settings = SETTINGS
+        self.detection = settings.detection()
         self.face_detection = describe_detector(self.detection)
         logger.info("face detector: %s", self.face_detection)
-        self.settings = settings
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-        self.max_video_bytes, self.max_video_frames = settings.max_video_bytes, settings.max_video_frames
         self._cpu_limiter = None  # created on first use, inside the event loop
 
     # ------------------------------------------------------------------ helpers
@@ -290,34 +285,29 @@ class EmotionService:
 
     async def _analyze_images(self, images: list[np.ndarray]) -> list[list[FaceResult]]:
         located = await self._run(lambda: [locate_faces(image, self.detection) for image in images])
-        counts = [len(boxes) for boxes, _ in located]
-        if sum(counts) == 0:
-            return [[] for _ in located]
-        probabilities = await self._classify(np.concatenate([faces for _, faces in located if len(faces)]))
-        return classify_located(located, lambda faces: probabilities)
+        return classify_located(located, await self._classify(stack_faces(located)))
 
     def _open_video(self, video: Path, every: int, max_frames: int):
-        size = os.path.getsize(video)
+        """(info, frames) of an uploaded video, within the limits (``every`` >= 1: the APIs check it)."""
+        size, settings = os.path.getsize(video), self.settings
         if size == 0:
             raise BadInput("the upload is empty (0 bytes): send a video file", 400)
-        if size > self.max_video_bytes:
-            raise BadInput(f"the video is {size:,} bytes, over the limit of {self.max_video_bytes:,}", 413)
-        if every < 1:
-            raise BadInput(f"every must be >= 1, got {every}", 400)
+        if size > settings.max_video_bytes:
+            raise BadInput(f"the video is {size:,} bytes, over the limit of {settings.max_video_bytes:,}", 413)
         if max_frames < 0:
             raise BadInput(f"max_frames must be >= 0 (0: the server's limit), got {max_frames}", 400)
-        limits = VideoLimits(self.limits.max_pixels, self.settings.max_video_decoded_frames, self.settings.max_video_pixels)
-        limit = min(max_frames, self.max_video_frames) if max_frames > 0 else self.max_video_frames
+        limits = VideoLimits(self.limits.max_pixels, settings.max_video_decoded_frames, settings.max_video_pixels)
+        limit = min(max_frames, settings.max_video_frames) if max_frames > 0 else settings.max_video_frames
         try:
             # no max_frames given: more frames to analyse than the limit is a 413 (below, or while
             # reading a stream that does not tell its frame count), never a silent cut
             info, frames = video_frames(video, every=every, max_frames=limit, limits=limits, refuse_more=max_frames <= 0)
         except InputError as error:  # the file's name is our temp name: meaningless to the client
             raise BadInput(str(error).replace(video.name, "the upload"), error.http_status) from None
-        if info.frame_count and info.frame_count // every > self.max_video_frames and max_frames <= 0:
+        if info.frame_count and info.frame_count // every > settings.max_video_frames and max_frames <= 0:
             raise BadInput(
                 f"the video has {info.frame_count} frames; at every={every} that is over the limit of "
-                f"{self.max_video_frames} analysed frames: pass a larger 'every' or 'max_frames'",
+                f"{settings.max_video_frames} analysed frames: pass a larger 'every' or 'max_frames'",
                 413,
             )
         max_read = limits.max_read(info)  # the decoded-frame cap and the per-video pixel budget
@@ -442,7 +432,7 @@ class EmotionService:
     async def video_timeline(
         self,
         video: Path,
-        every: Annotated[int, Field(ge=1)] = 1,
+        every: Every = 1,
         max_frames: int = 0,
         smooth_frames: SmoothFrames = 1,
     ) -> dict:
@@ -455,7 +445,7 @@ class EmotionService:
     async def video_timeline_csv(
         self,
         video: Path,
-        every: Annotated[int, Field(ge=1)] = 1,
+        every: Every = 1,
         max_frames: int = 0,
         smooth_frames: SmoothFrames = 1,
         context: bentoml.Context = None,  # type: ignore[assignment]
@@ -473,7 +463,7 @@ class EmotionService:
         self,
         video: Path,
         language: Literal["en", "es"] = "en",
-        every: Annotated[int, Field(ge=1)] = 1,
+        every: Every = 1,
         max_frames: int = 0,
         format: Literal["mp4", "webm"] = "mp4",
         smooth_frames: SmoothFrames = 1,

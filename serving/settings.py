@@ -1,9 +1,10 @@
 """Every serving setting in one place: ``EMOTION_*`` environment variables, checked at start-up.
 
-``load_settings()`` reads them once; a bad value (``EMOTION_MAX_IMAGE_BYTES=lots``) stops the
-server with one line per problem naming the variable, the value and what is expected, not a
-stack trace. Detection settings left unset keep ``DetectionConfig``'s own defaults (so the
-detector module stays the one definition of them). A misspelt variable is an error too, naming the close match.
+``load_settings()`` reads them; serving/service.py calls it once per process and passes the result
+down. A bad value (``EMOTION_MAX_IMAGE_BYTES=lots``) stops the server with one line per problem
+naming the variable, the value and what is expected, not a stack trace. Detection settings left
+unset keep ``DetectionConfig``'s own defaults (so the detector module stays the one definition of
+them). A misspelt variable is an error too, naming the close match.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from emotion_recognition.detection import DetectionConfig
 from emotion_recognition.media import VideoLimits
 from emotion_recognition.runtime import CACHE_DIR_VARIABLE, Runtime
 
@@ -68,6 +70,10 @@ class ServingSettings(BaseSettings):
                  "min_face_size": "min_face_size", "face_margin": "margin",
                  "yunet_model": "yunet_model"}
         return {field: getattr(self, name) for name, field in names.items() if getattr(self, name) is not None}
+
+    def detection(self) -> DetectionConfig:
+        """The service's face detection: these settings over DetectionConfig's defaults."""
+        return DetectionConfig(**self.detection_overrides())
 
 
 class SettingsError(ValueError):
