@@ -1,10 +1,8 @@
 """The face tracker: stable ids across frames, new ids for new faces, the missed-frame age, and
-smoothing; the timeline CSV writer."""
+smoothing (the timeline CSV writer: tests/test_timeline.py)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import zipfile
 from pathlib import Path
 
@@ -16,20 +14,9 @@ from emotion_recognition.detection import Box, detect_faces
 from emotion_recognition.face_tracking import FaceTracker, box_iou, greedy_iou_matches
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import EMOTIONS
-from emotion_recognition.timeline import TIMELINE_COLUMNS, timeline_frame, write_timeline_csv
+from testkit import face, one_hot
 
 FER_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013.zip"
-
-
-def face(x: int, y: int, size: int = 60, probabilities=None) -> FaceResult:
-    p = np.full(len(EMOTIONS), 1 / len(EMOTIONS)) if probabilities is None else np.asarray(probabilities, float)
-    return FaceResult(Box(x, y, size, size, 0.9), EMOTIONS[int(np.argmax(p))], dict(zip(EMOTIONS, map(float, p))))
-
-
-def one_hot(emotion: str, weight: float = 0.7) -> np.ndarray:
-    p = np.full(len(EMOTIONS), (1 - weight) / (len(EMOTIONS) - 1))
-    p[EMOTIONS.index(emotion)] = weight
-    return p
 
 
 def ids(tracked) -> list[int]:
@@ -162,37 +149,3 @@ def test_real_face_moving_across_frames_keeps_its_id():
         seen.append(ids(tracker.update(results)))
     assert seen == [[1]] * 4 + [[]] + [[1]] * 2 + [[1, 2]] * 3, seen
 
-
-def test_timeline_csv_has_track_ids_and_empty_rows():
-    tracker = FaceTracker()
-    frames = [
-        timeline_frame(0, 0.0, tracker.update([face(0, 0, probabilities=one_hot("happy")), face(200, 0)])),
-        timeline_frame(5, 0.20833333, tracker.update([])),
-        timeline_frame(10, 0.41666667, tracker.update([face(3, 0, probabilities=one_hot("sad"))])),
-    ]
-    assert frames[1] == {"frame": 5, "time_s": 0.2083, "faces": []}
-    assert frames[2]["faces"][0]["track_id"] == 1
-    out = io.StringIO()
-    assert write_timeline_csv(frames, out) == 4
-    more = io.StringIO()
-    write_timeline_csv(frames[:1], more, header=False)
-    rows = list(csv.DictReader(io.StringIO(out.getvalue() + more.getvalue())))
-    assert list(rows[0]) == TIMELINE_COLUMNS
-    assert [(r["frame"], r["face"], r["track_id"], r["emotion"]) for r in rows] == [
-        ("0", "0", "1", "happy"), ("0", "1", "2", "angry"), ("5", "", "", ""), ("10", "0", "1", "sad"),
-        ("0", "0", "1", "happy"), ("0", "1", "2", "angry"),
-    ]
-    assert float(rows[0]["happy"]) == pytest.approx(0.7) and rows[1]["x"] == "200"
-
-
-def test_annotation_puts_the_track_id_before_the_label():
-    from emotion_recognition.drawing import draw_results, label_text
-
-    result = face(40, 40, probabilities=one_hot("happy"))
-    assert label_text(result, "en", track_id=3) == "#3 happy 70%"
-    assert label_text(result, "es") == "felicidad 70%"
-    image = np.full((200, 200, 3), 60, np.uint8)
-    with_id = draw_results(image, [result], track_ids=[3])
-    assert not np.array_equal(with_id, draw_results(image, [result]))
-    with pytest.raises(ValueError, match="1 track ids for 2 faces"):
-        draw_results(image, [result, result], track_ids=[3])

@@ -1,4 +1,4 @@
-"""EmotionRecognizer (batched classification, per-frame results), drawing and model files."""
+"""EmotionRecognizer (batched classification in bounded chunks, per-frame results)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion_recognition.drawing import draw_results, label_text
 from emotion_recognition.inference import EmotionRecognizer, FaceResult, build_results
 from emotion_recognition.labels import EMOTIONS
+from emotion_recognition.model import load_model
+from emotion_recognition.tta import PRESETS
 from testkit import face_canvas, iou
 from fixtures_serving import FER_ZIP, HAPPY_P, media, require_shared, tiny_model_file  # noqa: F401
 
@@ -103,37 +104,19 @@ def test_model_outside_the_contract_is_refused():
         EmotionRecognizer(keras.Model(inputs, outputs))
 
 
-def test_draw_results(recognizer):
-    image = rgb("angry_girl.jpg")
-    results = recognizer.analyze(image)
-    drawn = draw_results(image, results)
-    assert drawn.shape == image.shape and not np.array_equal(drawn, image)
-    assert np.array_equal(image, rgb("angry_girl.jpg"))  # the input is not modified
-    box = results[0].box
-    assert not np.array_equal(drawn[box.y, box.x : box.x + box.w], image[box.y, box.x : box.x + box.w])  # top edge
-    spanish = draw_results(image, results, language="es")
-    assert not np.array_equal(drawn, spanish)
-    assert label_text(results[0], "es").startswith("felicidad ")
-    assert label_text(results[0]).startswith("happy ")
-    with pytest.raises(ValueError, match="unknown language 'fr'"):
-        draw_results(image, results, language="fr")
-    with_fps = draw_results(image, [], fps=12.5)
-    assert not np.array_equal(with_fps, image)
-    assert np.array_equal(draw_results(image, []), image)
-
-
-def test_model_files(tmp_path, monkeypatch, tiny_model_file):  # noqa: F811
-    from emotion_recognition import model_files
-
-    monkeypatch.setattr(model_files, "BUNDLED_MODEL", tmp_path / "default_model" / "model.keras")
-    with pytest.raises(model_files.ModelNotFoundError, match="no bundled default model"):
-        model_files.resolve_model_file(None)
-    with pytest.raises(model_files.ModelNotFoundError, match="no model file"):
-        model_files.resolve_model_file(tmp_path / "missing.keras")
-    (tmp_path / "weights.h5").write_bytes(b"x")
-    with pytest.raises(model_files.ModelNotFoundError, match="not a Keras 3 model file"):
-        model_files.resolve_model_file(tmp_path / "weights.h5")
-    assert model_files.resolve_model_file(tiny_model_file).origin == "file"
-    (tmp_path / "default_model").mkdir()
-    (tmp_path / "default_model" / "model.keras").write_bytes(tiny_model_file.read_bytes())
-    assert model_files.resolve_model_file(None).origin == "bundled"
+def test_large_batch_with_sixteen_views_goes_in_chunks(tiny_model_file):
+    """All 16 views of PublicTest's 3,589 faces in one forward pass crashed TF (SIGSEGV); here
+    1,200 faces (19,200 views, to keep the test short) go through in calls of at most 1,024 views."""
+    model = load_model(tiny_model_file)
+    recognizer = EmotionRecognizer(model, tta=PRESETS["crops"], model_batch=1024)
+    assert recognizer.tta.view_count == 16
+    calls: list[int] = []
+    predict = recognizer.classifier.predict
+    recognizer.classifier.predict = lambda batch: (calls.append(len(batch)), predict(batch))[1]
+    faces = np.random.default_rng(0).integers(0, 256, (1200, 48, 48), dtype=np.uint8)
+    probabilities = recognizer.classify_faces(faces)
+    assert probabilities.shape == (1200, 7) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    assert max(calls) <= 1024 and sum(calls) == 1200 * 16
+    # chunking changes nothing: the same faces through a recognizer with a different chunk size
+    small = EmotionRecognizer(model, tta=PRESETS["crops"], model_batch=16)
+    assert np.abs(small.classify_faces(faces[:50]) - probabilities[:50]).max() < 1e-5
