@@ -185,7 +185,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from emotion_recognition.drawing import draw_results
-    from emotion_recognition.media import VideoWriter, atomic_output, video_frames
+    from emotion_recognition.media import VideoWriter, atomic_output, chunks, video_frames
     from emotion_recognition.timeline import timeline_frame, write_timeline_csv
 
     source = Path(args.input)
@@ -208,7 +208,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         tmp_out, info.fps / args.every, info.width, info.height
     ) as writer, open(tmp_csv, "w", newline="") as f:
         with tqdm(total=total, unit="frame", desc=source.name, disable=args.quiet) as progress:
-            for batch in _chunks(frames, args.batch):
+            for batch in chunks(frames, args.batch):
                 entries = []
                 for frame, results in zip(batch, analyze([b.rgb for b in batch])):
                     tracked = tracker.update(results)
@@ -230,17 +230,6 @@ def refuse_overwriting(source: Path, *outputs: Path) -> None:
     for out in outputs:
         if out.resolve() == source.resolve() or (out.exists() and source.exists() and os.path.samefile(out, source)):
             raise CliError(f"the output {out} is the input file {source}: choose another output name", EXIT_USAGE)
-
-
-def _chunks(iterable, size: int):
-    batch = []
-    for item in iterable:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def cmd_batch(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import av
 import cv2
@@ -342,6 +342,13 @@ def video_frames(
 
 def iter_video_frames(path: str | Path, every: int = 1, max_frames: int | None = None, **options) -> Iterator[Frame]:
     return video_frames(path, every, max_frames, **options)[1]
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Successive lists of ``size`` items (the last one shorter): frames per model call."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def _decoded(container, stream, info: VideoInfo, limits: VideoLimits) -> Iterator[tuple["av.VideoFrame", int]]:

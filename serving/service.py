@@ -63,6 +63,7 @@ from emotion_recognition.media import (
     decode_image,
     encode_image,
     open_image_header,
+    chunks,
     video_frames,
 )
 from emotion_recognition.preprocessing import FACE_SIZE
@@ -320,23 +321,16 @@ class EmotionService:
         return info, frames
 
     async def _video_chunks(self, frames, chunk: int = 16):
-        """Yield (frames, results) for successive chunks of a frame iterator."""
+        """Yield (frames, results) for successive chunks of a frame iterator (read in a worker thread)."""
+        batches = chunks(frames, chunk)
 
         def next_chunk():
-            batch = []
             try:
-                for frame in frames:
-                    batch.append(frame)
-                    if len(batch) == chunk:
-                        break
+                return next(batches, [])
             except InputError as error:
                 raise BadInput(str(error), error.http_status) from None
-            return batch
 
-        while True:
-            batch = await self._run(next_chunk)
-            if not batch:
-                return
+        while batch := await self._run(next_chunk):
             yield batch, await self._analyze_images([f.rgb for f in batch])
 
     async def _timeline(self, video: Path, every: int, max_frames: int, smooth_frames: int) -> dict:

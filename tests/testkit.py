@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from emotion_recognition.detection import Box, DetectionConfig, detect_faces
+from emotion_recognition.face_tracking import box_iou as iou  # noqa: F401 (the tests' and benchmarks' name)
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import EMOTIONS
 
@@ -98,14 +99,6 @@ def face_canvas(
         gray[y : y + face_px, x : x + face_px] = face
         pasted.append(PastedFace(Box(x, y, face_px, face_px), label, name))
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB), pasted
-
-
-def iou(a: Box, b: Box) -> float:
-    x0, y0 = max(a.x, b.x), max(a.y, b.y)
-    x1, y1 = min(a.x + a.w, b.x + b.w), min(a.y + a.h, b.y + b.h)
-    inter = max(0, x1 - x0) * max(0, y1 - y0)
-    union = a.w * a.h + b.w * b.h - inter
-    return inter / union if union else 0.0
 
 
 # %% A `bentoml serve` process (used by the serving tests and benchmarks)
