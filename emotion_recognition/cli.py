@@ -30,7 +30,7 @@ from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker
 from emotion_recognition.detection import DetectionConfig, DetectorUnavailable, detector_choices, prepare_detector
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import TRANSLATIONS
-from emotion_recognition.media import IMAGE_SUFFIXES, InputError, VideoLimits, encode_image
+from emotion_recognition.media import IMAGE_SUFFIXES, VideoLimits, encode_image
 from emotion_recognition.runtime import RUNTIMES
 from emotion_recognition.tta import PRESETS, from_preset
 
@@ -79,41 +79,31 @@ def local_analyzer(model_path: str | None, detection: DetectionConfig, tta: str 
     return analyze
 
 
-class ServiceClient:
-    """Calls a running emotion service (``bentoml serve``) over HTTP."""
+def remote_analyzer(url: str, timeout: float = 60.0) -> Analyzer:
+    """Analyse through a running emotion service (``bentoml serve``) over HTTP: /analyze_frames."""
+    import httpx
 
-    def __init__(self, url: str, timeout: float = 60.0):
-        import httpx
+    url = url.rstrip("/")
+    client = httpx.Client(base_url=url, timeout=timeout)
 
-        self.url = url.rstrip("/")
-        self._client = httpx.Client(base_url=self.url, timeout=timeout)
-
-    def _post(self, path: str, files) -> list:
-        import httpx
-
+    def request(method: str, path: str, **options):
         try:
-            response = self._client.post(path, files=files)
+            return client.request(method, path, **options)
         except httpx.HTTPError as error:
-            raise CliError(f"could not reach the service at {self.url}: {error}") from None
-        if response.status_code != 200:
-            raise CliError(f"the service at {self.url} answered {response.status_code}: {_error_text(response)}")
-        return response.json()
+            raise CliError(f"could not reach the service at {url}: {error}") from None
 
-    def analyze_frames(self, frames: Sequence[bytes], names: Sequence[str] | None = None) -> list[list[FaceResult]]:
+    if (status := request("GET", "/readyz", timeout=10).status_code) != 200:
+        raise CliError(f"the service at {url} is not ready ({status})")
+
+    def analyze(images: Sequence[np.ndarray], encoded=None, names=None) -> list[list[FaceResult]]:
+        frames = list(encoded) if encoded is not None else [encode_image(image, "jpg", 92) for image in images]
         names = names or [f"frame{i}.jpg" for i in range(len(frames))]
-        files = [("frames", (name, data)) for name, data in zip(names, frames)]
-        data = self._post("/analyze_frames", files)
-        return [[FaceResult.from_dict(face) for face in faces] for faces in data]
-
-    def check(self) -> None:
-        import httpx
-
-        try:
-            response = self._client.get("/readyz", timeout=10)
-        except httpx.HTTPError as error:
-            raise CliError(f"could not reach the service at {self.url}: {error}") from None
+        response = request("POST", "/analyze_frames", files=[("frames", (name, data)) for name, data in zip(names, frames)])
         if response.status_code != 200:
-            raise CliError(f"the service at {self.url} is not ready ({response.status_code})")
+            raise CliError(f"the service at {url} answered {response.status_code}: {_error_text(response)}")
+        return [[FaceResult.from_dict(face) for face in faces] for faces in response.json()]
+
+    return analyze
 
 
 def _error_text(response) -> str:
@@ -123,17 +113,6 @@ def _error_text(response) -> str:
         return response.text[:300]
     item = body[0] if isinstance(body, list) and body else body
     return str(item.get("error", body)) if isinstance(item, dict) else str(body)
-
-
-def remote_analyzer(url: str) -> Analyzer:
-    client = ServiceClient(url)
-    client.check()
-
-    def analyze(images: Sequence[np.ndarray], encoded=None, names=None) -> list[list[FaceResult]]:
-        frames = list(encoded) if encoded is not None else [encode_image(image, "jpg", 92) for image in images]
-        return client.analyze_frames(frames, names)
-
-    return analyze
 
 
 def make_analyzer(args: argparse.Namespace) -> Analyzer:
@@ -154,10 +133,6 @@ def detection_config(args: argparse.Namespace) -> DetectionConfig:
 # ---------------------------------------------------------------- commands
 
 
-def results_json(results: Sequence[FaceResult]) -> list[dict]:
-    return [r.to_dict() for r in results]
-
-
 def cmd_photo(args: argparse.Namespace) -> int:
     from emotion_recognition.drawing import draw_results
     from emotion_recognition.media import atomic_output, read_image, write_image
@@ -175,7 +150,7 @@ def cmd_photo(args: argparse.Namespace) -> int:
     results = analyze([image], [source.read_bytes()], [source.name])[0]
     write_image(draw_results(image, results, language=args.language), out)
     with atomic_output(json_path) as tmp:
-        tmp.write_text(json.dumps({"image": str(source), "faces": results_json(results)}, indent=2) + "\n")
+        tmp.write_text(json.dumps({"image": str(source), "faces": [r.to_dict() for r in results]}, indent=2) + "\n")
     print(f"{len(results)} face(s): {', '.join(r.emotion for r in results) or 'none'}")
     print(f"wrote {out} and {json_path}")
     return 0
@@ -399,10 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.code
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # InputError (unreadable media) too
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
