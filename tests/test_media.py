@@ -23,6 +23,7 @@ from emotion_recognition.media import (
     read_image,
 )
 from fixtures_serving import media, png_bomb
+from hostile_inputs import write_video
 
 
 def pil_bytes(image: Image.Image, fmt: str, **options) -> bytes:
@@ -170,3 +171,13 @@ def test_video_writer_round_trip(tmp_path, suffix):
     assert len(frames) == 5 and frames[0].rgb.shape == (48, 64, 3)
     with pytest.raises(ValueError, match=".gif"):
         VideoWriter(tmp_path / "x.gif", 10, 64, 48)
+
+
+def test_video_reading_stops_at_the_decoded_frame_cap(tmp_path):
+    """The cap also holds when the container does not tell the frame count (checked while reading)."""
+    from emotion_recognition.media import InputTooLarge, VideoLimits, iter_video_frames
+
+    write_video(tmp_path / "v.avi", 20, 32, 32)
+    assert [f.index for f in iter_video_frames(tmp_path / "v.avi", every=5, limits=VideoLimits(max_decoded_frames=20))] == [0, 5, 10, 15]
+    with pytest.raises(InputTooLarge, match="more than 10 decoded frames"):
+        list(iter_video_frames(tmp_path / "v.avi", every=5, limits=VideoLimits(max_decoded_frames=10)))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import cv2
 import numpy as np
 import pytest
 
 from emotion_recognition.media import encode_image
+from hostile_inputs import write_video
 
 PNG = encode_image(np.full((40, 40, 3), 128, np.uint8), "png")
 
@@ -75,33 +75,15 @@ def test_frames_over_the_pixel_budget_are_refused_before_decoding(service_client
     assert one.status_code == 413 and error_text(one).startswith("frame 1: the image is 2100x1500")
 
 
-def write_video(path, frames: int, width: int, height: int):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (width, height))
-    for i in range(frames):
-        writer.write(np.full((height, width, 3), i % 256, np.uint8))
-    writer.release()
-    return path.read_bytes()
-
-
 def test_video_limits_on_pixels_and_decoded_frames(service_client, tmp_path):
-    large = write_video(tmp_path / "large.avi", 2, 2100, 1500)  # 3.15 MP frames, limit 3 MP
+    large = write_video(tmp_path / "large.avi", 2, 2100, 1500).read_bytes()  # 3.15 MP frames, limit 3 MP
     response = service_client.post("/video_timeline", files={"video": ("large.avi", large)})
     assert response.status_code == 413 and "2100x1500 = 3,150,000 pixels" in error_text(response)
-    long = write_video(tmp_path / "long.avi", 400, 32, 32)  # 400 decoded frames, limit 300
+    long = write_video(tmp_path / "long.avi", 400, 32, 32).read_bytes()  # 400 decoded frames, limit 300
     response = service_client.post("/video_timeline", files={"video": ("long.avi", long)})
     assert response.status_code == 413 and "needs 400 decoded frames, over the limit of 300" in error_text(response)
     response = service_client.post("/video_timeline", files={"video": ("long.avi", long)}, data={"every": "100", "max_frames": "3"})
     assert response.status_code == 200 and [f["frame"] for f in response.json()["frames"]] == [0, 100, 200]
-
-
-def test_video_reading_stops_at_the_decoded_frame_cap(tmp_path):
-    """The cap also holds when the container does not tell the frame count (checked while reading)."""
-    from emotion_recognition.media import InputTooLarge, VideoLimits, iter_video_frames
-
-    write_video(tmp_path / "v.avi", 20, 32, 32)
-    assert [f.index for f in iter_video_frames(tmp_path / "v.avi", every=5, limits=VideoLimits(max_decoded_frames=20))] == [0, 5, 10, 15]
-    with pytest.raises(InputTooLarge, match="more than 10 decoded frames"):
-        list(iter_video_frames(tmp_path / "v.avi", every=5, limits=VideoLimits(max_decoded_frames=10)))
 
 
 def test_the_classifier_service_checks_its_faces_too(bentoml_home):
