@@ -25,6 +25,7 @@ from emotion_recognition.evaluation import confusion_matrix
 from emotion_recognition.labels import EMOTION_INDEX, EMOTIONS
 from emotion_recognition.model_files import BUNDLED_MODEL
 from emotion_recognition.stage_io import atomic_path
+from emotion_recognition.tracking import REGISTERED_MODEL_NAME
 
 DEFAULT_MODEL_DIR = BUNDLED_MODEL.parent
 
@@ -150,7 +151,7 @@ Confusion matrix (rows true, columns predicted, order as above):
 
 ## Retrain
 `make repro` (or `dvc repro`), then `python -m emotion_recognition.bundle` to make the new model the bundled default.
-Change knobs with e.g. `dvc exp run -S train.epochs=50`; every run is logged to MLflow and registered as `fer-emotion`.
+Change knobs with e.g. `dvc exp run -S train.epochs=50`; every run is logged to MLflow and registered as `{REGISTERED_MODEL_NAME}`.
 """
 
 
