@@ -99,7 +99,7 @@ def model_card(params: dict, train: dict, evaluation: dict, split: dict, matrix:
     where = f" ({run['cpu']})" if run.get("cpu") else ""
     made_by = (f" Made by `dvc repro` from commit `{run['git_commit'][:12]}`, MLflow run `{run['run_id']}` "
                "(`data/model/run.json`, bundled beside the model)." if run.get("run_id") and run.get("git_commit") else "")
-    initial = t.get("initial_model", "none")
+    initial = t["initial_model"]
     start = "" if initial == "none" else (f" Training started from the weights of `{initial}` (train.initial_model"
                                           f"{'; the model bundled before this one' if initial == 'default' else ''}), not from random ones.")
     earlier = training_section(previous_card) if initial == "default" else ""
@@ -119,7 +119,7 @@ FER2013 (Goodfellow et al., 2013), the image-folder release (train 28,709 / Publ
 Exact pixel duplicates were removed from train ({split['duplicates_within_train']} repeated copies, {split['train_images_also_in_test']} train images whose pixels also appear in PublicTest), then a stratified {params['split']['val_fraction']:.0%} validation split:
 train {split['sizes']['train']}, validation {split['sizes']['val']}, test {split['sizes']['test']} images.
 Augment stage: {params['augment']['copies']} stored augmented copies per image (flip, rotation ±{params['augment']['max_rotation']}°, shift, zoom, brightness/contrast), rarer classes topped up to {params['augment']['min_per_class']} images with such copies.
-Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t.get('online_rotation', 0)}°, zoom {t.get('online_zoom', 0)}, contrast {t.get('online_contrast', 0)} (0: off).
+Online augmentation drawn afresh every epoch: flip {t['online_flip']}, shift {t['online_shift']}, rotation ±{t['online_rotation']}°, zoom {t['online_zoom']}, contrast {t['online_contrast']} (0: off).
 
 ## Training
 `dvc repro` with these `params.yaml` values: AdamW (peak lr {t['learning_rate']}, weight decay {t['weight_decay']}, {t['warmup_epochs']} warm-up epoch, then cosine decay to 0 at the last planned epoch), batch {t['batch_size']}, label smoothing {t['label_smoothing']}, {precision}, {epochs}.
