@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 from emotion_recognition.detection import DetectionConfig
 from emotion_recognition.face_tracking import FaceTracker
 from emotion_recognition.media import IMAGE_SUFFIXES, chunks, iter_video_frames, read_image
-from emotion_recognition.timeline import TIMELINE_COLUMNS
+from emotion_recognition.timeline import TIMELINE_COLUMNS, timeline_rows
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 FACE_COLUMNS = ["file", *TIMELINE_COLUMNS, "landmarks"]
@@ -93,10 +93,8 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
 
 def face_rows(file: str, frame: int, time_s: float, faces: Sequence[dict]) -> list[dict]:
     """Face dicts (``FaceResult.to_dict``, + ``track_id`` in video) -> rows of FACE_COLUMNS."""
-    return [{"file": file, "frame": frame, "time_s": round(time_s, 4), "face": i, "track_id": face.get("track_id"),
-             **face["box"], "confidence": face["confidence"], "emotion": face["emotion"], **face["probabilities"],
-             "landmarks": None if face["landmarks"] is None else json.dumps(face["landmarks"])}
-            for i, face in enumerate(faces)]
+    return [{"file": file, **row, "landmarks": None if face["landmarks"] is None else json.dumps(face["landmarks"])}
+            for row, face in zip(timeline_rows(frame, time_s, faces), faces)]
 
 
 def analyze_file(recognizer, path: str, settings: BatchSettings) -> tuple[list[dict], dict]:

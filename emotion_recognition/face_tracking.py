@@ -77,11 +77,6 @@ def greedy_iou_matches(
     return matches
 
 
-def mean_probabilities(history: Sequence[np.ndarray]) -> np.ndarray:
-    """The mean of probability vectors (EMOTIONS order): what a smoothed face reports."""
-    return np.mean(np.stack(history), axis=0)
-
-
 @dataclass
 class Track:
     track_id: int
@@ -153,7 +148,7 @@ class FaceTracker:
         track.history.append(vector)
         if self.smooth_frames == 1:
             return face
-        mean = mean_probabilities(track.history)
+        mean = np.mean(np.stack(track.history), axis=0)  # what a smoothed face reports
         return dataclasses.replace(
             face,
             emotion=EMOTIONS[int(np.argmax(mean))],

@@ -22,23 +22,22 @@ def timeline_frame(index: int, time_s: float, faces: Sequence[TrackedFace]) -> d
     return {"frame": index, "time_s": round(time_s, 4), "faces": [face.to_dict() for face in faces]}
 
 
+def timeline_rows(frame: int, time_s: float, faces: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Face dicts (``FaceResult.to_dict``, + ``track_id`` in video) -> rows keyed by TIMELINE_COLUMNS
+    (the timeline CSV's rows, and ``emotion batch``'s table's)."""
+    return [{"frame": frame, "time_s": round(time_s, 4), "face": i, "track_id": face.get("track_id"), **face["box"],
+             "confidence": face["confidence"], "emotion": face["emotion"], **face["probabilities"]}
+            for i, face in enumerate(faces)]
+
+
 def write_timeline_csv(frames: Iterable[dict[str, Any]], f: IO[str], header: bool = True) -> int:
     """Timeline entries -> CSV rows on ``f``: one row per face, one empty row for a frame
     without a face. ``header=False`` appends to a CSV already started (the CLI writes chunk by
     chunk). Returns the number of rows written (header excluded)."""
-    writer = csv.writer(f)
+    writer = csv.DictWriter(f, TIMELINE_COLUMNS)
     if header:
-        writer.writerow(TIMELINE_COLUMNS)
-    rows = 0
-    for entry in frames:
-        if not entry["faces"]:
-            writer.writerow([entry["frame"], entry["time_s"], *[""] * (len(TIMELINE_COLUMNS) - 2)])
-            rows += 1
-        for i, face in enumerate(entry["faces"]):
-            box = face["box"]
-            writer.writerow(
-                [entry["frame"], entry["time_s"], i, face.get("track_id", ""), box["x"], box["y"], box["w"],
-                 box["h"], face["confidence"], face["emotion"], *[face["probabilities"][e] for e in EMOTIONS]]
-            )
-            rows += 1
-    return rows
+        writer.writeheader()
+    rows = [row for entry in frames for row in timeline_rows(entry["frame"], entry["time_s"], entry["faces"])
+            or [{"frame": entry["frame"], "time_s": entry["time_s"]}]]
+    writer.writerows(rows)
+    return len(rows)
