@@ -38,6 +38,13 @@ def media(name: str) -> Path:
     return require_shared(MEDIA / name)
 
 
+def rgb(name: str) -> np.ndarray:
+    """A test photo from the shared media folder as an RGB array."""
+    import cv2
+
+    return cv2.cvtColor(cv2.imread(str(media(name))), cv2.COLOR_BGR2RGB)
+
+
 def make_tiny_model(path: Path, seed: int = 0) -> Path:
     import keras
 
@@ -59,6 +66,14 @@ def make_tiny_model(path: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def tiny_model_file(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("model") / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def recognizer(tiny_model_file):
+    """An EmotionRecognizer on the tiny model, default detection and views."""
+    from emotion_recognition.inference import EmotionRecognizer
+
+    return EmotionRecognizer.from_file(tiny_model_file)
 
 
 def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:

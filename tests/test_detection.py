@@ -32,13 +32,9 @@ from emotion_recognition.detection import (
 )
 from emotion_recognition.preprocessing import resize_face
 from testkit import face_canvas, iou
-from fixtures_serving import FER_ZIP, SHARED, media, require_shared
+from fixtures_serving import FER_ZIP, SHARED, media, require_shared, rgb
 
 YUNET_FILE = SHARED / "models" / YUNET_MODEL_NAME
-
-
-def rgb(name: str) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(media(name))), cv2.COLOR_BGR2RGB)
 
 
 # ---------------------------------------------------------------- geometry

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
 from emotion_recognition.drawing import draw_results, label_text
-from emotion_recognition.inference import EmotionRecognizer
 from testkit import face, one_hot
-from fixtures_serving import media, tiny_model_file  # noqa: F401
-
-
-@pytest.fixture(scope="module")
-def recognizer(tiny_model_file):  # noqa: F811
-    return EmotionRecognizer.from_file(tiny_model_file)
-
-
-def rgb(name: str) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(media(name))), cv2.COLOR_BGR2RGB)
+from fixtures_serving import recognizer, rgb, tiny_model_file  # noqa: F401 (fixtures)
 
 
 def test_draw_results(recognizer):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
@@ -13,16 +12,7 @@ from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model import load_model
 from emotion_recognition.tta import PRESETS
 from testkit import face_canvas, iou
-from fixtures_serving import FER_ZIP, HAPPY_P, media, require_shared, tiny_model_file  # noqa: F401
-
-
-@pytest.fixture(scope="module")
-def recognizer(tiny_model_file):  # noqa: F811
-    return EmotionRecognizer.from_file(tiny_model_file)
-
-
-def rgb(name: str) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(media(name))), cv2.COLOR_BGR2RGB)
+from fixtures_serving import FER_ZIP, HAPPY_P, recognizer, require_shared, rgb, tiny_model_file  # noqa: F401
 
 
 def test_classify_faces_shape_order_and_values(recognizer):
