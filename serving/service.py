@@ -60,10 +60,10 @@ from emotion_recognition.media import (
     InputError,
     VideoLimits,
     check_size,
+    chunks,
     decode_image,
     encode_image,
     open_image_header,
-    chunks,
     video_frames,
 )
 from emotion_recognition.preprocessing import FACE_SIZE
