@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from fixtures_serving import png_bomb  # noqa: F401 (re-exported: a 16000x16000 PNG of ~60 KB)
+from testkit import png_bomb  # noqa: F401 (re-exported: a 16000x16000 PNG of ~60 KB)
 
 
 def write_video(path: Path, frames: int, width: int, height: int, value: int = 10) -> Path:

@@ -21,8 +21,7 @@ from emotion_recognition import batch, cli
 from emotion_recognition.inference import EmotionRecognizer
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.media import read_image, write_image
-from fixtures_serving import FER_ZIP, REPO_ROOT, media, require_shared, tiny_model_file  # noqa: F401
-from testkit import face_canvas
+from testkit import FER_ZIP, REPO_ROOT, face_canvas, media, require_shared, tiny_model_file  # noqa: F401
 
 
 def test_inputs_folders_globs_lists_in_order_each_once(tmp_path):

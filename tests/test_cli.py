@@ -12,7 +12,7 @@ import pytest
 
 from emotion_recognition import cli, model_files
 from emotion_recognition.labels import EMOTIONS
-from fixtures_serving import media, tiny_model_file  # noqa: F401
+from testkit import media, tiny_model_file  # noqa: F401
 
 
 @pytest.fixture

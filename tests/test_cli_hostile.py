@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from emotion_recognition import cli
-from fixtures_serving import REPO_ROOT, tiny_model_file  # noqa: F401
-from testkit import own_peak_memory
+from testkit import REPO_ROOT, own_peak_memory, tiny_model_file  # noqa: F401
 from hostile_inputs import (concat_list, growing_mjpeg, hls_playlist, jpeg_scan_bomb, png_bomb, without_frame_count,
                             write_video)
 

@@ -31,8 +31,7 @@ from emotion_recognition.detection import (
     square_box,
 )
 from emotion_recognition.preprocessing import resize_face
-from testkit import face_canvas, iou
-from fixtures_serving import FER_ZIP, SHARED, media, require_shared, rgb
+from testkit import FER_ZIP, SHARED, face_canvas, iou, media, require_shared, rgb
 
 YUNET_FILE = SHARED / "models" / YUNET_MODEL_NAME
 

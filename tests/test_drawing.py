@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from emotion_recognition.drawing import draw_results, label_text
-from testkit import face, one_hot
-from fixtures_serving import recognizer, rgb, tiny_model_file  # noqa: F401 (fixtures)
+from testkit import face, one_hot, recognizer, rgb, tiny_model_file  # noqa: F401
 
 
 def test_draw_results(recognizer):

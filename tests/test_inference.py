@@ -11,8 +11,7 @@ from emotion_recognition.inference import EmotionRecognizer, FaceResult, build_r
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model import load_model
 from emotion_recognition.tta import PRESETS
-from testkit import face_canvas, iou
-from fixtures_serving import FER_ZIP, HAPPY_P, recognizer, require_shared, rgb, tiny_model_file  # noqa: F401
+from testkit import FER_ZIP, HAPPY_P, face_canvas, iou, recognizer, require_shared, rgb, tiny_model_file  # noqa: F401
 
 
 def test_classify_faces_shape_order_and_values(recognizer):

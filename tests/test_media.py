@@ -22,7 +22,7 @@ from emotion_recognition.media import (
     iter_video_frames,
     read_image,
 )
-from fixtures_serving import media, png_bomb
+from testkit import media, png_bomb
 from hostile_inputs import write_video
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures_serving import tiny_model_file  # noqa: F401
+from testkit import tiny_model_file  # noqa: F401
 
 
 def test_model_files(tmp_path, monkeypatch, tiny_model_file):  # noqa: F811

@@ -16,8 +16,7 @@ from emotion_recognition.data import sha256_file
 from emotion_recognition.inference import EmotionRecognizer
 from emotion_recognition.model_files import bundled_model_path
 from emotion_recognition.tta import from_preset
-from fixtures_serving import make_tiny_model
-from testkit import read_zip_faces
+from testkit import make_tiny_model, read_zip_faces
 
 
 @pytest.fixture

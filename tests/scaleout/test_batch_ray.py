@@ -18,8 +18,7 @@ import pytest
 from emotion_recognition import batch
 from emotion_recognition.media import write_image
 from emotion_recognition.runtime import CACHE_DIR_VARIABLE
-from fixtures_serving import FER_ZIP, REPO_ROOT, media, require_shared
-from testkit import face_canvas, free_port
+from testkit import FER_ZIP, REPO_ROOT, face_canvas, free_port, media, require_shared
 
 pytestmark = pytest.mark.scaleout
 RAY = Path(sys.executable).parent / "ray"

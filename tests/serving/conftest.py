@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-# tests/ for fixtures_serving; the repository root for the ``serving`` package (not installed).
+# tests/ for testkit; the repository root for the ``serving`` package (not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -29,8 +29,7 @@ TEST_LIMITS = {
 os.environ.update(TEST_LIMITS)
 os.environ.pop("EMOTION_TTA", None)  # the tests check the service's default views
 
-from fixtures_serving import make_tiny_model, require_shared  # noqa: E402
-from testkit import running_server  # noqa: E402
+from testkit import make_tiny_model, require_shared, running_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")

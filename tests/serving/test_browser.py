@@ -16,7 +16,7 @@ import pytest
 
 from emotion_recognition.labels import EMOTIONS, TRANSLATIONS
 from emotion_recognition.timeline import TIMELINE_COLUMNS
-from fixtures_serving import media
+from testkit import media
 
 pytestmark = pytest.mark.slow
 

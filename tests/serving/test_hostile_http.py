@@ -22,8 +22,7 @@ import psutil
 import pytest
 
 from emotion_recognition.media import encode_image
-from fixtures_serving import REPO_ROOT, free_port, serve_env, stop_process_group, wait_ready
-from testkit import server_cost, server_processes
+from testkit import REPO_ROOT, free_port, serve_env, server_cost, server_processes, stop_process_group, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures_serving import REPO_ROOT, serve_env
+from testkit import REPO_ROOT, running_server, serve_env, server_cost
 from hostile_inputs import (concat_list, growing_mjpeg, hls_playlist, jpeg_scan_bomb, png_bomb, without_frame_count,
                             write_video)
-from testkit import running_server, server_cost
 
 pytestmark = pytest.mark.slow
 MB = 1024 * 1024

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fixtures_serving import make_tiny_model
+from testkit import make_tiny_model
 
 NAME = "fer-emotion-import-test"  # not the served name: these imports must not change :latest
 

@@ -13,8 +13,7 @@ from PIL import Image
 
 from emotion_recognition.labels import EMOTIONS, TRANSLATIONS
 from emotion_recognition.media import encode_image
-from testkit import face_canvas, iou
-from fixtures_serving import HAPPY_P, media, png_bomb
+from testkit import HAPPY_P, face_canvas, iou, media, png_bomb
 
 
 def post_image(client, data: bytes, name: str = "image.jpg", path: str = "/analyze", **fields):

@@ -15,8 +15,7 @@ import pytest
 
 from emotion_recognition.detection import Box
 from emotion_recognition.media import encode_image
-from testkit import face_canvas, iou
-from fixtures_serving import REPO_ROOT, free_port, media, png_bomb, serve_env, stop_process_group, wait_ready
+from testkit import REPO_ROOT, face_canvas, free_port, iou, media, png_bomb, serve_env, stop_process_group, wait_ready
 
 pytestmark = pytest.mark.slow
 
