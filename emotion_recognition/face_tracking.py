@@ -144,13 +144,8 @@ class FaceTracker:
         return out
 
     def _smoothed(self, track: Track, face: FaceResult) -> FaceResult:
-        vector = np.array([face.probabilities[e] for e in EMOTIONS], dtype=np.float64)
-        track.history.append(vector)
+        track.history.append(face.probabilities)
         if self.smooth_frames == 1:
             return face
         mean = np.mean(np.stack(track.history), axis=0)  # what a smoothed face reports
-        return dataclasses.replace(
-            face,
-            emotion=EMOTIONS[int(np.argmax(mean))],
-            probabilities={name: float(p) for name, p in zip(EMOTIONS, mean)},
-        )
+        return dataclasses.replace(face, emotion=EMOTIONS[int(np.argmax(mean))], probabilities=mean)

@@ -14,7 +14,7 @@ of at most ``model_batch`` views each) -> ``classify_located``.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,11 +27,24 @@ from emotion_recognition.runtime import DEFAULT_MODEL_BATCH, Classifier, Runtime
 from emotion_recognition.tta import TestTimeAugmentation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FaceResult:
+    """``probabilities``: read-only (7,) float64 array, EMOTIONS order; by name: ``probability(name)``."""
     box: Box
     emotion: str
-    probabilities: dict[str, float] = field(default_factory=dict)  # EMOTIONS order
+    probabilities: np.ndarray
+
+    def __post_init__(self) -> None:
+        p = None if isinstance(self.probabilities, dict) else np.array(self.probabilities, dtype=np.float64)  # a copy
+        if p is None or p.shape != (NUM_CLASSES,):  # FaceResult.from_dict reads the JSON dict form
+            raise ValueError(f"probabilities must be an array of {NUM_CLASSES} floats in EMOTIONS order, got "
+                             f"{type(self.probabilities).__name__} of shape {np.shape(self.probabilities)}")
+        p.flags.writeable = False
+        object.__setattr__(self, "probabilities", p)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, FaceResult) and (self.box, self.emotion) == (other.box, other.emotion)
+                and np.array_equal(self.probabilities, other.probabilities))
 
     @property
     def confidence(self) -> float:
@@ -41,26 +54,26 @@ class FaceResult:
     @property
     def score(self) -> float:
         """The model's probability of the top emotion."""
-        return self.probabilities[self.emotion]
+        return self.probability(self.emotion)
+
+    def probability(self, name: str) -> float:
+        return float(self.probabilities[EMOTIONS.index(name)])
+
+    @property
+    def probabilities_dict(self) -> dict[str, float]:  # EMOTIONS order; JSON's form (unrounded)
+        return {name: float(p) for name, p in zip(EMOTIONS, self.probabilities)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "box": {"x": self.box.x, "y": self.box.y, "w": self.box.w, "h": self.box.h},
-            "confidence": round(self.box.confidence, 4),
-            "landmarks": landmarks_to_list(self.box.landmarks),
-            "emotion": self.emotion,
-            "probabilities": {name: round(p, 6) for name, p in self.probabilities.items()},
-        }
+        return {"box": {"x": self.box.x, "y": self.box.y, "w": self.box.w, "h": self.box.h},
+                "confidence": round(self.box.confidence, 4), "landmarks": landmarks_to_list(self.box.landmarks),
+                "emotion": self.emotion, "probabilities": {n: round(p, 6) for n, p in self.probabilities_dict.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FaceResult":
         box = data["box"]
-        return cls(
-            Box(int(box["x"]), int(box["y"]), int(box["w"]), int(box["h"]), float(data.get("confidence", 1.0)),
-                landmarks_from_list(data.get("landmarks"))),
-            data["emotion"],
-            {name: float(data["probabilities"][name]) for name in EMOTIONS},
-        )
+        return cls(Box(int(box["x"]), int(box["y"]), int(box["w"]), int(box["h"]), float(data.get("confidence", 1.0)),
+                       landmarks_from_list(data.get("landmarks"))),
+                   data["emotion"], np.array([float(data["probabilities"][name]) for name in EMOTIONS]))
 
 
 def build_results(boxes: Sequence[Box], probabilities: np.ndarray) -> list[FaceResult]:
@@ -68,23 +81,15 @@ def build_results(boxes: Sequence[Box], probabilities: np.ndarray) -> list[FaceR
     probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1, NUM_CLASSES)
     if len(boxes) != len(probabilities):
         raise ValueError(f"{len(boxes)} boxes but {len(probabilities)} probability rows")
-    results = []
-    for box, row in zip(boxes, probabilities):
-        results.append(
-            FaceResult(box, EMOTIONS[int(np.argmax(row))], {name: float(p) for name, p in zip(EMOTIONS, row)})
-        )
-    return results
+    return [FaceResult(box, EMOTIONS[int(np.argmax(row))], row) for box, row in zip(boxes, probabilities)]
 
 
 def check_model_contract(model: Any) -> None:
     """Fail early, with a readable message, on a model that does not follow the contract."""
-    input_shape = tuple(model.input_shape)
-    output_shape = tuple(model.output_shape)
+    input_shape, output_shape = tuple(model.input_shape), tuple(model.output_shape)
     if input_shape[1:] != (FACE_SIZE, FACE_SIZE, 1) or output_shape[1:] != (NUM_CLASSES,):
-        raise ValueError(
-            f"the model takes {input_shape} and returns {output_shape}; expected input "
-            f"(None, {FACE_SIZE}, {FACE_SIZE}, 1) and output (None, {NUM_CLASSES})"
-        )
+        raise ValueError(f"the model takes {input_shape} and returns {output_shape}; expected input "
+                         f"(None, {FACE_SIZE}, {FACE_SIZE}, 1) and output (None, {NUM_CLASSES})")
 
 
 class EmotionRecognizer:

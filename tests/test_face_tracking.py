@@ -73,14 +73,14 @@ def test_smoothing_is_the_mean_of_the_last_n_probability_vectors():
     outputs = [tracker.update([face(50 + i, 50, probabilities=p)])[0] for i, p in enumerate(sequence)]
     # frame 1: mean of happy 0.9 and sad 0.6 -> happy still ahead (0.9+1/15 over 2 vs 0.6+1/60 over 2)
     expected = np.mean(sequence[:2], axis=0)
-    got = np.array([outputs[1].result.probabilities[e] for e in EMOTIONS])
+    got = np.array([outputs[1].result.probability(e) for e in EMOTIONS])
     assert got == pytest.approx(expected)
     assert outputs[1].result.emotion == "happy" and outputs[1].result.score == pytest.approx(expected.max())
     assert outputs[2].result.emotion == "sad"  # two sad frames out of three
     # frame 3: the window (3 frames) has dropped the happy frame: all sad
-    got = np.array([outputs[3].result.probabilities[e] for e in EMOTIONS])
+    got = np.array([outputs[3].result.probability(e) for e in EMOTIONS])
     assert got == pytest.approx(sequence[3])
-    assert sum(outputs[3].result.probabilities.values()) == pytest.approx(1.0)
+    assert sum(outputs[3].result.probabilities_dict.values()) == pytest.approx(1.0)
     # the box is always this frame's own
     assert outputs[3].result.box == Box(53, 50, 60, 60, 0.9)
 
@@ -98,7 +98,7 @@ def test_smoothing_keeps_tracks_apart():
     for _ in range(4):
         a, b = tracker.update([face(0, 0, probabilities=one_hot("happy")), face(300, 0, probabilities=one_hot("sad"))])
     assert (a.result.emotion, b.result.emotion) == ("happy", "sad")
-    assert a.result.probabilities["happy"] == pytest.approx(0.7)
+    assert a.result.probability("happy") == pytest.approx(0.7)
 
 
 def test_bad_settings_are_clear_errors():
@@ -145,7 +145,7 @@ def test_real_face_moving_across_frames_keeps_its_id():
             frame[40 : 40 + size, 500 : 500 + size] = fer_face
         boxes = detect_faces(cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB))
         boxes.sort(key=lambda b: b.x)
-        results = [FaceResult(b, "neutral", {e: 1 / len(EMOTIONS) for e in EMOTIONS}) for b in boxes]
+        results = [FaceResult(b, "neutral", np.full(len(EMOTIONS), 1 / len(EMOTIONS))) for b in boxes]
         seen.append(ids(tracker.update(results)))
     assert seen == [[1]] * 4 + [[]] + [[1]] * 2 + [[1, 2]] * 3, seen
 

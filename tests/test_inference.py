@@ -31,7 +31,7 @@ def test_analyze_photo(recognizer):
     results = recognizer.analyze(rgb("angry_girl.jpg"))
     assert len(results) == 1
     face = results[0]
-    assert face.emotion == "happy" and list(face.probabilities) == list(EMOTIONS)
+    assert face.emotion == "happy" and list(face.probabilities_dict) == list(EMOTIONS)
     assert face.score == pytest.approx(HAPPY_P, abs=0.06) and 0 < face.confidence <= 1
     data = json.loads(json.dumps(face.to_dict()))
     assert set(data) == {"box", "confidence", "landmarks", "emotion", "probabilities"}
@@ -66,7 +66,7 @@ def test_analyze_frames_batches_everything_into_one_model_call(recognizer):
         single = recognizer.analyze(image)
         assert [r.box for r in single] == [r.box for r in batched]
         for a, b in zip(single, batched):
-            assert np.allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-5)
+            assert np.allclose(list(a.probabilities_dict.values()), list(b.probabilities_dict.values()), atol=1e-5)
     assert recognizer.analyze_frames([]) == []
 
 

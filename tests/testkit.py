@@ -275,7 +275,7 @@ def promote_concurrently(logged: dict[tuple[str, str], float], name: str, images
 
 def face(x: int, y: int, size: int = 60, probabilities=None) -> FaceResult:
     p = np.full(len(EMOTIONS), 1 / len(EMOTIONS)) if probabilities is None else np.asarray(probabilities, float)
-    return FaceResult(Box(x, y, size, size, 0.9), EMOTIONS[int(np.argmax(p))], dict(zip(EMOTIONS, map(float, p))))
+    return FaceResult(Box(x, y, size, size, 0.9), EMOTIONS[int(np.argmax(p))], p)
 
 
 def one_hot(emotion: str, weight: float = 0.7) -> np.ndarray:
