@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -47,6 +48,16 @@ def cpu_info(path: str | Path = "/proc/cpuinfo") -> tuple[str, set[str] | None]:
         elif key.strip() == "flags" and flags is None:
             flags = set(value.split())
     return name, flags
+
+
+# The instructions that set training speed on a CPU, named with every timing (run.json, the card).
+SPEED_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def describe_cpu(name: str, flags: set[str] | None) -> str:
+    """``'AMD EPYC, 2 cores, avx2 fma'``: the model, core count and speed-relevant flags."""
+    shown = "flags unknown" if flags is None else " ".join(f for f in SPEED_CPU_FLAGS if f in flags) or "no AVX2"
+    return f"{name}, {os.cpu_count() or '?'} cores, {shown}"
 
 
 def resolve_precision(requested: str, flags: set[str] | None) -> tuple[str, str]:

@@ -26,6 +26,7 @@ from emotion_recognition.tracking import configure_mlflow
 from emotion_recognition.training import (
     HistoryWriter,
     cpu_info,
+    describe_cpu,
     fit_run,
     float32_copy,
     initial_model_path,
@@ -54,7 +55,8 @@ def main() -> None:
     p, m = params.train, params.model
     strategy = make_strategy(p.distribute)  # before any other TensorFlow work
     keras.utils.set_random_seed(p.seed)
-    cpu, flags = cpu_info()
+    name, flags = cpu_info()
+    cpu = describe_cpu(name, flags)
     precision, why = resolve_precision(p.precision, flags)
     print(f"train: precision {precision} ({why}); CPU {cpu}", file=sys.stderr if why.startswith("WARNING") else sys.stdout,
           flush=True)

@@ -17,6 +17,7 @@ from emotion_recognition.training import (
     LearningRateLogger,
     MLflowEpochLogger,
     cpu_info,
+    describe_cpu,
     early_stopping,
     initial_model_path,
     limit_per_class,
@@ -337,3 +338,9 @@ def test_initial_weights_are_copied_only_into_the_same_architecture(tmp_path):
     with pytest.raises(ParamsError, match=r"do not fit the model built from params.yaml.*set model\.\*"):
         load_initial_weights(wider, tmp_path / "trained.keras")
 
+
+
+def test_describe_cpu_names_the_cores_and_the_flags_that_set_training_speed():
+    assert describe_cpu("AMD EPYC", {"fpu", "sse2", "avx", "avx2", "fma"}).endswith("cores, avx2 fma")
+    assert describe_cpu("Xeon", {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}).endswith("avx2 avx512f avx512_bf16 amx_bf16")
+    assert describe_cpu("Mac", None).endswith("flags unknown")
