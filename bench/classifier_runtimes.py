@@ -25,8 +25,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from emotion_recognition.model import load_model
-from emotion_recognition.model_files import bundled_model_path
+from emotion_recognition.model_files import load_model, bundled_model_path
 from emotion_recognition.preprocessing import FACE_SIZE
 
 

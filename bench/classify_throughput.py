@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from emotion_recognition.data import load_split
+from emotion_recognition.pipeline.data import load_split
 from emotion_recognition.inference import EmotionRecognizer
-from emotion_recognition.model import load_model
-from emotion_recognition.model_files import BUNDLED_MODEL
+from emotion_recognition.model_files import load_model, BUNDLED_MODEL
 from emotion_recognition.tta import from_preset
 
 

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_recognition.data import read_fer2013, save_split, sha256_file
-from emotion_recognition.model import load_model
-from emotion_recognition.model_files import bundled_model_path
-from emotion_recognition.params import load_params
+from emotion_recognition.pipeline.data import read_fer2013, save_split
+from emotion_recognition.model_files import sha256_file, load_model, bundled_model_path
+from emotion_recognition.pipeline.params import load_params
 from emotion_recognition.runtime import CALIBRATION_FACES, Classifier, _compile, convert
 from emotion_recognition.tta import from_preset
 from stages.split import split
@@ -36,7 +35,7 @@ def fer_splits(zip_path: str) -> dict:
             save_split(parts[name], f"{tmp}/{name}.npz")
         p = load_params().split
         split(p.val_fraction, p.seed, p.drop_duplicates, Path(tmp), Path(tmp), Path(tmp) / "split.json")
-        from emotion_recognition.data import load_split
+        from emotion_recognition.pipeline.data import load_split
 
         return {name: load_split(f"{tmp}/{name}.npz") for name in ("val", "test")}
 

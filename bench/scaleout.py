@@ -18,16 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
-WIDTHS, BATCH = [32, 64, 128, 256], 128
+BATCH = 128
 
 
 def build(strategy):
     import keras
 
-    from emotion_recognition.model import build_model
+    from emotion_recognition.pipeline.model import build_model
+    from emotion_recognition.pipeline.params import load_params
 
     with strategy.scope():
-        model = build_model("vgg", widths=WIDTHS, convs_per_block=2, dense_units=256)
+        model = build_model(load_params().model)  # the committed network
         model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
     return model
 
@@ -43,7 +44,7 @@ def data(steps: int):
 
 
 def one_strategy(name: str, steps: int) -> dict:
-    from emotion_recognition.distribute import make_strategy
+    from emotion_recognition.pipeline.distribute import make_strategy
 
     strategy = make_strategy(name)
     model = build(strategy)
@@ -64,7 +65,7 @@ def throughput(strategies: list[str], steps: int) -> None:
 def backup() -> None:
     import keras
 
-    from emotion_recognition.distribute import make_strategy
+    from emotion_recognition.pipeline.distribute import make_strategy
 
     model = build(make_strategy("one_device"))
     model.fit(data(2), epochs=1, steps_per_epoch=2, verbose=0)  # the optimizer's slots exist

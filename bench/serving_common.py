@@ -47,12 +47,13 @@ def model_file(path: str | None, workdir: Path) -> tuple[Path, str]:
     bundled = bundled_model_path()
     if bundled:
         return bundled, f"bundled model {bundled}"
-    from emotion_recognition.model import build_model
+    from emotion_recognition.pipeline.model import build_model
+    from emotion_recognition.pipeline.params import load_params
 
-    model = build_model("vgg")
-    out = workdir / "vgg-default-untrained.keras"
+    model = build_model(load_params(REPO_ROOT / "params.yaml").model)
+    out = workdir / "untrained.keras"
     model.save(out)
-    return out, f"untrained build_model('vgg') (default widths, {model.count_params():,} parameters)"
+    return out, f"untrained model of params.yaml's network ({model.count_params():,} parameters)"
 
 
 def import_into(home: Path, model: Path) -> None:

@@ -14,14 +14,17 @@ import time
 import keras
 import numpy as np
 
-from emotion_recognition.model import ARCHITECTURES, build_model
-from emotion_recognition.training import cpu_info, resolve_precision
+from emotion_recognition.pipeline.model import ARCHITECTURES, build_model
+from emotion_recognition.pipeline.params import load_params
+from emotion_recognition.pipeline.training import cpu_info, resolve_precision
 
 
 def measure(architecture: str, widths: list[int], input_size: int, batch: int, steps: int, precision: str,
             jit_compile: bool | str = "auto") -> float:
     keras.mixed_precision.set_global_policy(precision)
-    model = build_model(architecture, widths=widths, input_size=input_size, weights="none")
+    params = load_params().model.model_copy(update={"architecture": architecture, "widths": widths,
+                                                    "input_size": input_size, "weights": "none"})
+    model = build_model(params)  # params.yaml's model group with the options given
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="sparse_categorical_crossentropy",
                   jit_compile=jit_compile)  # "auto" is off on CPU-only machines, as in the train stage
     rng = np.random.default_rng(0)

@@ -22,7 +22,8 @@ from typing import Any, Iterable, Sequence
 
 from emotion_recognition.detection import DetectionConfig
 from emotion_recognition.face_tracking import FaceTracker
-from emotion_recognition.media import IMAGE_SUFFIXES, chunks, iter_video_frames, read_image
+from emotion_recognition.media import chunks, iter_video_frames, read_image
+from emotion_recognition.preprocessing import IMAGE_SUFFIXES
 from emotion_recognition.timeline import TIMELINE_COLUMNS, timeline_rows
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")

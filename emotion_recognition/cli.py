@@ -30,7 +30,8 @@ from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker
 from emotion_recognition.detection import DetectionConfig, DetectorUnavailable, detector_choices, prepare_detector
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import TRANSLATIONS
-from emotion_recognition.media import IMAGE_SUFFIXES, VideoLimits, encode_image
+from emotion_recognition.media import VideoLimits, encode_image
+from emotion_recognition.preprocessing import IMAGE_SUFFIXES
 from emotion_recognition.runtime import RUNTIMES
 from emotion_recognition.tta import PRESETS, from_preset
 

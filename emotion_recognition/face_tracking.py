@@ -1,6 +1,6 @@
 """Faces through video: a stable ``track_id`` per face across frames, and optional smoothing.
 
-(Not to be confused with ``emotion_recognition.tracking``, which is MLflow experiment tracking.)
+(Not to be confused with ``emotion_recognition.pipeline.tracking``, which is MLflow experiment tracking.)
 
 ``FaceTracker`` is a small IoU tracker, fed the faces of each analysed frame in order::
 

@@ -37,8 +37,6 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from emotion_recognition.data import IMAGE_SUFFIXES  # noqa: F401 (one list of photo suffixes: the dataset reader's)
-
 SUPPORTED_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 
 

@@ -3,18 +3,21 @@
 - ``bundled_model_path()``: ``emotion_recognition/default_model/model.keras`` shipped as package
   data (absent until a trained default model is bundled);
 - ``resolve_model_file(path)``: the file to use for local inference (explicit path, else bundled);
-- ``export_champion(dest)``: the MLflow registry's ``champion`` model's ``.keras`` file with its
-  registry metadata and its run's OpenVINO copy, if logged (for ``python -m serving.import_model``).
+- ``load_model(path)``: a ``.keras`` file in Keras' safe mode; ``sha256_file``: the hash that
+  names a model's converted copies.
+(The MLflow registry's champion is exported by ``pipeline.registry.export_champion``.)
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
-
+# The MLflow registry's name for this project's models, its best one's alias, and the BentoML store's name.
+REGISTERED_MODEL_NAME = "fer-emotion"
+CHAMPION_ALIAS = "champion"
 BUNDLED_MODEL = Path(__file__).resolve().parent / "default_model" / "model.keras"
 
 
@@ -51,61 +54,19 @@ def resolve_model_file(path: str | Path | None = None) -> ModelSource:
         )
     return ModelSource(bundled, "bundled")
 
-
-def model_file(name: str, version: str, dest: str | Path) -> Path:
-    """Download only the registered version's ``model.keras`` into ``dest`` (never MLflow's
-    loader: it unpickles; callers load the file in Keras' safe mode)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from emotion_recognition.stage_io import StageInputError
-
-    try:
-        return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/data/model.keras", dst_path=str(dest)))
-    except (MlflowException, OSError) as error:
-        raise StageInputError(f"{name} v{version}: no model.keras to download ({str(error).splitlines()[0][:300]})") from None
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelSource:
-    """Download the registry's ``REGISTERED_MODEL_NAME@alias`` model file into ``dest_dir``."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+def load_model(path: str | Path) -> keras.Model:
+    """Load a saved ``.keras`` model for inference."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    import keras  # here: the OpenVINO path never imports TensorFlow
 
-    from emotion_recognition.tracking import configure_mlflow, tracking_uri
-
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :])
-        if not db.is_file():
-            raise ModelNotFoundError(
-                f"no MLflow store at {db}: train and register a model first (dvc repro), set "
-                "MLFLOW_TRACKING_URI to your tracking server, or import a file with --model-file PATH"
-            )
-    configure_mlflow()
-    client = MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, alias)
-    except MlflowException as error:
-        raise ModelNotFoundError(
-            f"MLflow at {uri} has no model '{REGISTERED_MODEL_NAME}' with alias '{alias}' "
-            f"({error.message.splitlines()[0] if error.message else error}): run the training pipeline "
-            "(dvc repro) so it registers one, or import a file with --model-file PATH"
-        ) from None
-    model_uri = f"models:/{REGISTERED_MODEL_NAME}@{alias}"
-    # only the .keras file, never MLflow's loader (it unpickles); the caller loads it in safe mode
-    path = model_file(REGISTERED_MODEL_NAME, version.version, dest_dir)
-    try:  # the run's OpenVINO copy (stages/evaluate.py), made from the run's own file of the model
-        mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="openvino", dst_path=str(path.parent))
-    except (MlflowException, OSError):
-        pass  # a run from before the copies were logged: serving.import_model converts one
-    metadata = {
-        "source": "mlflow",
-        "mlflow_model_uri": model_uri,
-        "mlflow_registered_model": REGISTERED_MODEL_NAME,
-        "mlflow_alias": alias,
-        "mlflow_version": str(version.version),
-        "mlflow_run_id": version.run_id or "",
-        "mlflow_tracking_uri": uri,
-    }
-    return ModelSource(path, "mlflow", metadata)
+    return keras.models.load_model(path, compile=False)

@@ -2,7 +2,7 @@
 
 Training data (FER2013) is already 48x48 grayscale; detected faces in photos go through
 ``to_grayscale`` and ``resize_face``. Scaling to [0, 1] / [-1, 1] and any resizing a backbone
-needs happen inside the saved model (see ``emotion_recognition.model``), so no consumer
+needs happen inside the saved model (see ``emotion_recognition.pipeline.model``), so no consumer
 re-implements them.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+# File suffixes read as photos: dataset zips, folders (batch), outputs (CLI).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FACE_SIZE = 48
 MODEL_INPUT_SHAPE = (FACE_SIZE, FACE_SIZE, 1)
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal
 import cv2
 import numpy as np
 
-from emotion_recognition.data import sha256_file
+from emotion_recognition.model_files import sha256_file
 from emotion_recognition.preprocessing import FACE_SIZE, to_model_batch
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def openvino_copy(path: Path) -> Path:
     for folder in (path.parent / "openvino", cache_dir()):
         if (folder / f"{sha256}.xml").is_file():
             return folder / f"{sha256}.xml"
-    from emotion_recognition.model import load_model
+    from emotion_recognition.model_files import load_model
 
     return convert(load_model(path), cache_dir(), sha256, probe_faces(), "probe faces (runtime.probe_faces)")
 
@@ -191,6 +191,6 @@ def load_classifier(path: str | Path, runtime: Runtime = "openvino", threads: in
             log.warning("runtime openvino: the openvino package is not installed, using Keras (pip install openvino)")
         except (ValueError, RuntimeError, OSError) as error:
             log.warning("runtime openvino: no usable OpenVINO copy of %s (%s), using Keras", path, error)
-    from emotion_recognition.model import load_model
+    from emotion_recognition.model_files import load_model
 
     return Classifier.from_keras(load_model(path))

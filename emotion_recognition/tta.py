@@ -14,7 +14,7 @@ service use this one definition (serving: ``EMOTION_TTA``, see ``PRESETS``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import cv2
 import numpy as np
@@ -80,7 +80,8 @@ class TestTimeAugmentation:
         return probabilities.reshape(count, n, -1)
 
 
-PRESETS = {
+Preset = Literal["none", "flip", "crops"]  # the names users pick from (CLI --tta, EMOTION_TTA)
+PRESETS: dict[Preset, TestTimeAugmentation] = {
     "none": TestTimeAugmentation(),
     "flip": TestTimeAugmentation(flip=True),
     # the best validation accuracy among the view sets compared for the bundled model (docs/decisions.md)

@@ -17,17 +17,11 @@ import tempfile
 from pathlib import Path
 
 import serving  # noqa: F401  (sets BENTOML_DO_NOT_TRACK before bentoml is imported)
-from emotion_recognition.data import sha256_file
+from emotion_recognition.model_files import sha256_file, ModelNotFoundError, ModelSource, bundled_model_path, resolve_model_file
 from emotion_recognition.labels import EMOTIONS
-from emotion_recognition.model_files import (
-    ModelNotFoundError,
-    ModelSource,
-    bundled_model_path,
-    export_champion,
-    resolve_model_file,
-)
+from emotion_recognition.pipeline.registry import export_champion
 from emotion_recognition.runtime import convert, install_copy, probe_faces
-from emotion_recognition.stage_io import StageInputError
+from emotion_recognition.pipeline.stage_io import StageInputError
 from serving.model_store import MODEL_FILE, MODEL_NAME
 
 
@@ -35,7 +29,7 @@ def check_loads(path: Path):
     """Load the model once and check the contract, so a broken file never reaches the store;
     returns (the Keras model, its details)."""
     from emotion_recognition.inference import check_model_contract
-    from emotion_recognition.model import load_model
+    from emotion_recognition.model_files import load_model
 
     try:
         model = load_model(path)

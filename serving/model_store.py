@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from emotion_recognition.tracking import REGISTERED_MODEL_NAME as MODEL_NAME  # the store's name is the registry's
+from emotion_recognition.model_files import REGISTERED_MODEL_NAME as MODEL_NAME  # the store's name is the registry's
 from serving.settings import ServingSettings
 
 MODEL_FILE = "model.keras"

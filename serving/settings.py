@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from emotion_recognition.detection import DetectionConfig
 from emotion_recognition.media import VideoLimits
 from emotion_recognition.runtime import CACHE_DIR_VARIABLE, Runtime
+from emotion_recognition.tta import Preset
 
 MB = 1024 * 1024
 ENV_PREFIX = "EMOTION_"
@@ -34,8 +34,7 @@ class ServingSettings(BaseSettings):
     # OpenVINO threads per model call (0: every core): 1 leaves the other core to detection, which
     # runs beside it (views/s of 3 faces + mirrors 1.6x those of 2 threads, docs/decisions.md)
     runtime_threads: int = Field(1, ge=0)
-    # test-time augmentation (emotion_recognition.tta.PRESETS)
-    tta: Literal["none", "flip", "crops"] = "flip"
+    tta: Preset = "flip"  # test-time augmentation (emotion_recognition.tta.PRESETS)
     # detection (None: DetectionConfig's default)
     detector: str | None = None
     scale_factor: float | None = Field(None, gt=1.0)

@@ -1,6 +1,7 @@
 """DVC stage `augment`: materialise the training set with augmented copies (optionally rebalanced).
 
-Outputs data/augmented/train.npz, plots/augment_preview.png and metrics/augment.json.
+`python stages/augment.py TRAIN_NPZ OUT_DIR` (dvc.yaml: data/split/train.npz data/augmented) writes
+OUT_DIR/train.npz, plots/augment_preview.png and metrics/augment.json.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from emotion_recognition.augment import AugmentConfig, augment_image, augment_split
-from emotion_recognition.data import Split, class_counts, load_split, save_split
+from emotion_recognition.pipeline.augment import AugmentConfig, augment_image, augment_split
+from emotion_recognition.pipeline.data import Split, class_counts, load_split, save_split
 from emotion_recognition.labels import EMOTIONS
-from emotion_recognition.params import load_params
-from emotion_recognition.stage_io import atomic_path, run_stage, write_json
+from emotion_recognition.pipeline.params import load_params
+from emotion_recognition.pipeline.stage_io import atomic_path, run_stage, write_json
 
-IN_PATH = Path("data/split/train.npz")
-OUT_PATH = Path("data/augmented/train.npz")
 PREVIEW = Path("plots/augment_preview.png")
 METRICS = Path("metrics/augment.json")
 
@@ -43,12 +42,12 @@ def save_preview(split: Split, config: AugmentConfig, n: int, seed: int, path: P
     plt.close(fig)
 
 
-def main() -> None:
+def main(train_path: str, out_dir: str) -> None:
     p = load_params().augment
     config = AugmentConfig(p.flip, p.max_rotation, p.max_shift, p.zoom, p.brightness, p.contrast)
-    train = load_split(IN_PATH)
+    train = load_split(train_path)
     augmented = augment_split(train, config, p.copies, p.min_per_class, p.seed)
-    save_split(augmented, OUT_PATH)
+    save_split(augmented, Path(out_dir) / "train.npz")
     save_preview(train, config, p.preview_images, p.seed, PREVIEW)
     metrics = {"images_before": len(train), "images_after": len(augmented), "counts": class_counts(augmented.labels)}
     write_json(METRICS, metrics)

@@ -2,7 +2,8 @@
 
 Registers the trained model as a new version of the registry's model and moves the alias
 `champion` to it only if it beats the current champion on this same test set.
-Outputs metrics/evaluate.json, plots/confusion.csv, plots/confusion_matrix.png, plots/per_class.csv.
+`python stages/evaluate.py MODEL_DIR SPLIT_DIR` (dvc.yaml: data/model data/split) reads MODEL_DIR/model.keras
+and run.json and SPLIT_DIR/{test,val}.npz; writes metrics/evaluate.json, plots/confusion.csv, plots/confusion_matrix.png, plots/per_class.csv.
 Logs the model's INT8 OpenVINO copy (emotion_recognition/runtime.py) as the run's `openvino/` and
 its accuracy with the mirror (what the service runs) as `accuracy_flip_int8`; a copy that fails its
 check is left out with a warning (serving.import_model then makes an fp32 one).
@@ -20,8 +21,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from emotion_recognition.data import Split, load_split, sha256_file
-from emotion_recognition.evaluation import (
+from emotion_recognition.pipeline.data import Split, load_split
+from emotion_recognition.model_files import sha256_file, load_model
+from emotion_recognition.pipeline.evaluation import (
     accuracy_with_fewer_views,
     classification_metrics,
     confusion_matrix,
@@ -30,18 +32,13 @@ from emotion_recognition.evaluation import (
     write_csv,
 )
 from emotion_recognition.labels import EMOTIONS
-from emotion_recognition.model import load_model
-from emotion_recognition.params import load_params
-from emotion_recognition.registry import register_and_promote
+from emotion_recognition.pipeline.params import load_params
+from emotion_recognition.pipeline.registry import register_and_promote
 from emotion_recognition.runtime import CALIBRATION_FACES, Classifier, convert
-from emotion_recognition.stage_io import atomic_path, run_stage, write_json
-from emotion_recognition.tracking import configure_mlflow
+from emotion_recognition.pipeline.stage_io import atomic_path, run_stage, write_json
+from emotion_recognition.pipeline.tracking import configure_mlflow
 from emotion_recognition.tta import TestTimeAugmentation
 
-TEST_PATH = Path("data/split/test.npz")
-VAL_PATH = Path("data/split/val.npz")
-MODEL_PATH = Path("data/model/model.keras")
-RUN_PATH = Path("data/model/run.json")
 METRICS = Path("metrics/evaluate.json")
 CONFUSION_CSV = Path("plots/confusion.csv")
 CONFUSION_PNG = Path("plots/confusion_matrix.png")
@@ -54,13 +51,13 @@ def progress(message: str) -> None:
     print(f"evaluate: {message}", flush=True)
 
 
-def int8_copy(model, dest: str, test: Split) -> dict[str, float]:
+def int8_copy(model, model_path: Path, dest: str, test: Split, val_path: Path) -> dict[str, float]:
     """Write the model's INT8 OpenVINO copy into ``dest``; its test accuracy with the mirror, or {}
     with a warning when OpenVINO/NNCF fail or the copy fails its check (nothing is written then)."""
-    calibration = load_split(VAL_PATH).images[:CALIBRATION_FACES]
+    calibration = load_split(val_path).images[:CALIBRATION_FACES]
     progress(f"INT8 OpenVINO copy: calibrating on {len(calibration)} validation faces, checking on {len(test)} PublicTest faces")
     try:
-        xml = convert(model, dest, sha256_file(MODEL_PATH), test.images, "PublicTest faces", calibration)
+        xml = convert(model, dest, sha256_file(model_path), test.images, "PublicTest faces", calibration)
     except (ValueError, RuntimeError) as error:
         print(f"evaluate: warning: no INT8 OpenVINO copy logged: {error}", file=sys.stderr)
         return {}
@@ -68,12 +65,13 @@ def int8_copy(model, dest: str, test: Split) -> dict[str, float]:
     return {"accuracy_flip_int8": classification_metrics(test.labels, probabilities.argmax(axis=1))["accuracy"]}
 
 
-def main() -> None:
+def main(model_dir: str, split_dir: str) -> None:
     params = load_params().evaluate
-    run = json.loads(RUN_PATH.read_text())
+    model_path, split = Path(model_dir) / "model.keras", Path(split_dir)
+    run = json.loads((Path(model_dir) / "run.json").read_text())
     configure_mlflow()  # an unreachable store stops the stage here, before any work
-    test = load_split(TEST_PATH)
-    model = load_model(MODEL_PATH)
+    test = load_split(split / "test.npz")
+    model = load_model(model_path)
     tta = params.tta()
     progress(f"classifying {len(test)} PublicTest faces, {tta.describe()}")
     views = predict_view_probabilities(model, test.images, tta)
@@ -86,7 +84,7 @@ def main() -> None:
     # registry decided: a failure or kill on the way leaves the previous outputs as they were.
     with ExitStack() as outputs, tempfile.TemporaryDirectory(prefix="fer-evaluate-") as named:
         copy = outputs.enter_context(tempfile.TemporaryDirectory(prefix="fer-openvino-"))
-        fewer_views.update(int8_copy(model, copy, test))
+        fewer_views.update(int8_copy(model, model_path, copy, test, split / "val.npz"))
         metrics = {"test_set": "FER2013 PublicTest", "images": len(test), "flip_tta": params.flip_tta,
                    "tta": tta.describe(), "tta_views": tta.view_count, **fewer_views, **result}
         staged = {path: outputs.enter_context(atomic_path(path)) for path in OUTPUTS}

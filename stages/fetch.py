@@ -1,6 +1,6 @@
 """DVC stage `fetch`: read FER2013 (zip of image folders or fer2013.csv) into normalised arrays.
 
-Outputs data/fer2013/{train,test}.npz and data/fer2013/manifest.json.
+`python stages/fetch.py OUT_DIR` (dvc.yaml: data/fer2013) writes OUT_DIR/{train,test}.npz and OUT_DIR/manifest.json.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from emotion_recognition.data import MAX_TOTAL_BYTES, DatasetError, class_counts, read_fer2013, save_split, sha256_file
-from emotion_recognition.params import load_params
-from emotion_recognition.stage_io import atomic_path, run_stage, write_json
+from emotion_recognition.pipeline.data import MAX_TOTAL_BYTES, DatasetError, class_counts, read_fer2013, save_split
+from emotion_recognition.model_files import sha256_file
+from emotion_recognition.pipeline.params import load_params
+from emotion_recognition.pipeline.stage_io import atomic_path, run_stage, write_json
 
-OUT_DIR = Path("data/fer2013")
 DOWNLOAD_DIR = Path("data/download")
 HOW_TO_GET = (
     "Get FER2013 from Kaggle (https://www.kaggle.com/datasets/msambare/fer2013, the zip with "
@@ -59,7 +59,7 @@ def resolve_source(source: str, expected_sha256: str | None) -> Path:
     return path
 
 
-def fetch(source: str, expected_sha256: str | None, skip_bad_images: bool, out_dir: Path = OUT_DIR) -> dict:
+def fetch(source: str, expected_sha256: str | None, skip_bad_images: bool, out_dir: Path) -> dict:
     path = resolve_source(source, expected_sha256)
     digest = sha256_file(path)
     if expected_sha256 and digest != expected_sha256.lower():
@@ -81,9 +81,9 @@ def fetch(source: str, expected_sha256: str | None, skip_bad_images: bool, out_d
     return manifest
 
 
-def main() -> None:
+def main(out_dir: str) -> None:
     params = load_params()
-    manifest = fetch(params.data.source, params.data.sha256, params.fetch.skip_bad_images)
+    manifest = fetch(params.data.source, params.data.sha256, params.fetch.skip_bad_images, Path(out_dir))
     print(f"fetch: {manifest['totals']} images, {manifest['skipped_bad_images']} skipped, sha256 {manifest['sha256'][:12]}")
 
 

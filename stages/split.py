@@ -1,6 +1,7 @@
 """DVC stage `split`: report/remove pixel duplicates, stratified train/validation split.
 
-Outputs data/split/{train,val,test}.npz and metrics/split.json.
+`python stages/split.py IN_DIR OUT_DIR` (dvc.yaml: data/fer2013 data/split) writes OUT_DIR/{train,val,test}.npz
+and metrics/split.json.
 """
 
 from __future__ import annotations
@@ -9,19 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_recognition.data import class_counts, load_split, save_split
-from emotion_recognition.params import load_params
-from emotion_recognition.split import find_duplicates, stratified_split
-from emotion_recognition.stage_io import run_stage, write_json
+from emotion_recognition.pipeline.data import class_counts, load_split, save_split
+from emotion_recognition.pipeline.params import load_params
+from emotion_recognition.pipeline.split import find_duplicates, stratified_split
+from emotion_recognition.pipeline.stage_io import run_stage, write_json
 
-IN_DIR = Path("data/fer2013")
-OUT_DIR = Path("data/split")
 METRICS = Path("metrics/split.json")
 
 
 def split(
     val_fraction: float, seed: int, drop_duplicates: bool,
-    in_dir: Path = IN_DIR, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS,
+    in_dir: Path, out_dir: Path, metrics_path: Path = METRICS,
 ) -> dict:
     train, test = load_split(in_dir / "train.npz"), load_split(in_dir / "test.npz")
     duplicates = find_duplicates(train, test)
@@ -43,9 +42,9 @@ def split(
     return metrics
 
 
-def main() -> None:
+def main(in_dir: str, out_dir: str) -> None:
     p = load_params().split
-    metrics = split(p.val_fraction, p.seed, p.drop_duplicates)
+    metrics = split(p.val_fraction, p.seed, p.drop_duplicates, Path(in_dir), Path(out_dir))
     print(
         f"split: {metrics['sizes']}; {metrics['duplicates_within_train']} duplicate copies in train, "
         f"{metrics['train_images_also_in_test']} train images also in test, {metrics['duplicates_removed']} removed"

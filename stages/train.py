@@ -1,9 +1,10 @@
 """DVC stage `train`: build the model from params, train it, log the run to MLflow.
 
-Outputs data/model/model.keras (float32, raw 48x48 grayscale 0-255 in, 7 probabilities out),
-data/model/run.json (the MLflow run for `evaluate`), metrics/train.json,
+`python stages/train.py TRAIN_NPZ VAL_NPZ MODEL_DIR CHECKPOINT_DIR` (dvc.yaml: data/augmented/train.npz
+data/split/val.npz data/model data/train) writes MODEL_DIR/model.keras (float32, raw 48x48 grayscale
+0-255 in, 7 probabilities out), MODEL_DIR/run.json (the MLflow run for `evaluate`), metrics/train.json,
 plots/train_history.csv and plots/train_curves.png. The best epoch's checkpoint goes to
-data/train/checkpoint.keras.
+CHECKPOINT_DIR/checkpoint.keras.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import mlflow
 import numpy as np
 from mlflow.models import infer_signature
 
-from emotion_recognition.data import load_split, sha256_file
-from emotion_recognition.distribute import make_strategy
-from emotion_recognition.model import build_model
-from emotion_recognition.params import flat_params, load_params
-from emotion_recognition.resume import BACKUP_DIR, TrainingBackup, stage_inputs
-from emotion_recognition.stage_io import atomic_path, run_stage, write_json
-from emotion_recognition.tracking import configure_mlflow
-from emotion_recognition.training import (
+from emotion_recognition.pipeline.data import load_split
+from emotion_recognition.model_files import sha256_file
+from emotion_recognition.pipeline.distribute import make_strategy
+from emotion_recognition.pipeline.model import build_model
+from emotion_recognition.pipeline.params import flat_params, load_params
+from emotion_recognition.pipeline.resume import BACKUP_DIR, TrainingBackup, stage_inputs
+from emotion_recognition.pipeline.stage_io import atomic_path, run_stage, write_json
+from emotion_recognition.pipeline.tracking import configure_mlflow
+from emotion_recognition.pipeline.training import (
     HistoryWriter,
     cpu_info,
     describe_cpu,
@@ -34,23 +36,17 @@ from emotion_recognition.training import (
     limit_per_class,
     load_initial_weights,
     make_dataset,
-    model_options,
     plot_curves,
     resolve_precision,
     run_name,
 )
 
-TRAIN_PATH = Path("data/augmented/train.npz")
-VAL_PATH = Path("data/split/val.npz")
-MODEL_PATH = Path("data/model/model.keras")
-RUN_PATH = Path("data/model/run.json")
-CHECKPOINT = Path("data/train/checkpoint.keras")
 METRICS = Path("metrics/train.json")
 HISTORY = Path("plots/train_history.csv")
 CURVES = Path("plots/train_curves.png")
 
 
-def main() -> None:
+def main(train_path: str, val_path: str, model_dir: str, checkpoint_dir: str) -> None:
     params = load_params()
     p, m = params.train, params.model
     strategy = make_strategy(p.distribute)  # before any other TensorFlow work
@@ -62,10 +58,10 @@ def main() -> None:
           flush=True)
     keras.mixed_precision.set_global_policy(precision)
 
-    train = limit_per_class(load_split(TRAIN_PATH), p.limit_per_class, p.seed)
-    val = load_split(VAL_PATH)
+    train = limit_per_class(load_split(train_path), p.limit_per_class, p.seed)
+    val = load_split(val_path)
     with strategy.scope():  # the model's variables are mirrored on every replica
-        model = build_model(m.architecture, **model_options(m))
+        model = build_model(m)
         initial = initial_model_path(p.initial_model)
         if initial is not None:
             load_initial_weights(model, initial)
@@ -87,10 +83,10 @@ def main() -> None:
             log_new_run(params, cpu, precision, len(train), len(val), model.count_params(), initial_sha256)
         with strategy.scope():
             seconds = fit_run(model, p, train, val_ds, history, backup.best_model, backup, resumed)
-        backup.keep_best(CHECKPOINT)
+        backup.keep_best(Path(checkpoint_dir) / "checkpoint.keras")
 
         final = float32_copy(model, m)
-        with atomic_path(MODEL_PATH) as tmp:
+        with atomic_path(Path(model_dir) / "model.keras") as tmp:
             final.save(tmp)
         rows = history.rows
         best = max(rows, key=lambda r: r["val_accuracy"])
@@ -112,7 +108,7 @@ def main() -> None:
         example = val.images[:4, ..., np.newaxis].astype(np.float32)
         signature = infer_signature(example, final.predict(example, verbose=0))
         info = mlflow.tensorflow.log_model(final, name="model", signature=signature, input_example=example)
-        write_json(RUN_PATH, {"run_id": run.info.run_id, "model_uri": info.model_uri, "precision": precision,
+        write_json(Path(model_dir) / "run.json", {"run_id": run.info.run_id, "model_uri": info.model_uri, "precision": precision,
                               "cpu": cpu, "initial_model_sha256": initial_sha256})  # for the model card
     backup.finish()
     print(f"train: best val_accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}, {seconds / 60:.1f} min")

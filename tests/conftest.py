@@ -204,9 +204,10 @@ def mlflow_store(isolated: Path, mlflow_template: Path) -> str:
 
 def constant_model(label_index: int):
     """A tiny model of the project's architecture that always predicts ``label_index``."""
-    from emotion_recognition.model import build_model
+    from emotion_recognition.pipeline.model import build_model
+    from testkit import model_params
 
-    model = build_model("vgg", widths=[8, 16], dense_units=16)
+    model = build_model(model_params(widths=[8, 16], dense_units=16))
     head = model.get_layer("emotion")
     kernel, bias = head.get_weights()
     bias = np.zeros_like(bias)
@@ -243,10 +244,9 @@ def copy_project(target: Path) -> Path:
             shutil.copy(REPO_ROOT / name, target / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO_ROOT / "stages", target / "stages", ignore=ignore, dirs_exist_ok=True)
-    package = target / "emotion_recognition"
-    package.mkdir(exist_ok=True)
-    for source in (REPO_ROOT / "emotion_recognition").glob("*.py"):
-        shutil.copy(source, package / source.name)
+    for source in (REPO_ROOT / "emotion_recognition").rglob("*.py"):  # the core and pipeline/
+        (target / source.relative_to(REPO_ROOT)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target / source.relative_to(REPO_ROOT))
     return target
 
 

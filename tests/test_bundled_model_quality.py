@@ -24,12 +24,11 @@ import numpy as np
 import pytest
 
 from emotion_recognition import runtime
-from emotion_recognition.data import decode_gray, sha256_file
+from emotion_recognition.pipeline.data import decode_gray
+from emotion_recognition.model_files import sha256_file, load_model, BUNDLED_MODEL
 from emotion_recognition.inference import EmotionRecognizer
 from emotion_recognition.labels import EMOTION_INDEX
-from emotion_recognition.model import load_model
-from emotion_recognition.model_files import BUNDLED_MODEL
-from emotion_recognition.registry import accuracy_of
+from emotion_recognition.pipeline.registry import accuracy_of
 from emotion_recognition.tta import from_preset
 
 SUBSET_SIZE, SEED = 1000, 0

@@ -6,7 +6,7 @@
   beside it) is byte for byte the train stage's output ``data/model`` in dvc.lock.
 
 So a params or code change that would retrain cannot land without a new ``dvc repro`` and
-``python -m emotion_recognition.bundle``. A change that cannot alter any output (a comment, a
+``python -m emotion_recognition.pipeline.bundle``. A change that cannot alter any output (a comment, a
 docstring) goes in COSMETIC, keyed by the exact md5 of the accepted file, with its reason; with
 the data in place, ``dvc commit <stage>`` records it in dvc.lock instead.
 No data and no training are needed: this reads dvc.lock, params.yaml and the files in git.
@@ -93,7 +93,7 @@ def test_dvc_lock_matches_params_and_code():
     lock, pipeline, params = load(REPO_ROOT)
     problems = lock_mismatches(lock, pipeline, params, REPO_ROOT, git_files(REPO_ROOT))
     assert not problems, ("dvc.lock no longer records what `dvc repro` would make: run it (then "
-                          "`python -m emotion_recognition.bundle`) and commit dvc.lock, or name a cosmetic "
+                          "`python -m emotion_recognition.pipeline.bundle`) and commit dvc.lock, or name a cosmetic "
                           "change in COSMETIC:\n" + "\n".join(problems))
 
 
@@ -108,7 +108,7 @@ def test_bundled_model_is_the_train_stage_output():
     bundled = {name: md5_file(BUNDLED / name) for name in ("model.keras", "run.json")}
     assert dir_md5(bundled) == model_out["md5"], (
         "the bundled model is not the train stage's data/model in dvc.lock: run "
-        "`python -m emotion_recognition.bundle` after `dvc repro`")
+        "`python -m emotion_recognition.pipeline.bundle` after `dvc repro`")
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_a_params_change_without_a_rerun_is_caught(recorded):
 
 def test_a_code_change_without_a_rerun_is_caught(recorded, tmp_path):
     lock, pipeline, params = recorded
-    edited = "emotion_recognition/training.py"
+    edited = "emotion_recognition/pipeline/training.py"
     (tmp_path / edited).parent.mkdir(parents=True)
     (tmp_path / edited).write_bytes((REPO_ROOT / edited).read_bytes() + b"\n# one more line\n")
     for path in git_files(REPO_ROOT):  # the rest as committed

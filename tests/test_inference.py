@@ -9,7 +9,7 @@ import pytest
 
 from emotion_recognition.inference import EmotionRecognizer, FaceResult, build_results
 from emotion_recognition.labels import EMOTIONS
-from emotion_recognition.model import load_model
+from emotion_recognition.model_files import load_model
 from emotion_recognition.tta import PRESETS
 from testkit import FER_ZIP, HAPPY_P, face_canvas, iou, recognizer, require_shared, rgb, tiny_model_file  # noqa: F401
 

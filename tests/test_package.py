@@ -11,7 +11,7 @@ from test_dvc_yaml import PACKAGE, REPO_ROOT, package_imports
 
 MODULES = sorted((REPO_ROOT / PACKAGE).glob("*.py"))
 # Command-line entry points, which talk to the user on stdout/stderr: the `emotion` CLI, `python -m
-# emotion_recognition.bundle`, and the stage runner's one-line exit messages.
+# emotion_recognition.pipeline.bundle`, and the stage runner's one-line exit messages.
 ENTRY_POINTS = {"cli.py", "bundle.py", "stage_io.py"}
 
 

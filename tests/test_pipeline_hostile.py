@@ -18,15 +18,16 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from emotion_recognition import data, registry
-from emotion_recognition.data import DatasetError, Split, read_fer2013, save_split
+from emotion_recognition.pipeline import data, registry
+from emotion_recognition.pipeline.data import DatasetError, Split, read_fer2013, save_split
 from emotion_recognition.labels import EMOTIONS
-from emotion_recognition.registry import load_registered_model, promotion_lock, register_and_promote
-from emotion_recognition.resume import TrainingBackup
-from emotion_recognition.stage_io import StageInputError
-from emotion_recognition.tracking import CHAMPION_ALIAS, configure_mlflow
+from emotion_recognition.pipeline.registry import load_registered_model, promotion_lock, register_and_promote
+from emotion_recognition.pipeline.resume import TrainingBackup
+from emotion_recognition.pipeline.stage_io import StageInputError
+from emotion_recognition.pipeline.tracking import configure_mlflow
+from emotion_recognition.model_files import CHAMPION_ALIAS
 from emotion_recognition.tta import TestTimeAugmentation
-from testkit import promote_concurrently
+from testkit import promote_concurrently, stage_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HAPPY, FEAR, ANGRY, SAD = (EMOTIONS.index(e) for e in ("happy", "fear", "angry", "sad"))
@@ -57,7 +58,7 @@ class WritesMarker:
 
 
 def test_a_pickle_payload_in_the_registry_is_never_unpickled(mlflow_store, make_constant_model, log_keras_model, tmp_path):
-    from emotion_recognition.model_files import export_champion
+    from emotion_recognition.pipeline.registry import export_champion
 
     configure_mlflow()
     marker = tmp_path / "payload-ran"
@@ -179,13 +180,13 @@ def evaluate_inputs(project, monkeypatch):
 
 def test_an_unreachable_tracking_server_fails_fast_with_one_line_and_outputs_intact(
         evaluate_inputs, load_stage, monkeypatch, capsys):
-    from emotion_recognition.stage_io import run_stage
+    from emotion_recognition.pipeline.stage_io import run_stage
 
     uri = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     started = time.monotonic()
     with pytest.raises(SystemExit) as stopped:
-        run_stage(load_stage("evaluate").main)
+        run_stage(load_stage("evaluate").main, stage_args("evaluate"))
     elapsed = time.monotonic() - started
     error = capsys.readouterr().err.strip()
     assert stopped.value.code == 2 and elapsed < 30, elapsed  # MLflow's own defaults retry for minutes
@@ -212,7 +213,7 @@ def test_sigterm_stops_a_stage_waiting_on_a_silent_server_in_seconds(evaluate_in
         env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MLFLOW_HTTP")}
         env.update(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{server.getsockname()[1]}",
                    PYTHONPATH=str(REPO_ROOT), MLFLOW_HTTP_REQUEST_TIMEOUT="120")  # a patient client
-        stage = subprocess.Popen([sys.executable, "stages/evaluate.py"], cwd=project, env=env,
+        stage = subprocess.Popen([sys.executable, "stages/evaluate.py", *stage_args("evaluate")], cwd=project, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert connected.wait(180), "the stage never contacted the tracking server"
@@ -246,7 +247,7 @@ def write_backup(folder: Path, backup: TrainingBackup, epoch: int = 2) -> None:
 
 @pytest.fixture
 def stage_inputs():
-    from emotion_recognition.resume import stage_inputs
+    from emotion_recognition.pipeline.resume import stage_inputs
 
     return stage_inputs
 
@@ -265,7 +266,7 @@ def test_the_fingerprint_covers_the_stages_data_and_code(train_inputs, stage_inp
     assert sorted(hashes) == ["absent.npz", "code.py", "data/augmented/train.npz"] and hashes["absent.npz"] == "missing"
     (train_inputs / "data/augmented/train.npz").write_bytes(b"other faces")
     assert stage_inputs()["data/augmented/train.npz"] != hashes["data/augmented/train.npz"]
-    assert stage_inputs(dvc_file=REPO_ROOT / "dvc.yaml").keys() >= {"emotion_recognition/model.py", "stages/train.py"}
+    assert stage_inputs(dvc_file=REPO_ROOT / "dvc.yaml").keys() >= {"emotion_recognition/pipeline/model.py", "stages/train.py"}
 
 
 def test_a_backup_resumes_only_with_the_same_data_code_and_params(train_inputs, stage_inputs, caplog):

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from emotion_recognition import runtime
-from emotion_recognition.data import sha256_file
+from emotion_recognition.model_files import sha256_file, bundled_model_path
 from emotion_recognition.inference import EmotionRecognizer
-from emotion_recognition.model_files import bundled_model_path
 from emotion_recognition.tta import from_preset
 from testkit import make_tiny_model, read_zip_faces
 
@@ -67,7 +66,7 @@ def test_cache_hit_and_miss_by_sha256(tmp_path, cache, monkeypatch):
 def test_a_copy_beside_the_model_is_used_first(tmp_path, cache, monkeypatch):
     """What serving.import_model stores: ``openvino/<sha>.xml`` beside model.keras."""
     path = make_tiny_model(tmp_path / "model.keras")
-    from emotion_recognition.model import load_model
+    from emotion_recognition.model_files import load_model
 
     runtime.convert(load_model(path), tmp_path / "openvino", sha256_file(path), runtime.probe_faces(), "probes")
     assert runtime.openvino_copy(path) == tmp_path / "openvino" / f"{sha256_file(path)}.xml"
@@ -101,7 +100,7 @@ def test_unknown_runtime_is_refused(tmp_path):
 
 def test_the_keras_runtime_is_one_traced_function_for_every_batch_size(tmp_path):
     """Not ``predict_on_batch`` (several ms more per call): the model's Python runs once, when traced."""
-    from emotion_recognition.model import load_model
+    from emotion_recognition.model_files import load_model
 
     model = load_model(make_tiny_model(tmp_path / "model.keras"))
 
@@ -121,7 +120,7 @@ def test_the_keras_runtime_is_one_traced_function_for_every_batch_size(tmp_path)
 
 def test_convert_predicts_in_chunks(tmp_path, monkeypatch):
     """All 3,589 test faces in one call: ~1 GB of first-layer output; at most 256 faces per call."""
-    from emotion_recognition.model import load_model
+    from emotion_recognition.model_files import load_model
 
     sizes = {"keras": [], "openvino": []}
 
@@ -143,7 +142,7 @@ def test_convert_predicts_in_chunks(tmp_path, monkeypatch):
 def test_install_copy_rekeys_a_copy_of_the_same_weights_only(tmp_path):
     """MLflow saves the model it logs to a file with another sha256 than the run's copy was keyed by:
     the copy is found by its record's weights hash; a copy of other weights is never installed."""
-    from emotion_recognition.model import load_model
+    from emotion_recognition.model_files import load_model
 
     model = load_model(make_tiny_model(tmp_path / "model.keras"))
     made = runtime.convert(model, tmp_path / "run", "a" * 64, runtime.probe_faces(), "probes")

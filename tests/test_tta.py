@@ -129,6 +129,6 @@ def test_the_evaluate_stage_default_is_the_crops_preset():
     """params.yaml and PRESETS spell the 16 views out separately; README calls them the same."""
     from pathlib import Path
 
-    from emotion_recognition.params import load_params
+    from emotion_recognition.pipeline.params import load_params
 
     assert load_params(Path(__file__).resolve().parents[1] / "params.yaml").evaluate.tta() == PRESETS["crops"]

@@ -245,7 +245,7 @@ def promote_concurrently(logged: dict[tuple[str, str], float], name: str, images
 
     from mlflow import MlflowClient
 
-    from emotion_recognition.registry import register_and_promote
+    from emotion_recognition.pipeline.registry import register_and_promote
     from emotion_recognition.tta import TestTimeAugmentation
 
     start, errors = threading.Barrier(len(logged)), []
@@ -286,7 +286,7 @@ def one_hot(emotion: str, weight: float = 0.7) -> np.ndarray:
 
 # %% The test media and the tiny model (imported by the inference and serving tests)
 #
-# The tiny model follows the model contract (``build_model("vgg", widths=[8, 16], dense_units=16)``)
+# The tiny model follows the model contract (the VGG net with widths 8, 16 and 16 dense units)
 # with random weights plus a bias of +3 on "happy" in its last layer: every face comes out
 # "happy" with probability about 0.77 and the other six probabilities still differ from face to
 # face, so tests can check both the label order end to end and that batching keeps faces apart.
@@ -317,14 +317,21 @@ def rgb(name: str) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(media(name))), cv2.COLOR_BGR2RGB)
 
 
+def model_params(**changes):
+    """params.yaml's ``model`` group with ``changes``: e.g. ``model_params(widths=[8, 16], dense_units=16)``."""
+    from emotion_recognition.pipeline.params import load_params
+
+    return load_params(REPO_ROOT / "params.yaml").model.model_copy(update=changes)
+
+
 def make_tiny_model(path: Path, seed: int = 0) -> Path:
     import keras
 
     from emotion_recognition.labels import EMOTION_INDEX
-    from emotion_recognition.model import build_model
+    from emotion_recognition.pipeline.model import build_model
 
     keras.utils.set_random_seed(seed)
-    model = build_model("vgg", widths=[8, 16], dense_units=16)
+    model = build_model(model_params(widths=[8, 16], dense_units=16))
     layer = model.get_layer("emotion")
     kernel, bias = layer.get_weights()
     bias = np.zeros_like(bias)
@@ -370,3 +377,13 @@ def copy_media_to(tmp: Path, *names: str) -> list[Path]:
         shutil.copyfile(media(name), target)
         out.append(target)
     return out
+
+
+def stage_args(name: str) -> list[str]:
+    """The paths dvc.yaml's ``cmd`` passes to stages/<name>.py: ``main(*stage_args(name))`` runs it as DVC does."""
+    import shlex
+
+    import yaml
+
+    cmd = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"][name]["cmd"]
+    return shlex.split(cmd)[2:]

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.scaleout
 
 def test_mirrored_training_writes_a_model_in_the_contract(scaleout_project, set_params):
     from emotion_recognition.inference import check_model_contract
-    from emotion_recognition.model import load_model
+    from emotion_recognition.model_files import load_model
 
     project = scaleout_project("mirrored", None)
     # 2 validation faces per class: Keras 3.15 builds the model from the first batch of each

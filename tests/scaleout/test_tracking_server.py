@@ -65,7 +65,7 @@ def test_concurrent_promotions_through_the_tracking_server(mlflow_server, isolat
     one loses to it. One of the 4/10 runs ends champion, not the bundled model."""
     import numpy as np
 
-    from emotion_recognition.tracking import configure_mlflow
+    from emotion_recognition.pipeline.tracking import configure_mlflow
     from testkit import promote_concurrently
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)

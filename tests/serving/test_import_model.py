@@ -33,7 +33,7 @@ def test_import_keras_file(bentoml_home, tmp_path, capsys):
 
 
 def copy_record(model) -> dict:
-    from emotion_recognition.data import sha256_file
+    from emotion_recognition.model_files import sha256_file
 
     return json.loads(open(model.path_of(f"openvino/{sha256_file(model.path_of('model.keras'))}.json")).read())
 
@@ -45,9 +45,8 @@ def test_import_from_mlflow_champion(bentoml_home, isolated, capsys):
     from mlflow.tracking import MlflowClient
 
     from emotion_recognition import runtime
-    from emotion_recognition.data import sha256_file
-    from emotion_recognition.model import load_model
-    from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
+    from emotion_recognition.model_files import sha256_file, load_model, CHAMPION_ALIAS, REGISTERED_MODEL_NAME
+    from emotion_recognition.pipeline.tracking import configure_mlflow
     from serving.import_model import main
 
     configure_mlflow(tmp_path)
@@ -84,8 +83,8 @@ def test_a_copy_of_other_weights_is_not_imported(bentoml_home, isolated, capsys)
     from mlflow.tracking import MlflowClient
 
     from emotion_recognition import runtime
-    from emotion_recognition.model import load_model
-    from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
+    from emotion_recognition.model_files import load_model, CHAMPION_ALIAS, REGISTERED_MODEL_NAME
+    from emotion_recognition.pipeline.tracking import configure_mlflow
     from serving.import_model import main
 
     configure_mlflow(isolated)
@@ -122,7 +121,7 @@ def test_import_from_mlflow_without_champion(bentoml_home, isolated, monkeypatch
     err = capsys.readouterr().err
     assert err.startswith("error: no MLflow store at") and "--model-file" in err
 
-    from emotion_recognition.tracking import configure_mlflow
+    from emotion_recognition.pipeline.tracking import configure_mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     configure_mlflow(tmp_path)  # a store with no registered model

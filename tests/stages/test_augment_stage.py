@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion_recognition.data import Split, load_split, save_split
+from testkit import stage_args
+from emotion_recognition.pipeline.data import Split, load_split, save_split
 from emotion_recognition.labels import EMOTIONS
 
 pytestmark = pytest.mark.usefixtures("project")
@@ -24,7 +25,7 @@ def train(project, fer):
 
 def run(load_stage, set_params, project, **augment):
     set_params(project, augment={"seed": 7, "copies": 1, "min_per_class": 0, "preview_images": 3, **augment})
-    load_stage("augment").main()
+    load_stage("augment").main(*stage_args("augment"))
     return (load_split(project / "data/augmented/train.npz"),
             json.loads((project / "metrics/augment.json").read_text()))
 

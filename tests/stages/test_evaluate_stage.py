@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from emotion_recognition.data import Split, load_split, save_split, sha256_file
-from emotion_recognition.evaluation import predict_probabilities
+from testkit import stage_args
+from emotion_recognition.pipeline.data import Split, load_split, save_split
+from emotion_recognition.model_files import sha256_file, CHAMPION_ALIAS, REGISTERED_MODEL_NAME
+from emotion_recognition.pipeline.evaluation import predict_probabilities
 from emotion_recognition.labels import EMOTIONS
-from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
+from emotion_recognition.pipeline.tracking import configure_mlflow
 from emotion_recognition.tta import TestTimeAugmentation
 
 HAPPY, SAD = EMOTIONS.index("happy"), EMOTIONS.index("sad")
@@ -37,7 +39,7 @@ def evaluate(project, mlflow_store, make_constant_model, log_keras_model, load_s
         model.save(project / "data/model/model.keras")
         run_id, model_uri = log_keras_model(model)
         (project / "data/model/run.json").write_text(json.dumps({"run_id": run_id, "model_uri": model_uri}))
-        load_stage("evaluate").main()
+        load_stage("evaluate").main(*stage_args("evaluate"))
         captured = capsys.readouterr()
         return {"run_id": run_id, "model_uri": model_uri}, captured.out + captured.err
 

@@ -1,5 +1,7 @@
 """Stage `fetch`: FER2013 (either format) -> data/fer2013/{train,test}.npz + manifest.json."""
 
+from pathlib import Path
+
 import hashlib
 import json
 import subprocess
@@ -8,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from emotion_recognition.data import DatasetError, load_split
+from testkit import stage_args
+from emotion_recognition.pipeline.data import DatasetError, load_split
 from emotion_recognition.labels import EMOTIONS
 
 pytestmark = pytest.mark.usefixtures("project")
@@ -27,7 +30,7 @@ def read_outputs(project):
 
 def test_zip_source_gives_arrays_and_a_manifest(project, fer, load_stage):
     source = fer.write_zip(project / "inputs" / "fer2013.zip")
-    load_stage("fetch").main()  # params.yaml: data.source is inputs/fer2013.zip
+    load_stage("fetch").main(*stage_args("fetch"))  # params.yaml: data.source is inputs/fer2013.zip
     train, test, manifest = read_outputs(project)
     assert len(train) == len(fer.select("train")) and len(test) == len(fer.select("test"))
     np.testing.assert_array_equal(train.images, np.stack([f.pixels for f in fer.select("train")]))
@@ -55,19 +58,19 @@ def test_sha256_is_checked(project, fer, fetch):
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     wrong = "0" * 64
     with pytest.raises(DatasetError) as error:
-        fetch(str(source), wrong, False)
+        fetch(str(source), wrong, False, Path("data/fer2013"))
     assert f"sha256 is {digest}, but data.sha256 expects {wrong}" in str(error.value)
     assert not (project / "data" / "fer2013").exists()
-    assert fetch(str(source), digest.upper(), False)["sha256"] == digest
+    assert fetch(str(source), digest.upper(), False, Path("data/fer2013"))["sha256"] == digest
 
 
 def test_corrupt_image_is_named_or_skipped_and_counted(project, fer, fetch):
     source = fer.write_zip(project / "inputs" / "fer2013.zip",
                            extra={"train/fear/Training_bad.jpg": b"not an image", "test/fear/PublicTest_empty.jpg": b""})
     with pytest.raises(DatasetError, match=r"'train/fear/Training_bad.jpg' is not a decodable image"):
-        fetch(str(source), None, False)
+        fetch(str(source), None, False, Path("data/fer2013"))
     assert not (project / "data" / "fer2013").exists()
-    manifest = fetch(str(source), None, True)
+    manifest = fetch(str(source), None, True, Path("data/fer2013"))
     assert manifest["skipped_bad_images"] == 2
     assert manifest["skipped_examples"] == ["train/fear/Training_bad.jpg", "test/fear/PublicTest_empty.jpg"]
     assert manifest["totals"] == {"train": 42, "test": 21}
@@ -79,7 +82,7 @@ def test_path_traversal_zip_is_refused_and_nothing_is_written(project, fer, fetc
     source = fer.write_zip(project / "inputs" / "fer2013.zip", extra={entry: fer.faces[0].jpeg})
     before = set(project.parent.rglob("*"))
     with pytest.raises(DatasetError, match=rf"unsafe entry '{entry}'"):
-        fetch(str(source), None, False)
+        fetch(str(source), None, False, Path("data/fer2013"))
     assert set(project.parent.rglob("*")) == before
 
 
@@ -87,11 +90,11 @@ def test_missing_label_folder_is_named(project, fer, fetch):
     faces = [f for f in fer.faces if f.label != "disgust"]
     source = fer.write_zip(project / "inputs" / "fer2013.zip", faces)
     with pytest.raises(DatasetError, match=r"train/ has no folder for \['disgust'\]"):
-        fetch(str(source), None, False)
+        fetch(str(source), None, False, Path("data/fer2013"))
 
 
 def run_fetch(project):
-    return subprocess.run([sys.executable, "stages/fetch.py"], cwd=project, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "stages/fetch.py", *stage_args("fetch")], cwd=project, capture_output=True, text=True, timeout=120)
 
 
 def test_missing_source_says_where_to_get_fer2013_and_which_param_to_set(project):
@@ -140,7 +143,7 @@ def test_url_source_is_downloaded_then_read(project, fer, fetch, http_server):
     served, base = http_server
     source = fer.write_zip(served / "fer2013.zip")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    manifest = fetch(f"{base}/fer2013.zip?download=1", digest, False)
+    manifest = fetch(f"{base}/fer2013.zip?download=1", digest, False, Path("data/fer2013"))
     assert manifest["sha256"] == digest and manifest["totals"] == {"train": 42, "test": 21}
     downloaded = project / "data" / "download" / "fer2013.zip"
     assert downloaded.read_bytes() == source.read_bytes()
@@ -150,7 +153,7 @@ def test_url_source_is_downloaded_then_read(project, fer, fetch, http_server):
 def test_failed_download_says_where_to_get_fer2013(project, fetch, http_server):
     _, base = http_server
     with pytest.raises(DatasetError) as error:
-        fetch(f"{base}/missing.zip", "0" * 64, False)
+        fetch(f"{base}/missing.zip", "0" * 64, False, Path("data/fer2013"))
     message = str(error.value)
     assert f"could not download data.source {base}/missing.zip" in message and "404" in message
     assert "kaggle.com/datasets/msambare/fer2013" in message
@@ -161,10 +164,10 @@ def test_a_url_source_needs_its_sha256_and_a_mismatch_leaves_no_file(project, fe
     served, base = http_server
     fer.write_zip(served / "fer2013.zip")
     with pytest.raises(DatasetError, match="is a URL: set data.sha256"):
-        fetch(f"{base}/fer2013.zip", None, False)
+        fetch(f"{base}/fer2013.zip", None, False, Path("data/fer2013"))
     assert not (project / "data/download").exists()  # refused before any request
     with pytest.raises(DatasetError, match="but data.sha256 expects " + "0" * 64):
-        fetch(f"{base}/fer2013.zip", "0" * 64, False)
+        fetch(f"{base}/fer2013.zip", "0" * 64, False, Path("data/fer2013"))
     assert list((project / "data/download").iterdir()) == []
 
 
@@ -174,5 +177,5 @@ def test_an_endless_download_is_cut_at_the_cap(project, load_stage, http_server,
     (served / "huge.zip").write_bytes(bytes(3 << 20))
     monkeypatch.setattr(stage, "MAX_TOTAL_BYTES", 1 << 20)
     with pytest.raises(DatasetError, match=f"more than {1 << 20} bytes"):
-        stage.fetch(f"{base}/huge.zip", "0" * 64, False)
+        stage.fetch(f"{base}/huge.zip", "0" * 64, False, Path("data/fer2013"))
     assert list((project / "data/download").iterdir()) == []

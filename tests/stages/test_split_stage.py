@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from emotion_recognition.data import load_split
+from testkit import stage_args
+from emotion_recognition.pipeline.data import load_split
 from emotion_recognition.labels import EMOTIONS
 
 pytestmark = pytest.mark.usefixtures("project")
@@ -24,7 +25,7 @@ def fetched(project, fer, load_stage):
         "train/sad/Training_leak2.jpg": leaked,
     }
     source = fer.write_zip(project / "inputs" / "fer2013.zip", extra=extra)
-    load_stage("fetch").fetch(str(source), None, False)
+    load_stage("fetch").fetch(str(source), None, False, project / "data" / "fer2013")
     return project / "data" / "fer2013"
 
 
@@ -80,7 +81,7 @@ def test_same_seed_same_split_different_seed_different_split(project, fetched, l
 
 def test_main_reads_its_params_and_writes_the_declared_outputs(project, fetched, load_stage, set_params):
     set_params(project, split={"val_fraction": 0.2, "seed": 1, "drop_duplicates": False})
-    load_stage("split").main()
+    load_stage("split").main(*stage_args("split"))
     metrics = json.loads((project / "metrics/split.json").read_text())
     assert metrics["duplicates_removed"] == 0 and metrics["sizes"]["train"] + metrics["sizes"]["val"] == 46
     assert {p.name for p in (project / "data/split").iterdir()} == {"train.npz", "val.npz", "test.npz"}

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from emotion_recognition.data import load_split, sha256_file
-from emotion_recognition.model import load_model
+from testkit import stage_args
+from emotion_recognition.pipeline.data import load_split
+from emotion_recognition.model_files import sha256_file, load_model
 
 EPOCHS = 2
 
@@ -28,7 +29,7 @@ def trained(tmp_path_factory, fer, isolate, make_project, set_params, load_stage
     with isolate(project):
         shutil.copy(mlflow_template, project / "mlflow.db")
         for stage in ("fetch", "split", "augment", "train"):
-            load_stage(stage).main()
+            load_stage(stage).main(*stage_args(stage))
         run = json.loads((project / "data/model/run.json").read_text())
         client = MlflowClient()
         yield project, run, client.get_run(run["run_id"]), client
@@ -114,7 +115,7 @@ def retrain(project, client, isolate, set_params, load_stage, **train):
     set_params(project, train=train)
     try:
         with isolate(project):
-            load_stage("train").main()
+            load_stage("train").main(*stage_args("train"))
             run_json = json.loads((project / "data/model/run.json").read_text())
             return client.get_run(run_json["run_id"])
     finally:
@@ -143,13 +144,13 @@ def test_training_can_start_from_a_trained_model(trained, isolate, set_params, l
 def refused_run(project, isolate, set_params, load_stage, capsys, **train) -> str:
     """Run the train stage as DVC does with these train params (restored afterwards); it must stop
     with exit code 2 and a message, not a traceback. Returns what it printed to stderr."""
-    from emotion_recognition.stage_io import run_stage
+    from emotion_recognition.pipeline.stage_io import run_stage
 
     original = (project / "params.yaml").read_text()
     set_params(project, train=train)
     try:
         with isolate(project), pytest.raises(SystemExit) as stopped:
-            run_stage(load_stage("train").main)
+            run_stage(load_stage("train").main, stage_args("train"))
     finally:
         (project / "params.yaml").write_text(original)
     assert stopped.value.code == 2

@@ -9,9 +9,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from emotion_recognition.data import DatasetError, Split, save_split
-from emotion_recognition.params import ParamsError
-from emotion_recognition.stage_io import atomic_path, run_stage, write_json
+from emotion_recognition.pipeline.data import DatasetError, Split, save_split
+from emotion_recognition.pipeline.params import ParamsError
+from emotion_recognition.pipeline.stage_io import atomic_path, run_stage, write_json
 
 
 def test_atomic_path_publishes_the_file_only_when_the_block_succeeds(tmp_path):
@@ -79,7 +79,7 @@ def test_run_stage_turns_known_problems_into_a_message_and_exit_2(error, capsys)
         raise error
 
     with pytest.raises(SystemExit) as exit_info:
-        run_stage(main)
+        run_stage(main, [])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"error: {error}\n"
 
@@ -89,16 +89,16 @@ def test_run_stage_lets_bugs_raise():
         raise KeyError("a bug")
 
     with pytest.raises(KeyError):
-        run_stage(main)
+        run_stage(main, [])
 
 
 STOPPABLE_STAGE = """
 import sys, time
 import mlflow
-from emotion_recognition.stage_io import atomic_path, run_stage
+from emotion_recognition.pipeline.stage_io import atomic_path, run_stage
 
-def main():
-    mlflow.set_tracking_uri(sys.argv[1])
+def main(tracking_uri):  # a stage's paths and settings come from its command line
+    mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run() as run, atomic_path("out.txt") as tmp:
         tmp.write_text("half")
         print(run.info.run_id, flush=True)
@@ -126,7 +126,16 @@ def test_a_stopped_stage_marks_its_mlflow_run_killed_and_leaves_no_partial_outpu
     assert sorted(p.name for p in isolated.iterdir() if not p.name.startswith("mlflow")) == ["stage.py"]
 
 
+def test_run_stage_passes_the_command_line_and_refuses_a_wrong_one(capsys):
+    seen = []
+    run_stage(lambda in_dir, out_dir: seen.append((in_dir, out_dir)), ["data/a", "data/b"])
+    assert seen == [("data/a", "data/b")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(lambda in_dir, out_dir: None, ["data/a"])
+    assert exit_info.value.code == 2 and "IN_DIR OUT_DIR (dvc.yaml's cmd)" in capsys.readouterr().err
+
+
 def test_run_stage_restores_the_callers_signal_handlers():
     before = signal.getsignal(signal.SIGTERM)
-    run_stage(lambda: None)
+    run_stage(lambda: None, [])
     assert signal.getsignal(signal.SIGTERM) is before

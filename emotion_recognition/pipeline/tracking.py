@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from emotion_recognition.stage_io import StageInputError
+from emotion_recognition.pipeline.stage_io import StageInputError
 
-REGISTERED_MODEL_NAME = "fer-emotion"
-CHAMPION_ALIAS = "champion"
 EXPERIMENT_NAME = "fer-emotion"
 # MLflow's defaults retry a dead server for about 4 minutes per call; these, at most about 35 s
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",

@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from emotion_recognition.data import Split
+from emotion_recognition.pipeline.data import Split
 
 
 def pixel_hashes(images: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Bundle the pipeline's latest model as the project's default model, with its model card.
 
-    python -m emotion_recognition.bundle
+    python -m emotion_recognition.pipeline.bundle
 
 Copies the train stage's output (data/model: model.keras and run.json, the MLflow run that made it)
 to emotion_recognition/default_model/ with its recorded PublicTest accuracy (evaluation.json), makes its INT8 OpenVINO copy (default_model/openvino/) and
@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from emotion_recognition.data import load_split, sha256_file
-from emotion_recognition.evaluation import confusion_matrix
+from emotion_recognition.pipeline.data import load_split
+from emotion_recognition.model_files import sha256_file, BUNDLED_MODEL, REGISTERED_MODEL_NAME
+from emotion_recognition.pipeline.evaluation import confusion_matrix
 from emotion_recognition.labels import EMOTION_INDEX, EMOTIONS
-from emotion_recognition.model_files import BUNDLED_MODEL
-from emotion_recognition.stage_io import atomic_path
-from emotion_recognition.tracking import REGISTERED_MODEL_NAME
+from emotion_recognition.pipeline.stage_io import atomic_path
 
 DEFAULT_MODEL_DIR = BUNDLED_MODEL.parent
 
@@ -150,7 +149,7 @@ Confusion matrix (rows true, columns predicted, order as above):
 - Dataset biases of FER2013 (age, ethnicity, image sources) carry over to the model.
 
 ## Retrain
-`make repro` (or `dvc repro`), then `python -m emotion_recognition.bundle` to make the new model the bundled default.
+`make repro` (or `dvc repro`), then `python -m emotion_recognition.pipeline.bundle` to make the new model the bundled default.
 Change knobs with e.g. `dvc exp run -S train.epochs=50`; every run is logged to MLflow and registered as `{REGISTERED_MODEL_NAME}`.
 """
 
@@ -168,7 +167,7 @@ def starting_model_card(run: dict | None, card_path: Path, model_path: Path) -> 
 def bundle_openvino(model_path: Path, split_dir: Path = Path("data/split")) -> Path:
     """The bundled model's INT8 OpenVINO copy, alone in default_model/openvino/: calibrated on the
     validation split, checked against Keras on PublicTest (emotion_recognition/runtime.py)."""
-    from emotion_recognition.model import load_model
+    from emotion_recognition.model_files import load_model
     from emotion_recognition.runtime import CALIBRATION_FACES, convert
 
     val, test = (load_split(split_dir / f"{name}.npz") for name in ("val", "test"))
@@ -181,9 +180,9 @@ def bundle_openvino(model_path: Path, split_dir: Path = Path("data/split")) -> P
 def write_evaluation_record(accuracy: float, split_dir: Path = Path("data/split")) -> None:
     """default_model/evaluation.json: the PublicTest accuracy the evaluate stage measured for this
     file with params.yaml's views, so that stage need not measure the bundled yardstick again
-    (emotion_recognition/registry.py reads it only for this very file, faces and views)."""
-    from emotion_recognition.params import load_params
-    from emotion_recognition.registry import BUNDLED_EVALUATION, evaluation_record
+    (emotion_recognition/pipeline/registry.py reads it only for this very file, faces and views)."""
+    from emotion_recognition.pipeline.params import load_params
+    from emotion_recognition.pipeline.registry import BUNDLED_EVALUATION, evaluation_record
 
     test = load_split(split_dir / "test.npz")
     record = evaluation_record(BUNDLED_MODEL, accuracy, test.images, test.labels, load_params().evaluate.tta())
@@ -196,7 +195,7 @@ def run_commit(run_id: str) -> str:
     when the tracking store cannot tell)."""
     import mlflow
 
-    from emotion_recognition.tracking import configure_mlflow
+    from emotion_recognition.pipeline.tracking import configure_mlflow
 
     try:
         configure_mlflow()

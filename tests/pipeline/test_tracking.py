@@ -6,7 +6,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from emotion_recognition.tracking import (
+from emotion_recognition.pipeline.tracking import (
     EXPERIMENT_NAME,
     configure_mlflow,
     repo_root,

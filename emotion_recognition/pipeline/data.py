@@ -11,7 +11,6 @@ in ``EMOTIONS`` order and ``names`` (N,) str (where each image came from).
 from __future__ import annotations
 
 import csv
-import hashlib
 import zipfile
 import zlib
 from collections import Counter
@@ -22,11 +21,10 @@ import cv2
 import numpy as np
 
 from emotion_recognition.labels import CSV_CODE_TO_INDEX, EMOTION_INDEX, EMOTIONS
-from emotion_recognition.preprocessing import FACE_SIZE, resize_face
-from emotion_recognition.stage_io import StageInputError, atomic_path
+from emotion_recognition.preprocessing import FACE_SIZE, IMAGE_SUFFIXES, resize_face
+from emotion_recognition.pipeline.stage_io import StageInputError, atomic_path
 
 SPLITS = ("train", "test")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CSV_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "test"}  # PrivateTest is not used
 # Zip limits, checked before anything is decompressed (a zip bomb is a few KB on disk): FER2013 is
 # 35,887 JPEGs of about 1.5 KB; a compression ratio over 100 is not a photo.
@@ -55,13 +53,6 @@ class LoadReport:
     skipped: list[str] = field(default_factory=list)
     ignored_rows: Counter = field(default_factory=Counter)
 
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checked_member_path(name: str) -> PurePosixPath:

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emotion_recognition.params import ParamsError, Params, flat_params, load_params
+from emotion_recognition.pipeline.params import ParamsError, Params, flat_params, load_params
 
-REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_invalid_yaml_and_missing_file_are_explained(write, tmp_path):
 
 def test_params_yaml_is_the_only_source_of_defaults(write):
     """No field has a default in code, so a value can't silently differ from params.yaml's."""
-    from emotion_recognition.params import Group
+    from emotion_recognition.pipeline.params import Group
 
     groups = [field.annotation for field in Params.model_fields.values()]
     assert all(issubclass(group, Group) for group in groups)

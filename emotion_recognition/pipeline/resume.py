@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 import yaml
 
-from emotion_recognition.data import sha256_file
+from emotion_recognition.model_files import sha256_file
 
 BACKUP_DIR = Path("data/train_backup")
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from emotion_recognition.stage_io import StageInputError
+from emotion_recognition.pipeline.distribute import Strategy
+from emotion_recognition.pipeline.stage_io import StageInputError
 from emotion_recognition.tta import TestTimeAugmentation
 
 
@@ -85,7 +86,7 @@ class TrainParams(Group):
                                "'default' (the bundled default model) or the path of a .keras model "
                                "with the same architecture; for fine-tuning or continued training")
     limit_per_class: int = Field(ge=0, description="use at most this many training images per class (0: all); for smoke runs")
-    distribute: Literal["one_device", "mirrored"] = Field(
+    distribute: Strategy = Field(
         description="one_device: TensorFlow's default device; mirrored: MirroredStrategy over all local GPUs "
         "(without GPUs, 2 logical CPU devices); train.batch_size stays the global batch")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -65,14 +66,20 @@ def stop_on_signal(signum: int, frame=None) -> None:
     sys.exit(128 + signum)
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); known problems (bad params, bad data) exit with a one-line message.
+def run_stage(main: Callable[..., None], argv: list[str] | None = None) -> None:
+    """Run a stage's ``main(*paths)`` with the paths dvc.yaml's ``cmd`` gives it; known problems
+    (bad params, bad data, a wrong command line) exit with a one-line message.
 
     SIGTERM and SIGINT (Ctrl+C, `kill`, DVC stopping the stage) end the MLflow run as KILLED.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    names = list(inspect.signature(main).parameters)
+    if len(argv) != len(names):
+        print(f"usage: python {sys.argv[0]} {' '.join(name.upper() for name in names)} (dvc.yaml's cmd)", file=sys.stderr)
+        sys.exit(2)
     previous = {signum: signal.signal(signum, stop_on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        main()
+        main(*argv)
     except (StageInputError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -10,47 +10,37 @@ evaluation, the service and the CLI all feed the same raw faces.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import get_args
 
 import keras
 from keras import layers
 
 from emotion_recognition.labels import NUM_CLASSES
+from emotion_recognition.pipeline.params import ModelParams
 from emotion_recognition.preprocessing import MODEL_INPUT_SHAPE
 
-ARCHITECTURES = ("vgg", "mobilenetv2")
+ARCHITECTURES = get_args(ModelParams.model_fields["architecture"].annotation)
 
 
-def build_model(architecture: str, **options: Any) -> keras.Model:
-    """Build an untrained model by name ('vgg' or 'mobilenetv2') with its options from params."""
-    if architecture == "vgg":
-        return build_vgg(**options)
-    if architecture == "mobilenetv2":
-        return build_mobilenetv2(**options)
-    raise ValueError(f"model.architecture is {architecture!r}: expected one of {ARCHITECTURES}")
+def build_model(params: ModelParams) -> keras.Model:
+    """An untrained model of ``params.architecture``, shaped by the other ``model`` params."""
+    return {"vgg": build_vgg, "mobilenetv2": build_mobilenetv2}[params.architecture](params)
 
 
-def build_vgg(
-    widths: tuple[int, ...] | list[int] = (32, 64, 128, 256),
-    convs_per_block: int = 2,
-    dense_units: int = 256,
-    dropout: float = 0.4,
-    name: str = "emotion_vgg",
-    **_: Any,
-) -> keras.Model:
+def build_vgg(params: ModelParams, name: str = "emotion_vgg") -> keras.Model:
     """VGG-style CNN for 48x48 grayscale: conv-BN-ReLU blocks, each halving the resolution.
 
     Narrow early blocks keep the cost per image low enough to train on a 2-core CPU.
     """
     inputs = keras.Input(MODEL_INPUT_SHAPE, name="face")
     x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
-    for block, width in enumerate(widths):
-        for conv in range(convs_per_block):
+    for block, width in enumerate(params.widths):
+        for conv in range(params.convs_per_block):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"b{block}_conv{conv}")(x)
             x = layers.BatchNormalization(name=f"b{block}_bn{conv}")(x)
             x = layers.ReLU(name=f"b{block}_relu{conv}")(x)
         x = layers.MaxPooling2D(name=f"b{block}_pool")(x)
-    return keras.Model(inputs, classifier_head(x, dense_units, dropout), name=name)
+    return keras.Model(inputs, classifier_head(x, params.dense_units, params.dropout), name=name)
 
 
 def classifier_head(features, dense_units: int, dropout: float):
@@ -64,22 +54,15 @@ def classifier_head(features, dense_units: int, dropout: float):
     return layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="emotion")(x)
 
 
-def build_mobilenetv2(
-    input_size: int = 96,
-    weights: str | None = "none",
-    alpha: float = 1.0,
-    dropout: float = 0.3,
-    trainable_backbone: bool = True,
-    name: str = "emotion_mobilenetv2",
-    **_: Any,
-) -> keras.Model:
+def build_mobilenetv2(params: ModelParams, name: str = "emotion_mobilenetv2") -> keras.Model:
     """MobileNetV2 transfer learning (the seed's reference architecture).
 
-    ``weights``: 'imagenet' (downloads from the internet on first use), 'none' (random
+    ``params.weights``: 'imagenet' (downloads from the internet on first use), 'none' (random
     initialisation) or a path to a local weights file for the backbone without its top
     (e.g. one saved with ``backbone.save_weights('mobilenetv2.weights.h5')``).
     """
-    backbone_weights, weights_file = resolve_backbone_weights(weights)
+    input_size = params.input_size
+    backbone_weights, weights_file = resolve_backbone_weights(params.weights)
     inputs = keras.Input(MODEL_INPUT_SHAPE, name="face")
     x = layers.Resizing(input_size, input_size, name="resize")(inputs)
     x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
@@ -88,14 +71,13 @@ def build_mobilenetv2(
         input_shape=(input_size, input_size, 3),
         include_top=False,
         weights=backbone_weights,
-        alpha=alpha,
+        alpha=params.alpha,
         pooling="avg",
     )
     if weights_file is not None:
         backbone.load_weights(weights_file)
-    backbone.trainable = trainable_backbone
     x = backbone(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Dropout(params.dropout, name="dropout")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="emotion")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -114,10 +96,3 @@ def resolve_backbone_weights(weights: str | None) -> tuple[str | None, Path | No
         )
     return None, path
 
-
-def load_model(path: str | Path) -> keras.Model:
-    """Load a saved ``.keras`` model for inference."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    return keras.models.load_model(path, compile=False)

@@ -7,16 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion_recognition.data import (
-    DatasetError,
-    Split,
-    checked_member_path,
-    class_counts,
-    load_split,
-    read_fer2013,
-    save_split,
-    sha256_file,
-)
+from emotion_recognition.pipeline.data import DatasetError, Split, checked_member_path, class_counts, load_split, read_fer2013, save_split
+from emotion_recognition.model_files import sha256_file
 from emotion_recognition.labels import EMOTION_INDEX, EMOTIONS
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from emotion_recognition.augment import AugmentConfig, augment_image, augment_split, copies_per_image
-from emotion_recognition.data import Split
+from emotion_recognition.pipeline.augment import AugmentConfig, augment_image, augment_split, copies_per_image
+from emotion_recognition.pipeline.data import Split
 
 NOTHING = AugmentConfig(flip=False, max_rotation=0, max_shift=0, zoom=0, brightness=0, contrast=0)
 

@@ -20,12 +20,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from emotion_recognition.data import Split
+from emotion_recognition.pipeline.data import Split
 from emotion_recognition.labels import NUM_CLASSES
-from emotion_recognition.model import build_model, load_model
-from emotion_recognition.model_files import ModelNotFoundError, resolve_model_file
-from emotion_recognition.params import ModelParams, ParamsError, TrainParams, flat_params
-from emotion_recognition.stage_io import atomic_path
+from emotion_recognition.pipeline.model import build_model
+from emotion_recognition.model_files import load_model, ModelNotFoundError, resolve_model_file
+from emotion_recognition.pipeline.params import ModelParams, ParamsError, TrainParams, flat_params
+from emotion_recognition.pipeline.stage_io import atomic_path
 
 
 # CPU instructions that make Keras' mixed_bfloat16 policy fast. Without them bf16 is emulated:
@@ -159,10 +159,6 @@ def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizer
     return keras.optimizers.AdamW(learning_rate_schedule(params, steps_per_epoch), weight_decay=params.weight_decay)
 
 
-def model_options(params: ModelParams) -> dict:
-    return params.model_dump(exclude={"architecture"})
-
-
 def initial_model_path(initial_model: str) -> Path | None:
     """The ``train.initial_model`` param as a model file: None for 'none', the bundled default
     model for 'default', else the given .keras path (errors name the param and the file)."""
@@ -195,7 +191,7 @@ def float32_copy(model: keras.Model, model_params: ModelParams) -> keras.Model:
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("float32")
     try:
-        copy = build_model(model_params.architecture, **model_options(model_params))
+        copy = build_model(model_params)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     copy.set_weights(model.get_weights())

@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 from mlflow import MlflowClient
 
-from emotion_recognition.data import Split
+from emotion_recognition.pipeline.data import Split
 from emotion_recognition.labels import NUM_CLASSES
-from emotion_recognition.params import TrainParams, load_params
-from emotion_recognition.training import (
+from emotion_recognition.pipeline.params import TrainParams, load_params
+from emotion_recognition.pipeline.training import (
     EpochTimer,
     LearningRateLogger,
     MLflowEpochLogger,
@@ -29,7 +29,7 @@ from emotion_recognition.training import (
     steps_per_epoch,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def train_params(**changes) -> TrainParams:
@@ -154,9 +154,10 @@ def test_epoch_timer_adds_speed_to_the_logs():
 
 
 def test_learning_rate_logger_adds_the_rate_each_epoch_ends_at():
-    from emotion_recognition.model import build_model
+    from emotion_recognition.pipeline.model import build_model
+    from testkit import model_params
 
-    model = build_model("vgg", widths=[8], dense_units=8)
+    model = build_model(model_params(widths=[8], dense_units=8))
     optimizer = make_optimizer(train_params(epochs=2, learning_rate=0.01, warmup_epochs=0), 4)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy")
     logger = LearningRateLogger()
@@ -172,10 +173,11 @@ def test_learning_rate_logger_adds_the_rate_each_epoch_ends_at():
 
 @pytest.mark.parametrize("patience, stops_after", [(2, 3), (0, None)])
 def test_early_stopping_patience_or_never_and_the_best_epoch_is_restored(patience, stops_after):
-    from emotion_recognition.model import build_model
+    from emotion_recognition.pipeline.model import build_model
+    from testkit import model_params
 
     epochs = 6
-    model = build_model("vgg", widths=[8], dense_units=8)
+    model = build_model(model_params(widths=[8], dense_units=8))
     callback = early_stopping(train_params(epochs=epochs, early_stopping_patience=patience))
     callback.set_model(model)
     model.stop_training = False  # as fit() sets it
@@ -194,11 +196,12 @@ def test_early_stopping_patience_or_never_and_the_best_epoch_is_restored(patienc
 
 
 def test_epoch_logger_writes_each_epoch_to_the_active_run(mlflow_store):
-    from emotion_recognition.model import build_model
-    from emotion_recognition.tracking import configure_mlflow
+    from emotion_recognition.pipeline.model import build_model
+    from testkit import model_params
+    from emotion_recognition.pipeline.tracking import configure_mlflow
 
     configure_mlflow()
-    model = build_model("vgg", widths=[8], dense_units=8)
+    model = build_model(model_params(widths=[8], dense_units=8))
     model.compile(optimizer=make_optimizer(train_params(epochs=2, learning_rate=0.01), 4), loss="categorical_crossentropy")
     logger = MLflowEpochLogger()
     logger.set_model(model)
@@ -219,7 +222,7 @@ def batch_norm_model() -> keras.Model:
 
 
 def test_recalibrate_batch_norm_sets_the_statistics_of_the_training_images():
-    from emotion_recognition.training import recalibrate_batch_norm
+    from emotion_recognition.pipeline.training import recalibrate_batch_norm
 
     images = np.random.default_rng(0).integers(0, 256, (20, 48, 48)).astype(np.uint8)
     model = batch_norm_model()
@@ -233,7 +236,7 @@ def test_recalibrate_batch_norm_sets_the_statistics_of_the_training_images():
 
 
 def test_recalibrate_batch_norm_averages_batches_equally():
-    from emotion_recognition.training import recalibrate_batch_norm
+    from emotion_recognition.pipeline.training import recalibrate_batch_norm
 
     dark = np.full((4, 48, 48), 10, np.uint8)
     bright = np.full((4, 48, 48), 110, np.uint8)
@@ -247,7 +250,7 @@ def test_recalibrate_batch_norm_averages_batches_equally():
 
 
 def test_precise_batch_norm_recalibrates_before_each_validation_pass():
-    from emotion_recognition.training import PreciseBatchNorm
+    from emotion_recognition.pipeline.training import PreciseBatchNorm
 
     model = batch_norm_model()
     images = np.full((6, 48, 48), 50, np.uint8)
@@ -260,7 +263,7 @@ def test_precise_batch_norm_recalibrates_before_each_validation_pass():
 
 
 def test_recalibrate_without_batch_norm_or_images_is_a_no_op():
-    from emotion_recognition.training import recalibrate_batch_norm
+    from emotion_recognition.pipeline.training import recalibrate_batch_norm
 
     model = batch_norm_model()
     before = [w.copy() for w in model.get_weights()]
@@ -310,7 +313,7 @@ def test_explicit_precision_is_kept_with_a_warning_when_bf16_would_be_emulated()
 
 def test_initial_model_param_names_the_file_to_start_from(tmp_path):
     from emotion_recognition.model_files import BUNDLED_MODEL
-    from emotion_recognition.params import ParamsError
+    from emotion_recognition.pipeline.params import ParamsError
 
     assert initial_model_path("none") is None
     if BUNDLED_MODEL.is_file():
@@ -323,18 +326,19 @@ def test_initial_model_param_names_the_file_to_start_from(tmp_path):
 
 
 def test_initial_weights_are_copied_only_into_the_same_architecture(tmp_path):
-    from emotion_recognition.model import build_model
-    from emotion_recognition.params import ParamsError
+    from emotion_recognition.pipeline.model import build_model
+    from testkit import model_params
+    from emotion_recognition.pipeline.params import ParamsError
 
     keras.utils.set_random_seed(0)
-    trained = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+    trained = build_model(model_params(widths=[8, 16], convs_per_block=1, dense_units=16))
     trained.save(tmp_path / "trained.keras")
-    fresh = build_model("vgg", widths=[8, 16], convs_per_block=1, dense_units=16)
+    fresh = build_model(model_params(widths=[8, 16], convs_per_block=1, dense_units=16))
     assert not np.allclose(fresh.get_weights()[0], trained.get_weights()[0])
     load_initial_weights(fresh, tmp_path / "trained.keras")
     for a, b in zip(fresh.get_weights(), trained.get_weights()):
         np.testing.assert_array_equal(a, b)
-    wider = build_model("vgg", widths=[16, 32], convs_per_block=1, dense_units=16)
+    wider = build_model(model_params(widths=[16, 32], convs_per_block=1, dense_units=16))
     with pytest.raises(ParamsError, match=r"do not fit the model built from params.yaml.*set model\.\*"):
         load_initial_weights(wider, tmp_path / "trained.keras")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from emotion_recognition.data import Split
+from emotion_recognition.pipeline.data import Split
 from emotion_recognition.labels import NUM_CLASSES
 
 

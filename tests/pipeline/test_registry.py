@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from emotion_recognition.data import sha256_file
-from emotion_recognition.evaluation import classification_metrics, predict_probabilities
-from emotion_recognition.model import load_model
+from emotion_recognition.model_files import sha256_file, load_model, CHAMPION_ALIAS, REGISTERED_MODEL_NAME
+from emotion_recognition.pipeline.evaluation import classification_metrics, predict_probabilities
 from emotion_recognition.labels import EMOTIONS
-from emotion_recognition.registry import current_champion, register_and_promote
-from emotion_recognition.registry import digest_of_test_set as digest_of
+from emotion_recognition.pipeline.registry import current_champion, register_and_promote, digest_of_test_set as digest_of
 from emotion_recognition.runtime import convert, probe_faces
-from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, configure_mlflow
+from emotion_recognition.pipeline.tracking import configure_mlflow
 from emotion_recognition.tta import TestTimeAugmentation
 
 HAPPY, SAD, ANGRY, FEAR = (EMOTIONS.index(e) for e in ("happy", "sad", "angry", "fear"))
@@ -161,7 +159,7 @@ def test_the_bundled_models_recorded_accuracy_is_reused_only_for_that_very_file(
                                                                                 log_keras_model, tmp_path):
     import json
 
-    from emotion_recognition.registry import BUNDLED_EVALUATION, evaluation_record
+    from emotion_recognition.pipeline.registry import BUNDLED_EVALUATION, evaluation_record
 
     configure_mlflow()
     images, labels = make_test_set(HAPPY, 9, seed=0)
@@ -182,7 +180,7 @@ def test_the_bundled_models_recorded_accuracy_is_reused_only_for_that_very_file(
 
 def test_in_an_empty_store_a_model_becomes_champion_only_if_it_beats_the_bundled_model(registry, caplog):
     images, labels = make_test_set(HAPPY, 9, seed=0)
-    with caplog.at_level("INFO", logger="emotion_recognition.registry"):
+    with caplog.at_level("INFO", logger="emotion_recognition.pipeline.registry"):
         version, _, decision = registry(HAPPY, images, labels, baseline=ANGRY)  # 9/15 against 1/15
     assert champion_version(registry.client) == str(version.version) == "1"
     assert "beats the bundled default model (0.0667) on the same test set" in decision

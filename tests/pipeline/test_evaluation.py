@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from emotion_recognition.evaluation import classification_metrics, confusion_matrix, predict_probabilities
+from emotion_recognition.pipeline.evaluation import classification_metrics, confusion_matrix, predict_probabilities
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.tta import TestTimeAugmentation
 

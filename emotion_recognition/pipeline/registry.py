@@ -32,11 +32,11 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from emotion_recognition.evaluation import classification_metrics, predict_probabilities
-from emotion_recognition.model import load_model
-from emotion_recognition.model_files import BUNDLED_MODEL, model_file
-from emotion_recognition.stage_io import StageInputError
-from emotion_recognition.tracking import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
+from emotion_recognition.pipeline.evaluation import classification_metrics, predict_probabilities
+from emotion_recognition.model_files import (BUNDLED_MODEL, CHAMPION_ALIAS, REGISTERED_MODEL_NAME, ModelNotFoundError,
+                                             ModelSource, load_model, sha256_file)
+from emotion_recognition.pipeline.stage_io import StageInputError
+from emotion_recognition.pipeline.tracking import configure_mlflow, tracking_uri
 from emotion_recognition.tta import TestTimeAugmentation
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,6 @@ def champion_accuracy(client: MlflowClient, images: np.ndarray, labels: np.ndarr
 def bundled_accuracy(path: Path, images: np.ndarray, labels: np.ndarray, tta: TestTimeAugmentation) -> float:
     """The bundled model's accuracy on these images with these views: from the evaluation.json
     bundled beside it when that was measured for this very file, else measured now."""
-    from emotion_recognition.data import sha256_file
 
     record_file = Path(path).parent / BUNDLED_EVALUATION
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
@@ -124,7 +123,6 @@ def bundled_accuracy(path: Path, images: np.ndarray, labels: np.ndarray, tta: Te
 def evaluation_record(model_path: Path, accuracy: float, images: np.ndarray, labels: np.ndarray,
                       tta: TestTimeAugmentation) -> dict:
     """What ``bundled_accuracy`` reads back (bundle writes it beside the bundled model)."""
-    from emotion_recognition.data import sha256_file
 
     return {"model_sha256": sha256_file(model_path), "test_set_sha256": digest_of_test_set(images, labels),
             "test_views": tta.describe(), "test_accuracy_exact": repr(float(accuracy))}
@@ -184,7 +182,6 @@ def register_baseline(model: keras.Model, path: Path, accuracy: float, digest: s
     """Log ``model`` (the bundled default) in an MLflow run of its own and register it; returns its version."""
     from mlflow.models import infer_signature
 
-    from emotion_recognition.data import sha256_file
 
     example = np.zeros((1, *model.input_shape[1:]), np.float32)
     with mlflow.start_run(run_name="bundled-default-model") as run:
@@ -241,3 +238,52 @@ def register_and_promote(model_uri: str, run_id: str, accuracy: float, images: n
                         f"v{bundled} and is @{CHAMPION_ALIAS}")
     log.info(decision)
     return decision
+
+
+def model_file(name: str, version: str, dest: str | Path) -> Path:
+    """Download only the registered version's ``model.keras`` into ``dest`` (never MLflow's
+    loader: it unpickles; callers load the file in Keras' safe mode)."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/data/model.keras", dst_path=str(dest)))
+    except (MlflowException, OSError) as error:
+        raise StageInputError(f"{name} v{version}: no model.keras to download ({str(error).splitlines()[0][:300]})") from None
+
+
+def export_champion(dest_dir: str | Path, alias: str = CHAMPION_ALIAS) -> ModelSource:
+    """Download the registry's ``REGISTERED_MODEL_NAME@alias`` model file into ``dest_dir``, with its
+    registry metadata and its run's OpenVINO copy if logged (for ``python -m serving.import_model``)."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        if not db.is_file():
+            raise ModelNotFoundError(
+                f"no MLflow store at {db}: train and register a model first (dvc repro), set "
+                "MLFLOW_TRACKING_URI to your tracking server, or import a file with --model-file PATH"
+            )
+    configure_mlflow()
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, alias)
+    except MlflowException as error:
+        raise ModelNotFoundError(
+            f"MLflow at {uri} has no model '{REGISTERED_MODEL_NAME}' with alias '{alias}' "
+            f"({error.message.splitlines()[0] if error.message else error}): run the training pipeline "
+            "(dvc repro) so it registers one, or import a file with --model-file PATH"
+        ) from None
+    model_uri = f"models:/{REGISTERED_MODEL_NAME}@{alias}"
+    # only the .keras file, never MLflow's loader (it unpickles); the caller loads it in safe mode
+    path = model_file(REGISTERED_MODEL_NAME, version.version, dest_dir)
+    try:  # the run's OpenVINO copy (stages/evaluate.py), made from the run's own file of the model
+        mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="openvino", dst_path=str(path.parent))
+    except (MlflowException, OSError):
+        pass  # a run from before the copies were logged: serving.import_model converts one
+    metadata = {
+        "source": "mlflow",
+        "mlflow_model_uri": model_uri,
+        "mlflow_registered_model": REGISTERED_MODEL_NAME,
+        "mlflow_alias": alias,
+        "mlflow_version": str(version.version),
+        "mlflow_run_id": version.run_id or "",
+        "mlflow_tracking_uri": uri,
+    }
+    return ModelSource(path, "mlflow", metadata)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from emotion_recognition.data import Split
-from emotion_recognition.split import find_duplicates, pixel_hashes, stratified_split
+from emotion_recognition.pipeline.data import Split
+from emotion_recognition.pipeline.split import find_duplicates, pixel_hashes, stratified_split
 
 
 def images(*values):

@@ -11,11 +11,13 @@ not offered: Keras 3.15's ``fit`` fails under it (keras-team/keras#20585, docs/s
 
 from __future__ import annotations
 
-STRATEGIES = ("one_device", "mirrored")
+from typing import Literal, get_args
+
+Strategy = Literal["one_device", "mirrored"]  # train.distribute
 CPU_REPLICAS = 2
 
 
-def make_strategy(name: str):
+def make_strategy(name: Strategy):
     """The tf.distribute strategy for ``train.distribute``; call before any other TensorFlow work
     (logical devices can only be configured before TensorFlow initialises them)."""
     import tensorflow as tf
@@ -28,4 +30,4 @@ def make_strategy(name: str):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * CPU_REPLICAS)
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
-    raise ValueError(f"train.distribute must be one of {', '.join(STRATEGIES)}, not {name!r}")
+    raise ValueError(f"train.distribute must be one of {', '.join(get_args(Strategy))}, not {name!r}")

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from emotion_recognition.bundle import model_card
+from emotion_recognition.pipeline.bundle import model_card
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def card_inputs():
@@ -71,8 +71,8 @@ def test_card_quotes_the_starting_models_training_when_it_continued_the_bundled_
 
 
 def test_the_bundled_card_is_quoted_only_if_training_started_from_that_very_file(tmp_path):
-    from emotion_recognition.bundle import starting_model_card
-    from emotion_recognition.data import sha256_file
+    from emotion_recognition.pipeline.bundle import starting_model_card
+    from emotion_recognition.model_files import sha256_file
 
     model, card = tmp_path / "model.keras", tmp_path / "MODEL_CARD.md"
     model.write_bytes(b"weights"), card.write_text("# card")
@@ -83,7 +83,7 @@ def test_the_bundled_card_is_quoted_only_if_training_started_from_that_very_file
 
 
 def test_known_limits_name_this_models_hardest_classes_and_their_confusions():
-    from emotion_recognition.bundle import hardest_classes
+    from emotion_recognition.pipeline.bundle import hardest_classes
     from emotion_recognition.labels import EMOTIONS
 
     recall = {"angry": 0.57, "disgust": 0.64, "fear": 0.43, "happy": 0.89, "neutral": 0.69, "sad": 0.55, "surprise": 0.81}
