@@ -18,7 +18,7 @@ from emotion_recognition.pipeline.augment import AugmentConfig, augment_image, a
 from emotion_recognition.pipeline.data import Split, class_counts, load_split, save_split
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.pipeline.params import load_params
-from emotion_recognition.pipeline.stage_io import atomic_path, run_stage, write_json
+from emotion_recognition.pipeline.stage_io import run_stage, save_figure, write_json
 
 PREVIEW = Path("plots/augment_preview.png")
 METRICS = Path("metrics/augment.json")
@@ -37,9 +37,7 @@ def save_preview(split: Split, config: AugmentConfig, n: int, seed: int, path: P
         axes[row, 0].set_title(f"{EMOTIONS[split.labels[index]]}", fontsize=7)
     fig.suptitle("original | augmented copies", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(train_path: str, out_dir: str) -> None:

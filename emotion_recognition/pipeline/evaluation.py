@@ -10,6 +10,7 @@ import numpy as np
 
 from emotion_recognition.labels import EMOTIONS, NUM_CLASSES
 from emotion_recognition.preprocessing import to_model_batch
+from emotion_recognition.pipeline.stage_io import save_figure
 from emotion_recognition.tta import PRESETS, TestTimeAugmentation
 
 NO_TTA = PRESETS["none"]
@@ -100,5 +101,4 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
                     color="white" if normalised[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

@@ -25,7 +25,7 @@ from emotion_recognition.labels import NUM_CLASSES
 from emotion_recognition.pipeline.model import build_model
 from emotion_recognition.model_files import load_model, ModelNotFoundError, resolve_model_file
 from emotion_recognition.pipeline.params import ModelParams, ParamsError, TrainParams, flat_params
-from emotion_recognition.pipeline.stage_io import atomic_path
+from emotion_recognition.pipeline.stage_io import atomic_path, save_figure
 
 
 # CPU instructions that make Keras' mixed_bfloat16 policy fast. Without them bf16 is emulated:
@@ -324,9 +324,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
             axis.plot(epochs, [r[key] for r in rows], label=key)
         axis.set_xlabel("epoch"), axis.set_title(title), axis.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_name(m: ModelParams, p: TrainParams) -> str:
