@@ -9,14 +9,14 @@ import pytest
 
 from test_dvc_yaml import PACKAGE, REPO_ROOT, package_imports
 
-MODULES = sorted((REPO_ROOT / PACKAGE).glob("*.py"))
+MODULES = sorted((REPO_ROOT / PACKAGE).rglob("*.py"))  # the core and pipeline/
 # Command-line entry points, which talk to the user on stdout/stderr: the `emotion` CLI, `python -m
 # emotion_recognition.pipeline.bundle`, and the stage runner's one-line exit messages.
 ENTRY_POINTS = {"cli.py", "bundle.py", "stage_io.py"}
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {f"{PACKAGE}/{m.name}": package_imports(m) - {f"{PACKAGE}/__init__.py"} for m in MODULES}
+    return {m.relative_to(REPO_ROOT).as_posix(): package_imports(m) - {f"{PACKAGE}/__init__.py"} for m in MODULES}
 
 
 def test_the_package_has_no_import_cycles():
@@ -51,3 +51,10 @@ def test_library_modules_log_rather_than_print(module):
     calls = [node.lineno for node in ast.walk(ast.parse(module.read_text()))
              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"]
     assert not calls, f"{module.name} calls print() on lines {calls}: use logging"
+
+
+def test_the_inference_core_imports_nothing_from_the_pipeline():
+    """The Bento and `pip install .` users run the core only (issue 43): no core module reaches pipeline/."""
+    core = {name: deps for name, deps in import_graph().items() if "/pipeline/" not in name}
+    reached = {name: sorted(d for d in deps if "/pipeline/" in d) for name, deps in core.items()}
+    assert not any(reached.values()), {name: deps for name, deps in reached.items() if deps}
