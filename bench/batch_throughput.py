@@ -3,7 +3,7 @@ benchmark's photos (bench/detection_benchmark.py: FER2013 PublicTest faces paste
 
 Usage (from the repository root, PYTHONPATH=.):
 
-    python bench/batch_throughput.py --photos 60 --workers 1,2 [--ray-address HOST:PORT]
+    python -m bench.batch_throughput --photos 60 --workers 1,2 [--ray-address HOST:PORT]
 
 Writes the photos (JPEG) into --dir once, then times each whole `emotion batch` command (model
 loading and worker start-up included) and prints photos/s and faces/s from its wall time. With
@@ -23,8 +23,7 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detection_benchmark import SHARED, make_photos, read_zip_faces, real_backgrounds  # noqa: E402
+from bench.detection_benchmark import SHARED, make_photos, read_zip_faces, real_backgrounds
 
 
 def write_photos(folder: Path, count: int, seed: int) -> None:

@@ -1,6 +1,6 @@
 """`bentoml build` makes a Bento that carries the model and serves with no network.
 
-    sudo-less root shell: python bench/bento_offline.py [--model PATH]
+    sudo-less root shell: python -m bench.bento_offline [--model PATH]
 
 Steps, each timed: import the model into a fresh BentoML home A; ``bentoml build``; ``bentoml
 export`` to a .bento archive; ``bentoml import`` into another fresh home B (which has no model
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from serving_common import REPO_ROOT, bentoml_server, import_into, machine_note, model_file, temp_home, three_face_frame
+from bench.serving_common import REPO_ROOT, bentoml_server, import_into, machine_note, model_file, temp_home, three_face_frame
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 
@@ -87,8 +87,8 @@ def main() -> None:
         print(f"fresh home after bentoml import: models {[m['tag'] for m in models]}")
         if shutil.which("unshare") and os.geteuid() == 0:
             subprocess.run(
-                ["unshare", "--net", sys.executable, __file__, "--inner", str(home_b), tag, str(frame_path)],
-                check=True, cwd=REPO_ROOT / "bench",
+                ["unshare", "--net", sys.executable, "-m", "bench.bento_offline", "--inner", str(home_b), tag, str(frame_path)],
+                check=True, cwd=REPO_ROOT,
             )
         else:
             print("no unshare/root: serving with HTTP(S)_PROXY set to a dead port instead")

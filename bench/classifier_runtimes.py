@@ -1,6 +1,6 @@
 """The classifier's forward pass on other runtimes: faces/s and agreement with Keras.
 
-    python bench/classifier_runtimes.py [--model PATH] [--batches 6,256] [--seconds 4] [--threads 0,1,2]
+    python -m bench.classifier_runtimes [--model PATH] [--batches 6,256] [--seconds 4] [--threads 0,1,2]
 
 Runtimes compared on the same (N, 48, 48, 1) float32 batches (N views: 6 = the 3 faces of the
 benchmark frame with their mirrors; 256 = 128 faces with mirrors, the service's batch):

@@ -1,6 +1,6 @@
 """Batched face classification throughput (faces/s) of a model file on this machine.
 
-Usage: python bench/classify_throughput.py [--model emotion_recognition/default_model/model.keras]
+Usage: python -m bench.classify_throughput [--model emotion_recognition/default_model/model.keras]
        [--batch-sizes 1,8,32,128,512] [--seconds 5] [--tta none,flip,crops]
 
 Times ``EmotionRecognizer.classify_faces``, the service's classification call, once per

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, PYTHONPATH=.):
 
-    python bench/detection_benchmark.py [--photos 200] [--seed 0] [--fer ../shared/data/fer2013.zip]
+    python -m bench.detection_benchmark [--photos 200] [--seed 0] [--fer ../shared/data/fer2013.zip]
         [--yunet-model ../shared/models/face_detection_yunet_2023mar.onnx] [--out bench/results/detection.json]
 
 Photos (deterministic for a seed): 640x480 or 1280x720, 2-8 FER2013 PublicTest faces each
@@ -67,8 +67,7 @@ from emotion_recognition.preprocessing import resize_face, to_grayscale
 from emotion_recognition.tta import from_preset
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the test helpers (tests/testkit.py), not shipped in the package
-from testkit import iou, read_zip_faces  # noqa: E402
+from tests.testkit import iou, read_zip_faces  # the test helpers: run as python -m bench.NAME from the root
 SHARED = ROOT.parent / "shared"
 SIZES = [(640, 480), (1280, 720)]
 MESSI_FACE = Box(226, 93, 39, 39)  # hand-checked box of the one face in messi5.jpg
@@ -580,7 +579,7 @@ def main() -> None:
     print(f"{len(evaluation)} evaluation photos, {n_faces} faces; {len(calibration)} calibration photos; "
           f"backgrounds {['texture', 'gradient', *sorted(reals)]}")
 
-    report: dict = {"command": "python bench/detection_benchmark.py " + f"--photos {args.photos} --seed {args.seed}",
+    report: dict = {"command": "python -m bench.detection_benchmark " + f"--photos {args.photos} --seed {args.seed}",
                     "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
                     "faces": n_faces, "photos": len(evaluation)}
 

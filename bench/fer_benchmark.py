@@ -7,7 +7,7 @@ dependency list would pull other TensorFlow/OpenCV builds, hence --no-deps):
 
 Usage (from the repository root):
 
-    PYTHONPATH=. python bench/fer_benchmark.py [--photos 60] [--crops 0] [--seed 0] [--rounds 3]
+    PYTHONPATH=. python -m bench.fer_benchmark [--photos 60] [--crops 0] [--seed 0] [--rounds 3]
         [--fer ../shared/data/fer2013.zip] [--out bench/results/fer.json]
 
 1. Photos: bench/detection_benchmark.py's evaluation photos (same seed: 640x480 and 1280x720,
@@ -42,13 +42,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detection_benchmark import SHARED, SIZES, make_photos, match, real_backgrounds
+from bench.detection_benchmark import SHARED, SIZES, make_photos, match, real_backgrounds
 from emotion_recognition.detection import Box
 from emotion_recognition.inference import EmotionRecognizer
 from emotion_recognition.labels import EMOTIONS
 from emotion_recognition.model_files import BUNDLED_MODEL
 from emotion_recognition.tta import from_preset
-from testkit import read_zip_faces
+from tests.testkit import read_zip_faces
 
 FER_BOX = (10, 10, 28, 28)  # fer adds 10 px a side: its crop is then the whole 48x48 face
 
@@ -172,7 +172,7 @@ def main() -> None:
     ours = EmotionRecognizer.from_file(args.model, tta=from_preset("flip"))  # face + mirror: the service default
     fer_faces = read_zip_faces(args.fer, split="test", limit=100_000)
     photos = make_photos(fer_faces, args.photos, args.seed, real_backgrounds())
-    report = {"command": f"python bench/fer_benchmark.py --photos {args.photos} --crops {args.crops} "
+    report = {"command": f"python -m bench.fer_benchmark --photos {args.photos} --crops {args.crops} "
                          f"--rounds {args.rounds} --seed {args.seed}",
               "cpu": cpu(), "load_average_before": open("/proc/loadavg").read().split()[:3]}
     report["photos"] = photos_part(photos, peer, ours)

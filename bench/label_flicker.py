@@ -1,6 +1,6 @@
 """How much smoothing steadies the labels of tracked faces in a real video.
 
-    python bench/label_flicker.py [--video ../shared/media/Megamind.avi] [--model PATH] [--tta flip]
+    python -m bench.label_flicker [--video ../shared/media/Megamind.avi] [--model PATH] [--tta flip]
                                   [--smooth 1,3,5,10]
 
 Every frame of the video goes through the detector and the model once (the bundled model unless

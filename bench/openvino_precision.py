@@ -1,7 +1,7 @@
 """OpenVINO fp32 vs bf16 vs INT8 (NNCF post-training quantization) vs Keras, in one run:
 PublicTest accuracy with the mirror view and views/s, for the choice in docs/decisions.md.
 
-    python bench/openvino_precision.py --fer2013 ../shared/data/fer2013.zip [--model PATH] [--seconds 2] [--no-accuracy]
+    python -m bench.openvino_precision --fer2013 ../shared/data/fer2013.zip [--model PATH] [--seconds 2] [--no-accuracy]
 
 INT8 is calibrated on the validation split, made by the split stage's own code (params.yaml's
 ``split``) from the zip's train/; PublicTest is the zip's test/. Speed: every runtime is timed for

@@ -1,8 +1,8 @@
 """Scale-out figures (bench/README.md): training images/s per tf.distribute strategy, and what
 the per-epoch resume backup costs.
 
-    python bench/scaleout.py throughput [--strategies one_device,mirrored] [--steps 20]
-    python bench/scaleout.py backup                  # seconds to write / read the epoch backup
+    python -m bench.scaleout throughput [--strategies one_device,mirrored] [--steps 20]
+    python -m bench.scaleout backup                  # seconds to write / read the epoch backup
 
 Each strategy runs in its own process (logical CPU devices are fixed when TensorFlow starts).
 The model is the default one of params.yaml (vgg, widths 32-256, batch 128, float32).
@@ -58,7 +58,7 @@ def one_strategy(name: str, steps: int) -> dict:
 
 def throughput(strategies: list[str], steps: int) -> None:
     for name in strategies:
-        out = subprocess.run([sys.executable, __file__, "_one", name, str(steps)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-m", "bench.scaleout", "_one", name, str(steps)], capture_output=True, text=True, check=True)
         print(out.stdout.strip().splitlines()[-1], flush=True)
 
 

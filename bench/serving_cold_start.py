@@ -1,7 +1,7 @@
 """Cold start of `bentoml serve`: seconds from launching the process until /readyz answers 200,
 and until the first /analyze of the 3-face frame has returned.
 
-    python bench/serving_cold_start.py [--model PATH] [--runs 3]
+    python -m bench.serving_cold_start [--model PATH] [--runs 3]
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from serving_common import bentoml_server, import_into, machine_note, model_file, temp_home, three_face_frame
+from bench.serving_common import bentoml_server, import_into, machine_note, model_file, temp_home, three_face_frame
 
 
 def main() -> None:

@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the test helpers (tests/testkit.py), not shipped in the package
-from testkit import free_port, start_bentoml_serve, stop_process_group, wait_ready  # noqa: E402,F401
+from tests.testkit import free_port, start_bentoml_serve, stop_process_group, wait_ready  # noqa: F401
 SHARED = REPO_ROOT.parent / "shared"
 FER_ZIP = SHARED / "data" / "fer2013.zip"
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
@@ -28,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def three_face_frame() -> np.ndarray:
     """640x480 RGB with 3 FER2013 faces (needs ../shared/data/fer2013.zip)."""
     from emotion_recognition.detection import detect_faces
-    from testkit import face_canvas
+    from tests.testkit import face_canvas
 
     if not FER_ZIP.is_file():
         sys.exit(f"{FER_ZIP} is missing: the benchmark frame is made of FER2013 faces from it")

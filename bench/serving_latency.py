@@ -1,6 +1,6 @@
 """Latency of one 640x480 frame with 3 faces, detect + classify: in-process and over HTTP.
 
-    python bench/serving_latency.py [--model PATH] [--runs 100] [--tta none,flip,crops]
+    python -m bench.serving_latency [--model PATH] [--runs 100] [--tta none,flip,crops]
 
 In-process: ``EmotionRecognizer.analyze(frame)`` once per test-time augmentation preset. HTTP:
 ``POST /analyze`` (the frame as JPEG) to a ``bentoml serve`` this script starts on a free port,
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from serving_common import (
+from bench.serving_common import (
     bentoml_server,
     import_into,
     machine_note,

@@ -1,6 +1,6 @@
 """Soak: `bentoml serve` under steady load for N minutes; errors and resident memory over time.
 
-    python bench/serving_soak.py [--minutes 10] [--clients 16] [--warmup 60] [--model PATH]
+    python -m bench.serving_soak [--minutes 10] [--clients 16] [--warmup 60] [--model PATH]
 
 ``--clients`` threads send the 640x480 3-face frame (JPEG) to ``POST /analyze`` in a loop for
 ``--minutes``; any answer other than 200 with 3 faces is an error. Every 5 s the resident memory
@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from serving_common import (
+from bench.serving_common import (
     REPO_ROOT,
     free_port,
     import_into,

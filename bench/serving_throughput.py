@@ -1,6 +1,6 @@
 """Throughput and tail latency of `bentoml serve` for 1 and 16 concurrent clients.
 
-    python bench/serving_throughput.py [--model PATH] [--requests 200] [--clients 1,16]
+    python -m bench.serving_throughput [--model PATH] [--requests 200] [--clients 1,16]
 
 Each client sends the 640x480 3-face frame (JPEG) to ``POST /analyze`` in a loop, one request at
 a time; every run sends ``--requests`` requests in total (bounded) and counts non-200 answers as
@@ -14,7 +14,7 @@ import argparse
 import threading
 import time
 
-from serving_common import bentoml_server, import_into, machine_note, model_file, percentiles, temp_home, three_face_frame
+from bench.serving_common import bentoml_server, import_into, machine_note, model_file, percentiles, temp_home, three_face_frame
 
 
 def run(url: str, jpeg: bytes, clients: int, total: int) -> None:

@@ -1,9 +1,9 @@
 """Training throughput (images/s) of the models on this machine, fp32 vs bf16.
 
 Usage:
-    python bench/train_throughput.py [--widths 32,64,128,256] [--batch 128] [--steps 30] [--precision float32,auto]
-    python bench/train_throughput.py --architecture mobilenetv2 --input-size 96 --batch 64 --steps 10
-    python bench/train_throughput.py --precision float32 --jit-compile false,true --repeats 2   # XLA or not
+    python -m bench.train_throughput [--widths 32,64,128,256] [--batch 128] [--steps 30] [--precision float32,auto]
+    python -m bench.train_throughput --architecture mobilenetv2 --input-size 96 --batch 64 --steps 10
+    python -m bench.train_throughput --precision float32 --jit-compile false,true --repeats 2   # XLA or not
 """
 
 from __future__ import annotations

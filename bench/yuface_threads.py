@@ -1,8 +1,8 @@
 """Time yuface: its OpenMP thread count, and how many frames/s two cores detect at most.
 
     for t in 1 2 1 2 1 2; do OMP_NUM_THREADS=$t /usr/bin/time -f "$t threads: %e s wall, %U+%S s cpu" \\
-        python bench/yuface_threads.py; done
-    for t in 1 2; do OMP_NUM_THREADS=$t python bench/yuface_threads.py --size 640x480 --streams 1,2; done
+        python -m bench.yuface_threads; done
+    for t in 1 2; do OMP_NUM_THREADS=$t python -m bench.yuface_threads --size 640x480 --streams 1,2; done
 
 Each run: ``locate_faces`` (yuface, default settings) on messi5.jpg resized to 1280x720 and to
 640x480, ``--repeat`` times each, after one warm-up call. With ``--streams``, only ``--size``, from

@@ -385,15 +385,7 @@ def test_auto_falls_back_to_haar_with_a_warning_when_yuface_is_missing(monkeypat
 # ---------------------------------------------------------------- alignment (synthetic face)
 # Alignment is measured by bench/detection_benchmark.py (not in the product: it did not win).
 
-import importlib.util
-import sys
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location(
-    "detection_benchmark", Path(__file__).resolve().parents[1] / "bench" / "detection_benchmark.py")
-detection_benchmark = importlib.util.module_from_spec(_spec)
-sys.modules["detection_benchmark"] = detection_benchmark  # its dataclasses look their module up
-_spec.loader.exec_module(detection_benchmark)
+from bench import detection_benchmark  # noqa: E402 (the repository root is on pytest's pythonpath)
 
 
 def synthetic_face(angle: float) -> tuple[np.ndarray, Box]:

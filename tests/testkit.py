@@ -1,5 +1,5 @@
-"""Test and benchmark helpers, in one place (kept out of the shipped package; bench/serving_common.py
-puts tests/ on sys.path to use them): images with several real faces at known places, a
+"""Test and benchmark helpers, in one place (kept out of the shipped package; the benchmarks,
+run from the repository root as ``python -m bench.NAME``, import it as ``tests.testkit``): images with several real faces at known places, a
 `bentoml serve` process on a free port (start, wait until ready, stop), the test media and the
 tiny model with its fixtures.
 

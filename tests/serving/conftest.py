@@ -4,15 +4,10 @@ real-process servers."""
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-
-# tests/ for testkit; the repository root for the ``serving`` package (not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 # A private BentoML home for the whole test session, set before bentoml is first used, so the
 # tests never touch ~/bentoml. Request limits small enough to test cheaply.
