@@ -49,9 +49,9 @@ class CliError(Exception):
 
 # ---------------------------------------------------------------- analysers (local or remote)
 
-# analyze(images, encoded=None, names=None) -> one list of faces per image. ``encoded``: the
-# images' original file bytes, sent as they are to a server (no re-encoding).
-Analyzer = Callable[..., list[list[FaceResult]]]
+# analyze(images) -> one list of faces per image (RGB arrays; a server also takes a photo's file
+# bytes, sent as they are: no re-encoding).
+Analyzer = Callable[[Sequence[np.ndarray | bytes]], list[list[FaceResult]]]
 
 
 def local_analyzer(model_path: str | None, detection: DetectionConfig, tta: str = "flip",
@@ -74,10 +74,7 @@ def local_analyzer(model_path: str | None, detection: DetectionConfig, tta: str 
     except (ValueError, OSError) as error:
         raise CliError(f"could not load the model {source.path}: {error}") from None
 
-    def analyze(images: Sequence[np.ndarray], encoded=None, names=None) -> list[list[FaceResult]]:
-        return recognizer.analyze_frames(images)
-
-    return analyze
+    return recognizer.analyze_frames
 
 
 def remote_analyzer(url: str, timeout: float = 60.0) -> Analyzer:
@@ -96,10 +93,9 @@ def remote_analyzer(url: str, timeout: float = 60.0) -> Analyzer:
     if (status := request("GET", "/readyz", timeout=10).status_code) != 200:
         raise CliError(f"the service at {url} is not ready ({status})")
 
-    def analyze(images: Sequence[np.ndarray], encoded=None, names=None) -> list[list[FaceResult]]:
-        frames = list(encoded) if encoded is not None else [encode_image(image, "jpg", 92) for image in images]
-        names = names or [f"frame{i}.jpg" for i in range(len(frames))]
-        response = request("POST", "/analyze_frames", files=[("frames", (name, data)) for name, data in zip(names, frames)])
+    def analyze(images: Sequence[np.ndarray | bytes]) -> list[list[FaceResult]]:
+        frames = [image if isinstance(image, bytes) else encode_image(image, "jpg", 92) for image in images]
+        response = request("POST", "/analyze_frames", files=[("frames", (f"frame{i}", data)) for i, data in enumerate(frames)])
         if response.status_code != 200:
             raise CliError(f"the service at {url} answered {response.status_code}: {_error_text(response)}")
         return [[FaceResult.from_dict(face) for face in faces] for faces in response.json()]
@@ -148,7 +144,7 @@ def cmd_photo(args: argparse.Namespace) -> int:
         raise CliError(f"no image file at {source}")
     image = read_image(source)
     analyze = make_analyzer(args)
-    results = analyze([image], [source.read_bytes()], [source.name])[0]
+    results = analyze([source.read_bytes() if args.server else image])[0]
     write_image(draw_results(image, results, language=args.language), out)
     with atomic_output(json_path) as tmp:
         tmp.write_text(json.dumps({"image": str(source), "faces": [r.to_dict() for r in results]}, indent=2) + "\n")
@@ -218,8 +214,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise CliError("batch runs the model here or on Ray (--engine ray), not via --server", EXIT_USAGE)
     if args.engine == "local" and not args.output.endswith((".parquet", ".csv")):
         raise CliError(f"output {args.output} must end in .parquet or .csv", EXIT_USAGE)
-    if args.workers < 1:
-        raise CliError("--workers must be >= 1", EXIT_USAGE)
     detection_config(args)  # an unknown/unavailable detector fails here, not in every worker
     try:
         resolve_model_file(args.model)
@@ -297,10 +291,18 @@ def cmd_webcam(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- argument parsing
 
 
-def non_negative(text: str) -> int:
-    if (value := int(text)) < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high] (no upper bound when ``high`` is None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}" if high is None
+                                             else f"must be between {low} and {high}, got {value}")
+        return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--language", choices=sorted(TRANSLATIONS), default="en", help="label language")
     common.add_argument("--detector", choices=detector_choices(), default=DetectionConfig.detector,
                         help="auto (default): yunet if EMOTION_YUNET_MODEL is set, else yuface, else haar")
-    common.add_argument("--min-face-size", type=int, default=DetectionConfig.min_face_size, metavar="PIXELS",
+    common.add_argument("--min-face-size", type=int_in(1), default=DetectionConfig.min_face_size, metavar="PIXELS",
                         help="smallest face to find; the detector runs on the image shrunk to suit it (default %(default)s)")
     common.add_argument("--tta", choices=list(PRESETS), default="flip",
                         help="test-time views per face: flip (default: face + mirror), none (fastest), "
@@ -329,13 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     video = commands.add_parser("video", parents=[common], help="annotate a video (+ CSV timeline)")
     video.add_argument("input")
     video.add_argument("-o", "--output", help="annotated .mp4/.webm/.avi (default: IN_emotions.mp4); CSV beside it")
-    video.add_argument("--every", type=int, default=1, help="analyse every N-th frame (default 1)")
-    video.add_argument("--max-frames", type=int, default=0, help="stop after N analysed frames (0: all)")
-    video.add_argument("--batch", type=int, default=16, help="frames per model call (default 16)")
-    video.add_argument("--smooth", type=int, default=1, metavar="N",
+    video.add_argument("--every", type=int_in(1), default=1, help="analyse every N-th frame (default 1)")
+    video.add_argument("--max-frames", type=int_in(0), default=0, help="stop after N analysed frames (0: all)")
+    video.add_argument("--batch", type=int_in(1), default=16, help="frames per model call (default 16)")
+    video.add_argument("--smooth", type=int_in(1, MAX_SMOOTH_FRAMES), default=1, metavar="N",
                        help="label each tracked face with the mean of its last N analysed frames' "
                             f"probabilities (1-{MAX_SMOOTH_FRAMES}; default 1: no smoothing)")
-    video.add_argument("--max-video-pixels", type=non_negative, default=0, metavar="N",
+    video.add_argument("--max-video-pixels", type=int_in(0), default=0, metavar="N",
                        help="refuse a video needing more than N decoded pixels (frames x width x height; default 0: "
                             f"no limit; the service's EMOTION_MAX_VIDEO_PIXELS is {VideoLimits.max_pixels:,})")
     video.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -344,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch = commands.add_parser("batch", parents=[common], help="photos and videos -> one table (Parquet/CSV)")
     batch.add_argument("input", nargs="+", help="files, folders (recursive), globs, @list.txt (a path a line)")
     batch.add_argument("-o", "--output", required=True, help="results .parquet or .csv (+ OUT.files.EXT per file)")
-    batch.add_argument("--every", type=int, default=1, help="analyse every N-th video frame (default 1)")
-    batch.add_argument("--batch", type=int, default=16, help="video frames per model call (default 16)")
-    batch.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    batch.add_argument("--every", type=int_in(1), default=1, help="analyse every N-th video frame (default 1)")
+    batch.add_argument("--batch", type=int_in(1), default=16, help="video frames per model call (default 16)")
+    batch.add_argument("--workers", type=int_in(1), default=os.cpu_count() or 1,
                        help="processes (local) or Ray actors (default: the number of cores)")
     batch.add_argument("--engine", choices=("local", "ray"), default="local")
     batch.add_argument("--ray-address", help="Ray cluster (default: RAY_ADDRESS, else a local Ray)")
@@ -355,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     webcam = commands.add_parser("webcam", parents=[common], help="live window with labelled faces and FPS")
     webcam.add_argument("--camera", default="0", help="camera index (default 0) or a video file/URL")
-    webcam.add_argument("--smooth", type=int, default=5, metavar="N",
+    webcam.add_argument("--smooth", type=int_in(1, MAX_SMOOTH_FRAMES), default=5, metavar="N",
                         help="label each tracked face with the mean of its last N frames' probabilities "
                              f"(1-{MAX_SMOOTH_FRAMES}; default 5, as the web page; 1: off)")
     webcam.set_defaults(func=cmd_webcam)
@@ -363,13 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "every", 1) < 1 or getattr(args, "batch", 1) < 1:
-        print("error: --every and --batch must be >= 1", file=sys.stderr)
-        return EXIT_USAGE
-    if not 1 <= getattr(args, "smooth", 1) <= MAX_SMOOTH_FRAMES:
-        print(f"error: --smooth must be between 1 and {MAX_SMOOTH_FRAMES}, got {args.smooth}", file=sys.stderr)
-        return EXIT_USAGE
+    try:
+        args = build_parser().parse_args(argv)  # a bad option: argparse's one-line usage error
+    except SystemExit as exit:
+        return exit.code
     try:
         return args.func(args)
     except CliError as error:

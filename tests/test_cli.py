@@ -86,9 +86,9 @@ def test_video_track_ids_and_smoothing(tmp_path, capsys, tiny_model_file):  # no
         expected = np.mean(history[r["track_id"]][-4:], axis=0)
         assert [float(s[e]) for e in EMOTIONS] == pytest.approx(expected, abs=2e-6)
     assert cli.main(["video", str(media("Megamind.avi")), "--smooth", "0"]) == 2
-    assert "--smooth must be between 1 and" in capsys.readouterr().err
+    assert "argument --smooth: must be between 1 and" in capsys.readouterr().err
     assert cli.main(["webcam", "--smooth", "101"]) == 2
-    assert "--smooth must be between 1 and 100, got 101" in capsys.readouterr().err
+    assert "argument --smooth: must be between 1 and 100, got 101" in capsys.readouterr().err
 
 
 def test_no_model_is_a_clear_error(tmp_path, capsys, no_bundled_model):
@@ -168,9 +168,8 @@ def test_tta_option_changes_the_views_of_the_bundled_model(tmp_path, capsys):
         assert len(faces) == 1 and sum(faces[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
         probabilities[tta] = list(faces[0]["probabilities"].values())
     assert max(abs(a - b) for a, b in zip(probabilities["none"], probabilities["crops"])) > 1e-3
-    with pytest.raises(SystemExit) as error:
-        cli.main(["photo", str(media("fear.jpg")), "--tta", "ten-crop"])
-    assert error.value.code == 2 and "invalid choice: 'ten-crop'" in capsys.readouterr().err
+    assert cli.main(["photo", str(media("fear.jpg")), "--tta", "ten-crop"]) == 2
+    assert "invalid choice: 'ten-crop'" in capsys.readouterr().err
 
 
 def test_yunet_without_its_model_file_is_a_one_line_error(tmp_path, capsys, monkeypatch, tiny_model_file):  # noqa: F811
@@ -193,6 +192,21 @@ def test_runtime_option_runs_the_bundled_model_on_each_engine(tmp_path, capsys):
     ours, reference = faces["openvino"][0], faces["keras"][0]
     assert ours["box"] == reference["box"] and ours["emotion"] == reference["emotion"]
     assert max(abs(ours["probabilities"][e] - reference["probabilities"][e]) for e in EMOTIONS) < 0.1
-    with pytest.raises(SystemExit) as error:
-        cli.main(["photo", str(media("fear.jpg")), "--runtime", "tensorrt"])
-    assert error.value.code == 2 and "invalid choice: 'tensorrt'" in capsys.readouterr().err
+    assert cli.main(["photo", str(media("fear.jpg")), "--runtime", "tensorrt"]) == 2
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--every", "0", "argument --every: must be >= 1, got 0"),
+    ("--batch", "-3", "argument --batch: must be >= 1, got -3"),
+    ("--max-frames", "-1", "argument --max-frames: must be >= 0, got -1"),
+    ("--min-face-size", "0", "argument --min-face-size: must be >= 1, got 0"),
+    ("--every", "two", "argument --every: must be a whole number, got 'two'"),
+])
+def test_numeric_options_are_checked_before_any_work(tmp_path, capsys, option, value, message):
+    """One usage line naming the option, exit 2, and no output file started."""
+    out = tmp_path / "out.mp4"
+    assert cli.main(["video", str(media("Megamind.avi")), "-o", str(out), option, value]) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
