@@ -275,13 +275,18 @@ class EmotionService:
                 try:
                     probabilities = await self.classifier.to_async.classify(faces)
                     break
-                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, RuntimeError) as error:
                     # bentoml.depends' proxy (_bentoml_impl/client/proxy2.py) is an aiohttp client; under
                     # load a keep-alive connection is now and then closed as it is reused (1 in 300 calls
-                    # at 16 clients, seen in bench/serving_throughput.py). The same call again (classify
-                    # has no side effects), never another path; a timeout is not retried (it would wait 3 times).
-                    if attempt == 2:
+                    # at 16 clients, seen in bench/serving_throughput.py), before the request or while its
+                    # answer is read (aiohttp's RuntimeError "Connection closed."). The same call again
+                    # (classify has no side effects), never another path; a timeout is not retried (it
+                    # would wait 3 times). Still failing: a 503 the client can retry, not a 500.
+                    if isinstance(error, RuntimeError) and str(error) != "Connection closed.":
                         raise
+                    if attempt == 2:
+                        logger.warning("classify failed 3 times on a closed connection: %s", error)
+                        raise BadInput("the classifier closed the connection 3 times: retry the request", 503) from None
         return np.asarray(probabilities, dtype=np.float32).reshape(len(faces), NUM_CLASSES)
 
     async def _analyze_images(self, images: list[np.ndarray]) -> list[list[FaceResult]]:

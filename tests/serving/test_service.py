@@ -329,6 +329,8 @@ class FlakyProxy:
 def test_a_classify_call_on_a_closed_connection_is_sent_again(bentoml_home):
     import asyncio
 
+    from bentoml.exceptions import BentoMLException
+
     import aiohttp
 
     from serving.service import EmotionService
@@ -339,9 +341,18 @@ def test_a_classify_call_on_a_closed_connection_is_sent_again(bentoml_home):
                                     aiohttp.ClientOSError(104, "Connection reset by peer"))
     probabilities = asyncio.run(service._classify(faces))
     assert service.classifier.calls == 3 and np.array_equal(probabilities[:, 0], [0, 1, 2, 3])
-    service.classifier = FlakyProxy(*[aiohttp.ServerDisconnectedError()] * 3)  # the third failure is the answer
-    with pytest.raises(aiohttp.ServerDisconnectedError):
+    # closed while the answer was read: aiohttp's RuntimeError (a 500 at 2 workers, seen in
+    # bench/serving_throughput.py); another RuntimeError is a bug, not sent again
+    service.classifier = FlakyProxy(RuntimeError("Connection closed."))
+    assert np.array_equal(asyncio.run(service._classify(faces))[:, 0], [0, 1, 2, 3])
+    service.classifier = FlakyProxy(RuntimeError("something else"))
+    with pytest.raises(RuntimeError, match="something else"):
         asyncio.run(service._classify(faces))
+    assert service.classifier.calls == 1
+    service.classifier = FlakyProxy(*[aiohttp.ServerDisconnectedError()] * 3)  # three failures: a 503 to retry
+    with pytest.raises(BentoMLException) as failed:
+        asyncio.run(service._classify(faces))
+    assert failed.value.error_code == 503 and "retry" in str(failed.value)
     service.classifier = FlakyProxy(asyncio.TimeoutError())  # a timeout is not sent again
     with pytest.raises(asyncio.TimeoutError):
         asyncio.run(service._classify(faces))
