@@ -208,8 +208,10 @@ class EmotionClassifier:
                      "test_time_augmentation": self.recognizer.tta.describe()}
         self.recognizer.classify_faces(np.zeros((1, FACE_SIZE, FACE_SIZE), np.uint8))  # warm up
 
-    # faces checked per request before batching, as in EmotionService: with BENTOML_NO_UDS this is a local TCP port
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=CLASSIFY_MAX_FACES, max_latency_ms=200)
+    # faces checked per request before batching, as in EmotionService: with BENTOML_NO_UDS this is a local TCP port.
+    # The batcher cancels (503) a call it expects to wait longer than max_latency_ms: at 200 ms, with two
+    # HTTP workers detecting on both cores, 2 in 200 requests at 16 clients got a 503 (bench/README.md).
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=CLASSIFY_MAX_FACES, max_latency_ms=1000)
     def classify(self, faces: Annotated[np.ndarray, AfterValidator(check_faces)]) -> np.ndarray:
         return self.recognizer.classify_faces(np.asarray(faces, np.uint8))
 

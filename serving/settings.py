@@ -54,7 +54,9 @@ class ServingSettings(BaseSettings):
     max_video_pixels: int = Field(VideoLimits.max_pixels, ge=1)  # decoded frames x width x height per video
     # work layout
     cpu_threads: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
-    workers: int = Field(1, ge=1)  # HTTP service processes (the classifier has one of its own)
+    # HTTP service processes (the classifier has one of its own): 2 hold ~1.45x the requests/s of 1 at
+    # 16 clients on 2 cores (detection holds the GIL, so one process detects on one core; bench/README.md)
+    workers: int = Field(2, ge=1)
     model_batch: int = Field(256, ge=1)  # views per model call (faces x TTA views)
     # HTTP guard (serving/limits.py): API requests doing work at once (429 over it); an upload must
     # keep arriving at min_upload_rate bytes/s after upload_grace_s seconds (408 if slower)
