@@ -178,21 +178,16 @@ def read_image(path: str | Path, limits: ImageLimits | None = None) -> np.ndarra
         raise type(error)(f"{path}: {error}") from None
 
 
+IMAGE_ENCODERS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP"}  # suffix -> Pillow
+
+
 def encode_image(rgb: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
-    """RGB array -> PNG or JPEG bytes."""
-    fmt = fmt.lower().lstrip(".")
-    image = Image.fromarray(np.ascontiguousarray(rgb))
-    buffer = io.BytesIO()
-    if fmt in ("jpg", "jpeg"):
-        image.save(buffer, format="JPEG", quality=quality)
-    elif fmt == "png":
-        image.save(buffer, format="PNG")
-    elif fmt == "webp":
-        image.save(buffer, format="WEBP", quality=quality)
-    elif fmt == "bmp":
-        image.save(buffer, format="BMP")
-    else:
+    """RGB array -> PNG, JPEG, WebP or BMP bytes (``quality``: JPEG and WebP only)."""
+    name = IMAGE_ENCODERS.get(fmt.lower().lstrip("."))
+    if name is None:
         raise ValueError(f"cannot write {fmt!r} images: use png, jpg, webp or bmp")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format=name, quality=quality)
     return buffer.getvalue()
 
 

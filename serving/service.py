@@ -1,29 +1,11 @@
 """BentoML service: faces and their emotions in photos, video frames and video files.
 
-Serve, from the repository root (the root bentofile.yaml names this service)::
-
-    bentoml serve                      # the imported MLflow champion, else the bundled model
-
-APIs (multipart uploads; see README.md for curl examples):
-
-- ``POST /analyze``            image -> JSON list, one entry per face ([] if none);
-- ``POST /annotate``           image (+ language en|es, format jpeg|png) -> annotated image;
-- ``POST /analyze_frames``     several images (video frames) -> one list of faces per frame;
-- ``POST /video_timeline``     video file (+ every, max_frames, smooth_frames) -> per-frame timeline
-  JSON; each face has a ``track_id``, stable across frames (see docs/video.md);
-- ``POST /video_timeline_csv`` same as CSV;
-- ``POST /annotate_video``     video file -> annotated MP4 (each label starts with the face's track id);
-- ``POST /classify``           (N, 48, 48) grayscale faces -> (N, 7) probabilities. Every API sends
-  its faces to ``EmotionClassifier`` (the model's own service, ``bentoml.depends``), which BentoML
-  batches adaptively across concurrent requests;
-- ``GET /ui/``                 the web page (upload a photo, or the live webcam mode);
-- BentoML's ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` (Prometheus).
-
-Bad input (empty, not an image, truncated, too many bytes or pixels, unsupported format,
-malformed multipart) gets a 4xx JSON error with a message; the server keeps serving. Settings
-(limits, detection, ``EMOTION_TTA``: none | flip (default) | crops) are ``EMOTION_*`` environment
-variables, all defined and checked in ``serving/settings.py``; docs/serving.md lists them.
-The face detector (``EMOTION_DETECTOR``: auto | yuface | yunet | haar) is described in docs/detection.md.
+Serve from the repository root (the root bentofile.yaml names this service): ``bentoml serve``
+serves the model imported into the BentoML store, else the bundled one. README's API table lists
+the endpoints; each API's docstring below is its OpenAPI description. Every API sends its faces to
+``EmotionClassifier`` (the model's own service, ``bentoml.depends``), whose batcher merges the faces
+of concurrent requests. Bad input gets a 4xx JSON error naming the problem. Settings are
+``EMOTION_*`` variables, defined and checked once in serving/settings.py (docs/serving.md).
 """
 
 import asyncio
