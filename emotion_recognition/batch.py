@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from emotion_recognition.detection import DetectionConfig
-from emotion_recognition.face_tracking import FaceTracker
-from emotion_recognition.media import chunks, iter_video_frames, read_image
+from emotion_recognition.face_tracking import FaceTracker, track_frames
+from emotion_recognition.media import iter_video_frames, read_image
 from emotion_recognition.preprocessing import IMAGE_SUFFIXES
 from emotion_recognition.timeline import TIMELINE_COLUMNS, timeline_rows
 
@@ -104,19 +104,13 @@ def analyze_file(recognizer, path: str, settings: BatchSettings) -> tuple[list[d
     try:
         if path.lower().endswith(IMAGE_SUFFIXES):
             rows, frames = face_rows(path, 0, 0.0, [f.to_dict() for f in recognizer.analyze(read_image(path))]), 1
-        else:  # as `emotion video`: chunks of `batch` frames, a FaceTracker for the track ids
-            tracker = FaceTracker()
-            for chunk in chunks(iter_video_frames(path, every=settings.every), settings.batch):
-                rows, frames = rows + _tracked_rows(recognizer, tracker, path, chunk), frames + len(chunk)
+        else:  # as `emotion video`: `batch` frames per model call, track ids from a FaceTracker
+            video = iter_video_frames(path, every=settings.every)
+            for frame, tracked in track_frames(video, recognizer.analyze_frames, FaceTracker(), settings.batch):
+                rows, frames = rows + face_rows(path, frame.index, frame.time_s, [t.to_dict() for t in tracked]), frames + 1
     except Exception as error:  # hostile files raise anything (cv2.error, MemoryError...): record it, go on
         return [], {"file": path, "frames": frames, "faces": 0, "status": "error", "error": f"{type(error).__name__}: {error}"}
     return rows, {"file": path, "frames": frames, "faces": len(rows), "status": "ok", "error": None}
-
-
-def _tracked_rows(recognizer, tracker: FaceTracker, path: str, chunk: list) -> list[dict]:
-    results = recognizer.analyze_frames([f.rgb for f in chunk])
-    return [row for frame, faces in zip(chunk, results)
-            for row in face_rows(path, frame.index, frame.time_s, [t.to_dict() for t in tracker.update(faces)])]
 
 
 def analyze_image(rgb, model: str | None = None):

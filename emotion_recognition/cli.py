@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 
-from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker
+from emotion_recognition.face_tracking import MAX_SMOOTH_FRAMES, FaceTracker, track_frames
 from emotion_recognition.detection import DetectionConfig, DetectorUnavailable, detector_choices, prepare_detector
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import TRANSLATIONS
@@ -157,7 +157,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from emotion_recognition.drawing import draw_results
-    from emotion_recognition.media import VideoWriter, atomic_output, chunks, video_frames
+    from emotion_recognition.media import VideoWriter, atomic_output, video_frames
     from emotion_recognition.timeline import timeline_frame, write_timeline_csv
 
     source = Path(args.input)
@@ -180,19 +180,12 @@ def cmd_video(args: argparse.Namespace) -> int:
         tmp_out, info.fps / args.every, info.width, info.height
     ) as writer, open(tmp_csv, "w", newline="") as f:
         with tqdm(total=total, unit="frame", desc=source.name, disable=args.quiet) as progress:
-            for batch in chunks(frames, args.batch):
-                entries = []
-                for frame, results in zip(batch, analyze([b.rgb for b in batch])):
-                    tracked = tracker.update(results)
-                    writer.write(
-                        draw_results(frame.rgb, [t.result for t in tracked], language=args.language,
-                                     track_ids=[t.track_id for t in tracked])
-                    )
-                    entries.append(timeline_frame(frame.index, frame.time_s, tracked))
-                    n_frames += 1
-                    n_faces += len(results)
-                write_timeline_csv(entries, f, header=n_frames == len(entries))  # header before the first chunk
-                progress.update(len(batch))
+            for frame, tracked in track_frames(frames, analyze, tracker, args.batch):
+                writer.write(draw_results(frame.rgb, [t.result for t in tracked], language=args.language,
+                                          track_ids=[t.track_id for t in tracked]))
+                write_timeline_csv([timeline_frame(frame.index, frame.time_s, tracked)], f, header=n_frames == 0)
+                n_frames, n_faces = n_frames + 1, n_faces + len(tracked)
+                progress.update()
     print(f"{n_frames} frame(s), {n_faces} face(s), {tracker.tracks_started} track(s); wrote {out} and {csv_path}")
     return 0
 

@@ -31,12 +31,13 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import EMOTIONS
+from emotion_recognition.media import chunks
 
 DEFAULT_MIN_IOU = 0.3
 DEFAULT_MAX_MISSED = 5
@@ -149,3 +150,13 @@ class FaceTracker:
             return face
         mean = np.mean(np.stack(track.history), axis=0)  # what a smoothed face reports
         return dataclasses.replace(face, emotion=EMOTIONS[int(np.argmax(mean))], probabilities=mean)
+
+
+def track_frames(frames: Iterable, analyze: Callable[[list[np.ndarray]], list[list[FaceResult]]],
+                 tracker: FaceTracker, chunk: int = 16) -> Iterator[tuple[Any, list[TrackedFace]]]:
+    """(frame, its tracked faces) for each video frame (``.rgb``) in order, as ``emotion video`` and
+    ``emotion batch`` read them: the faces of ``chunk`` frames go through ``analyze`` together."""
+    for batch in chunks(frames, chunk):
+        for frame, faces in zip(batch, analyze([f.rgb for f in batch])):
+            yield frame, tracker.update(faces)
+

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emotion_recognition.detection import Box, detect_faces
-from emotion_recognition.face_tracking import FaceTracker, box_iou, greedy_iou_matches
+from emotion_recognition.face_tracking import FaceTracker, box_iou, greedy_iou_matches, track_frames
 from emotion_recognition.inference import FaceResult
 from emotion_recognition.labels import EMOTIONS
 from testkit import face, one_hot
@@ -148,4 +148,24 @@ def test_real_face_moving_across_frames_keeps_its_id():
         results = [FaceResult(b, "neutral", np.full(len(EMOTIONS), 1 / len(EMOTIONS))) for b in boxes]
         seen.append(ids(tracker.update(results)))
     assert seen == [[1]] * 4 + [[]] + [[1]] * 2 + [[1, 2]] * 3, seen
+
+
+def test_track_frames_sends_chunks_in_order_and_keeps_ids():
+    """7 frames in chunks of 3: the analyser sees 3, 3 and 1 frames; every frame comes back once, in
+    order, with the face moving 2 px a frame keeping track id 1."""
+    from types import SimpleNamespace
+
+    frames = [SimpleNamespace(index=i, rgb=np.full((4, 4, 3), i, np.uint8)) for i in range(7)]
+    seen = []
+
+    def analyze(images):
+        seen.append(len(images))
+        return [[FaceResult(Box(10 + 2 * int(image[0, 0, 0]), 10, 40, 40), "happy", np.eye(len(EMOTIONS))[3])]
+                for image in images]
+
+    out = list(track_frames(frames, analyze, FaceTracker(), chunk=3))
+    assert seen == [3, 3, 1]
+    assert [frame.index for frame, _ in out] == list(range(7))
+    assert [[t.track_id for t in tracked] for _, tracked in out] == [[1]] * 7
+    assert [tracked[0].result.box.x for _, tracked in out] == [10 + 2 * i for i in range(7)]
 
