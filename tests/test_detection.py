@@ -8,6 +8,7 @@ import pytest
 from dataclasses import replace
 
 import logging
+import sys
 
 from emotion_recognition import detection
 from emotion_recognition.detection import (
@@ -30,7 +31,7 @@ from emotion_recognition.detection import (
     locate_faces,
     square_box,
 )
-from emotion_recognition.preprocessing import resize_face
+from emotion_recognition.preprocessing import resize_face, to_grayscale
 from testkit import FER_ZIP, SHARED, face_canvas, iou, media, require_shared, rgb
 
 YUNET_FILE = SHARED / "models" / YUNET_MODEL_NAME
@@ -319,6 +320,26 @@ def test_yunet_finds_pasted_faces_with_landmarks(n_faces, size, face_px, seed):
     require_shared(FER_ZIP)
     image, pasted = face_canvas(FER_ZIP, n_faces, size=size, face_px=face_px, seed=seed)
     check_cnn_faces(detect_faces(image, yunet_config()), pasted)
+
+
+@pytest.mark.parametrize("n_faces, size, face_px, seed", [(3, (640, 480), 120, 0), (6, (1280, 720), 110, 1)])
+def test_yunet_on_openvino_finds_what_opencv_finds(n_faces, size, face_px, seed):
+    """The yunet detector's two runtimes, one network: the same faces, boxes within 1 px,
+    landmarks within 1 px, confidences within 0.01 (sizes that are and are not multiples of 32)."""
+    require_shared(FER_ZIP)
+    image, _ = face_canvas(FER_ZIP, n_faces, size=size, face_px=face_px, seed=seed)
+    gray, config = to_grayscale(image), yunet_config()
+    ours = sorted(detection.YuNetOpenVINODetector().detect(gray, config), key=lambda b: (b.x, b.y))
+    reference = sorted(detection.YuNetOpenCVDetector().detect(gray, config), key=lambda b: (b.x, b.y))
+    assert len(ours) == len(reference) == n_faces
+    for a, b in zip(ours, reference):
+        assert max(abs(a.x - b.x), abs(a.y - b.y), abs(a.w - b.w), abs(a.h - b.h)) <= 1
+        assert np.abs(np.subtract(a.landmarks, b.landmarks)).max() < 1 and abs(a.confidence - b.confidence) < 0.01
+
+
+def test_yunet_runs_on_opencv_without_openvino(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    assert isinstance(detection._yunet_detector(), detection.YuNetOpenCVDetector)
 
 
 def test_yunet_and_yuface_agree_on_a_real_photo(yuface_installed):
