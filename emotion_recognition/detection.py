@@ -150,6 +150,7 @@ class DetectionConfig:
     max_faces: int = 50  # keep at most this many faces (highest confidence first)
     score_threshold: float | None = None  # yunet/yuface: keep detections scoring at least this
     yunet_model: str = field(default_factory=_default_yunet_model)  # path of the YuNet ONNX file
+    threads: int = 0  # yunet on OpenVINO: inference threads (0: OpenVINO's default, every core)
 
     def __post_init__(self) -> None:
         if self.detector not in detector_choices():
@@ -168,6 +169,8 @@ class DetectionConfig:
             raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
         if self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: every core), got {self.threads}")
 
     def framing(self, detector: str) -> Framing:
         base = FRAMING.get(detector, Framing(margin=0.0))
@@ -323,8 +326,8 @@ class YuNetOpenCVDetector:
 class YuNetOpenVINODetector:
     """YuNet's network through OpenVINO (the classifier's engine), then FaceDetectorYN's decoding
     and NMS (``decode_yunet``): 3.8 against OpenCV's 10.3 ms at 640x480, the same faces within
-    0.5 px (bench/yunet_runtimes.py). One dynamic-shape compiled model per file (compiling per
-    frame size took ~170 ms each), one infer request per thread."""
+    0.5 px (bench/yunet_runtimes.py). One dynamic-shape compiled model per file and thread count
+    (compiling per frame size took ~170 ms each), one infer request per Python thread."""
 
     def __init__(self) -> None:
         import openvino
@@ -332,16 +335,17 @@ class YuNetOpenVINODetector:
         self._core, self._compiled, self._lock = openvino.Core(), {}, threading.Lock()
         self._local = threading.local()
 
-    def _request(self, path: str):
-        requests = self._local.__dict__.setdefault("requests", {})
-        if path not in requests:
+    def _request(self, path: str, threads: int):
+        requests, key = self._local.__dict__.setdefault("requests", {}), (path, threads)
+        if key not in requests:
             with self._lock:
-                if path not in self._compiled:
+                if key not in self._compiled:
                     model = self._core.read_model(check_yunet_model(path))
                     model.reshape([1, 3, -1, -1])  # any frame size (padded to multiples of 32)
-                    self._compiled[path] = self._core.compile_model(model, "CPU")
-            requests[path] = self._compiled[path].create_infer_request()
-        return requests[path]
+                    options = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+                    self._compiled[key] = self._core.compile_model(model, "CPU", options)
+            requests[key] = self._compiled[key].create_infer_request()
+        return requests[key]
 
     def detect(self, gray: np.ndarray, config: DetectionConfig) -> list[Box]:
         _check_gray(gray)
@@ -350,7 +354,7 @@ class YuNetOpenVINODetector:
         height, width = image.shape[:2]
         # FaceDetectorYN's input: BGR float32 0-255, NCHW, zero-padded to multiples of 32
         padded = cv2.copyMakeBorder(image, 0, -height % 32, 0, -width % 32, cv2.BORDER_CONSTANT)
-        request = self._request(config.yunet_model)
+        request = self._request(config.yunet_model, config.threads)
         request.infer({0: cv2.dnn.blobFromImage(padded)})
         outputs = {name: request.get_output_tensor(i).data for i, name in enumerate(YUNET_OUTPUTS)}
         return _yunet_rows_to_boxes(decode_yunet(outputs, padded.shape[1], config.score("yunet")), scale, config)
@@ -491,6 +495,7 @@ def describe_detector(config: DetectionConfig) -> dict:
         info.update(score_threshold=config.score(name), input_scale=config.detect_scale())
     if name == "yunet":
         info["model_file"] = str(config.yunet_model)
+        info["runtime"] = "openvino" if isinstance(get_detector(name), YuNetOpenVINODetector) else "opencv"
     return info
 
 

@@ -371,6 +371,7 @@ def test_auto_picks_yunet_when_its_file_is_configured(monkeypatch):
     monkeypatch.setenv("EMOTION_YUNET_MODEL", str(YUNET_FILE))
     config = DetectionConfig()  # the path comes from the environment
     assert resolve_detector(config) == "yunet" and describe_detector(config)["model_file"] == str(YUNET_FILE)
+    assert describe_detector(config)["runtime"] == "openvino"
 
 
 def test_auto_falls_back_to_haar_with_a_warning_when_yuface_is_missing(monkeypatch, caplog):

@@ -49,3 +49,18 @@ def test_the_packages_own_variables_are_not_misspellings():
     assert load_settings({"EMOTION_CACHE_DIR": "/tmp/x", "EMOTION_TTA": "none"}).tta == "none"
     with pytest.raises(SettingsError, match="EMOTION_CACHE_DIRS is not a setting"):
         load_settings({"EMOTION_CACHE_DIRS": "/tmp/x"})
+
+
+@pytest.mark.parametrize("environ, threads", [
+    ({"EMOTION_CPU_THREADS": "2"}, 1),  # the default 2 workers: one core each
+    ({"EMOTION_CPU_THREADS": "8", "EMOTION_WORKERS": "2"}, 4),
+    ({"EMOTION_CPU_THREADS": "2", "EMOTION_WORKERS": "1"}, 2),
+    ({"EMOTION_CPU_THREADS": "1", "EMOTION_WORKERS": "3"}, 1),  # never 0 (0 would mean every core)
+])
+def test_each_http_worker_detects_on_its_share_of_the_cores(environ, threads):
+    assert load_settings(environ).detection().threads == threads
+
+
+def test_detection_threads_cannot_be_negative():
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        DetectionConfig(threads=-1)
