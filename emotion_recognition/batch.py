@@ -58,8 +58,8 @@ def _load_recognizer(settings: BatchSettings, threads: int, path: Path, mtime_ns
     from emotion_recognition.inference import EmotionRecognizer
     from emotion_recognition.tta import from_preset
 
-    return EmotionRecognizer.from_file(path, DetectionConfig(detector=settings.detector, min_face_size=settings.min_face_size),
-                                       from_preset(settings.tta), runtime=settings.runtime, threads=threads)
+    detection = DetectionConfig(detector=settings.detector, min_face_size=settings.min_face_size, threads=threads)
+    return EmotionRecognizer.from_file(path, detection, from_preset(settings.tta), runtime=settings.runtime, threads=threads)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:

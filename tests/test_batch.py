@@ -190,3 +190,10 @@ def test_cli_errors_are_one_line(tmp_path, tiny_model_file, capsys):  # noqa: F8
                      "--model", str(tiny_model_file)]) == cli.EXIT_ERROR
     assert "no file or folder at" in capsys.readouterr().err
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_a_worker_process_detects_on_its_share_of_the_cores(tiny_model_file):  # noqa: F811
+    """The threads a worker gets (cores / workers) go to the detector too (yunet on OpenVINO)."""
+    recognizer = batch.load_recognizer(batch.BatchSettings(model=str(tiny_model_file)), threads=1)
+    assert recognizer.detection.threads == 1
+    assert batch.load_recognizer(batch.BatchSettings(model=str(tiny_model_file))).detection.threads == 0
