@@ -337,6 +337,12 @@ def test_yunet_on_openvino_finds_what_opencv_finds(n_faces, size, face_px, seed)
         assert np.abs(np.subtract(a.landmarks, b.landmarks)).max() < 1 and abs(a.confidence - b.confidence) < 0.01
 
 
+@pytest.mark.parametrize("shape", [(480, 640), (1, 1), (7, 300), (33, 33)])
+def test_yunet_on_openvino_finds_nothing_in_blank_or_tiny_images(shape):
+    """No face passes the score threshold: an empty answer, not an error (sizes under 32 px are padded)."""
+    assert detection.YuNetOpenVINODetector().detect(np.zeros(shape, np.uint8), yunet_config()) == []
+
+
 def test_yunet_runs_on_opencv_without_openvino(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     assert isinstance(detection._yunet_detector(), detection.YuNetOpenCVDetector)
