@@ -272,8 +272,12 @@ def _scaled_bgr(gray: np.ndarray, scale: float) -> np.ndarray:
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
 
 
+_CHECKED_YUNET: set[tuple[str, int, int]] = set()  # (path, size, mtime) of files whose sha256 matched
+
+
 def check_yunet_model(path: str | Path) -> Path:
-    """The YuNet file, after checking it is the calibrated 2023mar release (sha256)."""
+    """The YuNet file, after checking it is the calibrated 2023mar release (sha256). A file checked
+    before and unchanged since (size and mtime) is not read again: ``auto`` asks on every frame."""
     if not str(path):
         raise DetectorUnavailable(
             f"the yunet detector needs the model file {YUNET_MODEL_NAME}: download it from "
@@ -282,27 +286,26 @@ def check_yunet_model(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DetectorUnavailable(f"YuNet model file {path} does not exist (download: {YUNET_MODEL_URL})")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != YUNET_MODEL_SHA256:
-        raise DetectorUnavailable(
-            f"YuNet model file {path} has sha256 {digest}, expected {YUNET_MODEL_SHA256} "
-            f"({YUNET_MODEL_NAME} from {YUNET_MODEL_URL})"
-        )
+    stat = path.stat()
+    if (str(path), stat.st_size, stat.st_mtime_ns) not in _CHECKED_YUNET:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != YUNET_MODEL_SHA256:
+            raise DetectorUnavailable(
+                f"YuNet model file {path} has sha256 {digest}, expected {YUNET_MODEL_SHA256} "
+                f"({YUNET_MODEL_NAME} from {YUNET_MODEL_URL})"
+            )
+        _CHECKED_YUNET.add((str(path), stat.st_size, stat.st_mtime_ns))
     return path
 
 
 class YuNetOpenCVDetector:
-    """YuNet through ``cv2.FaceDetectorYN`` with the user's ONNX file (checked once per path)."""
+    """YuNet through ``cv2.FaceDetectorYN`` with the user's ONNX file (``check_yunet_model``)."""
 
     def __init__(self) -> None:
         self._local = threading.local()  # FaceDetectorYN keeps per-call state: one per thread
-        self._checked: set[str] = set()
 
     def _model(self, config: DetectionConfig, size: tuple[int, int]):
-        path = config.yunet_model
-        if path not in self._checked:
-            check_yunet_model(path)
-            self._checked.add(path)
+        path = str(check_yunet_model(config.yunet_model))
         models = getattr(self._local, "models", None)
         if models is None:
             models = self._local.models = {}
@@ -325,8 +328,8 @@ class YuNetOpenCVDetector:
 
 class YuNetOpenVINODetector:
     """YuNet's network through OpenVINO (the classifier's engine), then FaceDetectorYN's decoding
-    and NMS (``decode_yunet``): 3.8 against OpenCV's 10.3 ms at 640x480, the same faces within
-    0.5 px (bench/yunet_runtimes.py). One dynamic-shape compiled model per file and thread count
+    and NMS (``decode_yunet``): 5.2 against OpenCV's 11.9 ms at 640x480, the same faces within
+    1 px (bench/yunet_runtimes.py). One dynamic-shape compiled model per file and thread count
     (compiling per frame size took ~170 ms each), one infer request per Python thread."""
 
     def __init__(self) -> None:

@@ -372,6 +372,18 @@ def test_yunet_model_file_is_checked_with_a_clear_error(tmp_path):
         detect_faces(image, DetectionConfig(yunet_model=str(wrong)))
 
 
+def test_a_yunet_file_replaced_after_its_check_is_checked_again(tmp_path):
+    """Checked once (not hashed again on every frame), but a file changed since is read again."""
+    require_shared(YUNET_FILE)
+    copy = tmp_path / "yunet.onnx"
+    copy.write_bytes(YUNET_FILE.read_bytes())
+    image, config = np.zeros((100, 100), np.uint8), DetectionConfig(detector="yunet", yunet_model=str(copy))
+    assert detect_faces(image, config) == [] and detection.check_yunet_model(copy) == copy
+    copy.write_bytes(b"replaced")
+    with pytest.raises(DetectorUnavailable, match="sha256"):
+        detection.check_yunet_model(copy)
+
+
 def test_auto_picks_yunet_when_its_file_is_configured(monkeypatch):
     require_shared(YUNET_FILE)
     monkeypatch.setenv("EMOTION_YUNET_MODEL", str(YUNET_FILE))
