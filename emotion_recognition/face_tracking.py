@@ -159,4 +159,3 @@ def track_frames(frames: Iterable, analyze: Callable[[list[np.ndarray]], list[li
     for batch in chunks(frames, chunk):
         for frame, faces in zip(batch, analyze([f.rgb for f in batch])):
             yield frame, tracker.update(faces)
-

@@ -54,7 +54,7 @@ class ServingSettings(BaseSettings):
     max_video_pixels: int = Field(VideoLimits.max_pixels, ge=1)  # decoded frames x width x height per video
     # work layout
     cpu_threads: int = Field(default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1)
-    # HTTP service processes (the classifier has one of its own): 2 hold ~1.45x the requests/s of 1 at
+    # HTTP service processes (the classifier has one of its own): 2 hold 1.36x the requests/s of 1 at
     # 16 clients on 2 cores (detection holds the GIL, so one process detects on one core; bench/README.md)
     workers: int = Field(2, ge=1)
     model_batch: int = Field(256, ge=1)  # views per model call (faces x TTA views)
@@ -74,8 +74,8 @@ class ServingSettings(BaseSettings):
 
     def detection(self) -> DetectionConfig:
         """The service's face detection: these settings over DetectionConfig's defaults, with a
-        share of the cores per HTTP worker for yunet on OpenVINO (2 workers of 1 thread held 64.6
-        requests/s at 16 clients against 56.6 with every core each, bench/README.md)."""
+        share of the cores per HTTP worker for yunet on OpenVINO (2 workers of 1 thread held
+        65.7-67.4 requests/s at 16 clients, against 52.7-56.6 with every core each: bench/README.md)."""
         return DetectionConfig(**self.detection_overrides(), threads=max(1, self.cpu_threads // self.workers))
 
 

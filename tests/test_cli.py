@@ -209,4 +209,3 @@ def test_numeric_options_are_checked_before_any_work(tmp_path, capsys, option, v
     assert cli.main(["video", str(media("Megamind.avi")), "-o", str(out), option, value]) == cli.EXIT_USAGE
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
-

@@ -168,4 +168,3 @@ def test_track_frames_sends_chunks_in_order_and_keeps_ids():
     assert [frame.index for frame, _ in out] == list(range(7))
     assert [[t.track_id for t in tracked] for _, tracked in out] == [[1]] * 7
     assert [tracked[0].result.box.x for _, tracked in out] == [10 + 2 * i for i in range(7)]
-
